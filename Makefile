@@ -1,0 +1,31 @@
+# The set-up behind the README's two commands.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench
+
+# EGL (headless OpenGL for pyrender) where missing, then torch (CPU build first, so pip
+# does not pull a CUDA build), then the project with its test extra.
+$(BIN)/jumpbench: pyproject.toml
+	@scripts/egl-deps.sh
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+setup: $(BIN)/jumpbench
+
+# The small built-in main job: a small Traveling Salesman set, verified, and a preview.
+demo: setup
+	$(BIN)/jumpbench generate narratives --n 200 --test-n 50 --out data
+	$(BIN)/jumpbench verify data/traveling_salesman
+	$(BIN)/jumpbench view data/traveling_salesman --split test --index 0 --out results/preview.png
+	@echo "wrote data/traveling_salesman and results/preview.png"
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python scripts/bench_narratives.py

@@ -1,0 +1,71 @@
+"""The interface every model of jumpbench shares, so that one training loop and one
+evaluation serve them all (DESIGN.md, "Model interface").
+
+A batch is a dict of float tensors (frames in [0, 1]):
+    context_frames      (B, M, 3, H, W)   M >= 1 context views / time steps
+    context_viewpoints  (B, M, D)         D = config.viewpoint_dim (7 dice, 1 narratives)
+    target_frames       (B, K, 3, H, W)   K >= 1 targets
+    target_viewpoints   (B, K, D)
+Narrative viewpoints are frame times (0, 1, ..., T-1) as floats; video models read them to
+know which frames a context and queries are (see `frame_indices`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model config has; each model's dataclass extends it with its own."""
+
+    image_size: int = 64       # H = W of the frames the model sees
+    viewpoint_dim: int = 1     # 7 for dice (x, y, z, sin/cos yaw, sin/cos pitch), 1 for narratives
+    frames: int = 20           # the length of a video (narratives); video models roll up to it
+
+    def __post_init__(self):
+        if self.image_size < 8 or self.image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4 and at least 8, got {self.image_size}")
+        if self.viewpoint_dim < 1:
+            raise ValueError(f"viewpoint_dim must be at least 1, got {self.viewpoint_dim}")
+
+
+class Model(nn.Module):
+    """Base class: subclasses set `jumpy` and implement `forward` and `sample`."""
+
+    jumpy: bool = True
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """Training loss (`loss`, a scalar to minimise) and logged scalar terms (`nll`, `kl`,
+        `mse`, ...) for a batch at training step `step` (schedules depend on it)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, context_frames: torch.Tensor, context_viewpoints: torch.Tensor,
+               query_viewpoints: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """Frames for the queries: (B, n_samples, K, 3, H, W) in [0, 1]. One latent draw per
+        sample is shared by all K queries of that sample (JUMP); GQN draws one per query."""
+        raise NotImplementedError
+
+
+def frame_indices(viewpoints: torch.Tensor) -> torch.Tensor:
+    """Narrative viewpoints (B, K, 1) -> integer frame indices (B, K)."""
+    return viewpoints[..., 0].round().long()
+
+
+def check_prefix(context_viewpoints: torch.Tensor, query_viewpoints: torch.Tensor) -> tuple[int, int]:
+    """For autoregressive video models: the context must be frames 0..m-1 of every video and
+    the queries must come after it. Returns (m, the furthest query frame + 1); raises a
+    ValueError naming the problem otherwise."""
+    ctx, qry = frame_indices(context_viewpoints), frame_indices(query_viewpoints)
+    m = ctx.shape[1]
+    want = torch.arange(m, device=ctx.device).expand_as(ctx)
+    if not torch.equal(ctx, want):
+        raise ValueError("this model is not jumpy: its context must be the first frames of the video, "
+                         f"in order (0..{m - 1}), got {ctx[0].tolist()}")
+    if (qry < m).any():
+        raise ValueError(f"this model is not jumpy: queries must come after the context (frame >= {m}), "
+                         f"got {qry[0].tolist()}")
+    return m, int(qry.max()) + 1

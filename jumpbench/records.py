@@ -1,0 +1,410 @@
+"""Records: one scene = one tf.train.Example, in gqn-datasets' sharded TFRecord layout.
+
+    <root>/<dataset>/<split>/<i>-of-<N>.tfrecord   (+ .tfindex, the `tfrecord` package's index)
+    <root>/<dataset>/manifest.json                 (written last, atomically)
+
+`frames` is a bytes list of PNG-encoded RGB frames; every other key is a flat int64 or
+float list whose shape the manifest's schema gives (a shape may name the frame count "T").
+The schema is documented in docs/records.md. TFRecord framing (length, masked CRC32C) is
+written here directly so that each shard's sha256 is computed while it is written; the
+protobuf classes come from the `tfrecord` package, imported lazily (see `_example_pb2`).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from jumpbench.errors import JumpbenchError
+
+SPLITS = ("train", "test")
+MANIFEST = "manifest.json"
+
+
+# ---------------------------------------------------------------- PNG codec
+
+def encode_png_palette(index: np.ndarray, palette: bytes, level: int = 1) -> list[bytes]:
+    """Encode (T, H, W) uint8 palette-index frames as 8-bit palette PNGs, one per frame.
+
+    Flat-coloured frames (the Narratives) compress to a fraction of an RGB PNG and encode
+    several times faster than PIL's RGB path. Decoders (PIL, TensorFlow) expand them to RGB.
+    """
+    t, h, w = index.shape
+    raw = np.zeros((t, h, w + 1), np.uint8)  # a leading 0 per row: PNG filter type "None"
+    raw[:, :, 1:] = index
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)) \
+        + _png_chunk(b"PLTE", palette)
+    tail = _png_chunk(b"IEND", b"")
+    return [head + _png_chunk(b"IDAT", zlib.compress(raw[i].tobytes(), level)) + tail for i in range(t)]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(frame: np.ndarray, level: int = 1) -> bytes:
+    """Encode an (H, W, 3) uint8 RGB frame as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame), "RGB").save(buf, format="PNG", compress_level=level)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Decode PNG (RGB or palette) bytes to an (H, W, 3) uint8 array."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+# ---------------------------------------------------------------- tf.train.Example
+
+def _example_pb2():
+    """The Example protobuf classes, imported only when records are read or written.
+
+    `tfrecord` and TensorFlow both register `tensorflow.BytesList` in protobuf's default pool
+    and cannot live in one process. Where TensorFlow is installed we use its classes and make
+    `tfrecord.example_pb2` resolve to them (the fix of vahidk/tfrecord pull request #103).
+    """
+    if "tfrecord.example_pb2" in sys.modules:
+        return sys.modules["tfrecord.example_pb2"]
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is not None:
+        try:
+            from tensorflow.core.example import example_pb2
+
+            sys.modules["tfrecord.example_pb2"] = example_pb2
+            return example_pb2
+        except Exception:  # a broken TensorFlow install: fall back to tfrecord's own
+            pass
+    from tfrecord import example_pb2
+
+    return example_pb2
+
+
+def serialize_example(features: dict[str, Any]) -> bytes:
+    """Serialize {key: list of bytes | int array | float array} to a tf.train.Example."""
+    pb = _example_pb2()
+    example = pb.Example()
+    for key, value in features.items():
+        feat = example.features.feature[key]
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], bytes):
+            feat.bytes_list.value.extend(value)
+            continue
+        arr = np.asarray(value)
+        if arr.size == 0:  # keep the key: an empty list must still parse back as empty
+            (feat.float_list if arr.dtype.kind == "f" else feat.int64_list).SetInParent()
+        if arr.dtype.kind in "iub":
+            feat.int64_list.value.extend(arr.astype(np.int64).ravel().tolist())
+        elif arr.dtype.kind == "f":
+            feat.float_list.value.extend(arr.astype(np.float32).ravel().tolist())
+        else:
+            raise TypeError(f"feature {key!r}: unsupported dtype {arr.dtype}")
+    return example.SerializeToString()
+
+
+def parse_example(data: bytes) -> dict[str, Any]:
+    """Parse a tf.train.Example into {key: list of bytes | int64 array | float32 array}."""
+    pb = _example_pb2()
+    example = pb.Example.FromString(data)
+    out: dict[str, Any] = {}
+    for key, feat in example.features.feature.items():
+        kind = feat.WhichOneof("kind")
+        if kind == "bytes_list":
+            out[key] = list(feat.bytes_list.value)
+        elif kind == "int64_list":
+            out[key] = np.asarray(feat.int64_list.value, np.int64)
+        elif kind == "float_list":
+            out[key] = np.asarray(feat.float_list.value, np.float32)
+    return out
+
+
+# ---------------------------------------------------------------- TFRecord framing
+
+def _masked_crc(data: bytes) -> int:
+    import crc32c
+
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame_record(data: bytes) -> bytes:
+    length = struct.pack("<Q", len(data))
+    return b"".join((length, struct.pack("<I", _masked_crc(length)), data,
+                     struct.pack("<I", _masked_crc(data))))
+
+
+def read_record(f, path: Path, check_crc: bool = True) -> bytes | None:
+    """Read one framed record from an open file; None at a clean end of file."""
+    head = f.read(12)
+    if not head:
+        return None
+    if len(head) < 12:
+        raise JumpbenchError(f"{path}: truncated record header at byte {f.tell() - len(head)}")
+    (length,) = struct.unpack("<Q", head[:8])
+    if check_crc and struct.unpack("<I", head[8:])[0] != _masked_crc(head[:8]):
+        raise JumpbenchError(f"{path}: corrupt record length at byte {f.tell() - 12}")
+    data = f.read(length)
+    tail = f.read(4)
+    if len(data) < length or len(tail) < 4:
+        raise JumpbenchError(f"{path}: truncated record at byte {f.tell() - len(data) - len(tail) - 12}")
+    if check_crc and struct.unpack("<I", tail)[0] != _masked_crc(data):
+        raise JumpbenchError(f"{path}: corrupt record data (CRC mismatch)")
+    return data
+
+
+def shard_names(n_shards: int) -> list[str]:
+    """gqn-datasets naming: both numbers zero-padded to len(str(N)), counted from 1."""
+    w = len(str(n_shards))
+    return [f"{i:0{w}d}-of-{n_shards:0{w}d}.tfrecord" for i in range(1, n_shards + 1)]
+
+
+def index_path(shard: Path) -> Path:
+    return shard.with_suffix(".tfindex")
+
+
+def write_shard(path: Path, records: Iterator[bytes]) -> dict:
+    """Write serialized Examples to `path` atomically (temp name, fsync, rename), with its
+    .tfindex; returns {"file", "records", "sha256"}. A failure leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_idx = path.with_name(f".{path.stem}.{os.getpid()}.tfindex.tmp")
+    sha, count, offset, index_lines = hashlib.sha256(), 0, 0, []
+    try:
+        with open(tmp, "wb") as f:
+            for data in records:
+                rec = frame_record(data)
+                f.write(rec)
+                sha.update(rec)
+                index_lines.append(f"{offset} {len(rec)}\n")
+                offset += len(rec)
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        with open(tmp_idx, "w") as f:
+            f.writelines(index_lines)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_idx, index_path(path))
+        os.replace(tmp, path)  # the shard's final name appears only once it is complete
+    except BaseException:
+        for p in (tmp, tmp_idx):
+            p.unlink(missing_ok=True)
+        raise
+    return {"file": path.name, "records": count, "sha256": sha.hexdigest()}
+
+
+def describe_shard(path: Path) -> dict:
+    """{"file", "records", "sha256"} of a finished shard (from its index and bytes)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    with open(index_path(path)) as f:
+        count = sum(1 for line in f if line.strip())
+    return {"file": path.name, "records": count, "sha256": sha.hexdigest()}
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- reading
+
+def load_manifest(root: Path) -> dict:
+    root = Path(root)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise JumpbenchError(f"{root}: no such dataset folder")
+    if not path.is_file():
+        raise JumpbenchError(f"{root}: no manifest.json (the dataset is incomplete: re-run its "
+                             f"'jumpbench generate' command to finish it)")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise JumpbenchError(f"{path}: unreadable manifest ({e})") from None
+
+
+def shape_features(raw: dict[str, Any], schema: dict[str, dict]) -> dict[str, Any]:
+    """Reshape a parsed Example's flat lists with the schema ("T": the frame count, -1: any
+    length, []: a scalar); `frames` stay PNG bytes."""
+    n_frames = len(raw.get("frames", []))
+    out = {}
+    for key, value in raw.items():
+        spec = schema.get(key)
+        if spec is None or spec["dtype"] == "png":
+            out[key] = value
+        else:
+            out[key] = value.reshape([n_frames if d == "T" else d for d in spec["shape"]])
+    return out
+
+
+@dataclass
+class Scene:
+    """One scene: frames (T, H, W, 3) uint8 and its metadata arrays."""
+
+    frames: np.ndarray
+    meta: dict[str, Any]
+
+
+class Dataset:
+    """A finished dataset: random access to the scenes of a split through the .tfindex files.
+
+    ds = Dataset("data/traveling_salesman"); ds.num("test"); scene = ds.scene("test", 0)
+    Safe to use from several DataLoader workers: file handles are opened per process.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest = load_manifest(self.root)
+        self.name = self.manifest["dataset"]
+        self.schema = self.manifest["schema"]
+        self._offsets: dict[str, list[tuple[int, int, int]]] = {}
+        self._files: dict[tuple[int, str], Any] = {}
+
+    def num(self, split: str) -> int:
+        return sum(s["records"] for s in self._split(split)["shards"])
+
+    def _split(self, split: str) -> dict:
+        if split not in self.manifest["splits"]:
+            raise JumpbenchError(f"{self.root}: no split {split!r} (has {sorted(self.manifest['splits'])})")
+        return self.manifest["splits"][split]
+
+    def _index(self, split: str) -> list[tuple[int, int, int]]:
+        """(shard number, byte offset, length) per record of a split."""
+        if split not in self._offsets:
+            rows = []
+            for k, shard in enumerate(self._split(split)["shards"]):
+                path = self.root / split / shard["file"]
+                try:
+                    with open(index_path(path)) as f:
+                        lines = [line.split() for line in f if line.strip()]
+                except FileNotFoundError:
+                    raise JumpbenchError(f"{path}: missing (or its .tfindex is)") from None
+                if len(lines) != shard["records"]:
+                    raise JumpbenchError(f"{index_path(path)}: {len(lines)} records, manifest says {shard['records']}")
+                rows += [(k, int(a), int(b)) for a, b in lines]
+            self._offsets[split] = rows
+        return self._offsets[split]
+
+    def raw(self, split: str, i: int) -> bytes:
+        rows = self._index(split)
+        if not 0 <= i < len(rows):
+            raise JumpbenchError(f"{self.root}: {split} has {len(rows)} scenes, no index {i}")
+        k, offset, length = rows[i]
+        path = self.root / split / self._split(split)["shards"][k]["file"]
+        key = (os.getpid(), str(path))
+        if key not in self._files:
+            try:
+                self._files[key] = open(path, "rb")
+            except FileNotFoundError:
+                raise JumpbenchError(f"{path}: missing shard") from None
+        f = self._files[key]
+        f.seek(offset)
+        data = read_record(f, path)
+        if data is None or f.tell() != offset + length:
+            raise JumpbenchError(f"{path}: record {i} does not match its index (truncated shard?)")
+        return data
+
+    def features(self, split: str, i: int) -> dict[str, Any]:
+        """Parsed and reshaped features; `frames` left as PNG bytes."""
+        try:
+            raw = parse_example(self.raw(split, i))
+        except JumpbenchError:
+            raise
+        except Exception as e:  # protobuf DecodeError and kin
+            raise JumpbenchError(f"{self.root}/{split}: record {i} does not parse ({e})") from None
+        return shape_features(raw, self.schema)
+
+    def scene(self, split: str, i: int) -> Scene:
+        feats = self.features(split, i)
+        frames = decode_frames(feats.pop("frames"), f"{self.root}/{split} record {i}")
+        return Scene(frames, feats)
+
+    def scenes(self, split: str) -> Iterator[Scene]:
+        for i in range(self.num(split)):
+            yield self.scene(split, i)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __getstate__(self):  # DataLoader workers reopen their own files
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+
+def decode_frames(pngs: list[bytes], where: str) -> np.ndarray:
+    try:
+        return np.stack([decode_png(b) for b in pngs])
+    except Exception as e:
+        raise JumpbenchError(f"{where}: a frame does not decode ({e})") from None
+
+
+def verify(root: str | Path, progress=None) -> dict[str, int]:
+    """Re-read every shard: sha256 and record counts against the manifest, every record's
+    CRC, every frame decodes. Returns records per split; raises JumpbenchError naming the bad
+    shard and record."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    counts = {}
+    for split, info in manifest["splits"].items():
+        total = 0
+        for shard in info["shards"]:
+            path = root / split / shard["file"]
+            if not path.is_file():
+                raise JumpbenchError(f"{path}: missing shard")
+            sha = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    sha.update(block)
+            bad_sha = sha.hexdigest() != shard["sha256"]
+            n = 0
+            with open(path, "rb") as f:
+                while True:
+                    try:
+                        data = read_record(f, path)
+                    except JumpbenchError as e:
+                        raise JumpbenchError(f"{e} (record {n})") from None
+                    if data is None:
+                        break
+                    try:
+                        feats = parse_example(data)
+                    except Exception as e:
+                        raise JumpbenchError(f"{path}: record {n} does not parse ({e})") from None
+                    decode_frames(feats.get("frames", []), f"{path}: record {n}")
+                    n += 1
+                    if progress:
+                        progress(1)
+            if n != shard["records"]:
+                raise JumpbenchError(f"{path}: {n} records, manifest says {shard['records']}")
+            if bad_sha:
+                raise JumpbenchError(f"{path}: sha256 differs from the manifest (shard changed or corrupt)")
+            total += n
+        counts[split] = total
+    return counts
