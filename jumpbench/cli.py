@@ -42,7 +42,26 @@ def one_line_errors(fn):
     return wrapper
 
 
-@click.group()
+class OneLineGroup(click.Group):
+    """Usage errors too are one line ("error: ..."), exit status 2, no usage dump."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "jumpbench"
+            click.echo(f"error: {e.format_message()} (see '{cmd} --help')", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=OneLineGroup)
 @click.version_option(package_name="jumpbench")
 def cli():
     """jumpbench: datasets and benchmarks for consistent, jumpy generative models (JUMP)."""
@@ -99,8 +118,9 @@ def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard
 
 @cli.command()
 @click.argument("dataset", type=click.Path())
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
-def verify(dataset):
+def verify(dataset, quiet):
     """Re-read every shard of DATASET: counts, sha256, CRCs, every frame decodes."""
     from tqdm import tqdm
 
@@ -108,7 +128,7 @@ def verify(dataset):
 
     manifest = records.load_manifest(Path(dataset))
     total = sum(s["records"] for sp in manifest["splits"].values() for s in sp["shards"])
-    with tqdm(total=total, unit="scene", dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="scene", dynamic_ncols=True, disable=quiet) as bar:
         counts = records.verify(dataset, progress=bar.update)
     click.echo(f"{dataset}: ok (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
 

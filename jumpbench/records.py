@@ -88,8 +88,16 @@ def _example_pb2():
             return example_pb2
         except Exception:  # a broken TensorFlow install: fall back to tfrecord's own
             pass
-    from tfrecord import example_pb2
-
+    # tfrecord's __init__ imports torch (2 s): load its example_pb2 module on its own and
+    # register it under its own name, so a later `import tfrecord` reuses it.
+    spec = importlib.util.find_spec("tfrecord")
+    if spec is None or not spec.submodule_search_locations:
+        raise JumpbenchError("the 'tfrecord' package is missing: pip install 'tfrecord>=1.14.6'")
+    path = Path(list(spec.submodule_search_locations)[0]) / "example_pb2.py"
+    mod_spec = importlib.util.spec_from_file_location("tfrecord.example_pb2", path)
+    example_pb2 = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(example_pb2)
+    sys.modules["tfrecord.example_pb2"] = example_pb2
     return example_pb2
 
 
