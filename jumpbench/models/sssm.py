@@ -1,0 +1,140 @@
+"""sSSM: the stochastic state-space model of Buesing, Weber, Racaniere, Eslami, Rezende et
+al., "Learning and querying fast generative models for reinforcement learning" (2018).
+
+Transitions run in a compact latent state at 1/8 of the frame resolution, never in pixel
+space: a deterministic state s_t (B, state_channels, H/8, W/8) and a stochastic z_t
+(B, z_channels, H/8, W/8) per step,
+    z_t ~ p(z_t | s_{t-1})          prior (test time, after the context)
+    z_t ~ q(z_t | s_{t-1}, e(x_t))  filtering posterior (training, and on the context)
+    s_t = s_{t-1} + f(s_{t-1}, z_t) residual conv transition
+    x_t ~ N(d(s_t), pixel_var)      decoded only when a frame is asked for,
+so sampling frame t costs t cheap transitions and one decode. No actions here (videos).
+Trained on the ELBO: sum over frames of the Gaussian NLL plus kl_weight (the beta the JUMP
+paper sweeps, Appendix B) times the KL of posterior to prior. Sizes are ours, chosen so the
+state is small beside a frame (64 channels at 8x8 for 64x64 frames); Buesing et al. use a
+state of feature maps at reduced resolution and a convolutional encoder and decoder too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from jumpbench.models.base import Model, ModelConfig, check_prefix, frame_indices
+from jumpbench.models.cdna import gather_frames, training_video
+
+
+@dataclass
+class SSSMConfig(ModelConfig):
+    state_channels: int = 64        # deterministic state s_t at H/8 x W/8
+    z_channels: int = 8             # stochastic z_t per step at H/8 x W/8
+    hidden_channels: int = 64       # inside the prior, posterior and transition nets
+    encoder_channels: tuple = (32, 64, 64)  # three stride-2 convs, frame -> e(x) at H/8
+    pixel_var: float = 0.5          # fixed decoder variance (JUMP's final pixel variance, Appendix B)
+    kl_weight: float = 1.0          # beta on the KL; the JUMP paper sweeps it for sSSM
+    log_std_min: float = -5.0       # lower bound of the Gaussians' log std
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.encoder_channels = tuple(self.encoder_channels)
+        if self.image_size % 8:
+            raise ValueError(f"sSSM needs image_size divisible by 8, got {self.image_size}")
+        if min(self.state_channels, self.z_channels, self.hidden_channels) < 1:
+            raise ValueError("state_channels, z_channels and hidden_channels must be positive")
+        if len(self.encoder_channels) != 3 or min(self.encoder_channels) < 1:
+            raise ValueError(f"encoder_channels must be three positive ints, got {self.encoder_channels}")
+        if self.pixel_var <= 0 or self.kl_weight < 0:
+            raise ValueError("pixel_var must be positive and kl_weight >= 0")
+
+
+def _gaussian_head(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
+    """(B, c_in, h, w) -> (B, 2 * c_out, h, w): mean and log std of a diagonal Gaussian."""
+    return nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(hidden, 2 * c_out, 3, padding=1))
+
+
+class SSSM(Model):
+    """Stochastic state-space model (Buesing et al. 2018). Not jumpy."""
+
+    jumpy = False
+
+    def __init__(self, config: SSSMConfig):
+        super().__init__()
+        self.config = c = config
+        e1, e2, e3 = c.encoder_channels
+        self.encoder = nn.Sequential(                                     # (B, 3, H, W) -> (B, e3, H/8, W/8)
+            nn.Conv2d(3, e1, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(e1, e2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(e2, e3, 4, stride=2, padding=1))
+        self.prior = _gaussian_head(c.state_channels, c.hidden_channels, c.z_channels)
+        self.posterior = _gaussian_head(c.state_channels + e3, c.hidden_channels, c.z_channels)
+        self.transition = nn.Sequential(
+            nn.Conv2d(c.state_channels + c.z_channels, c.hidden_channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c.hidden_channels, c.state_channels, 3, padding=1))
+        self.decoder = nn.Sequential(                                     # (B, S, H/8, W/8) -> (B, 3, H, W)
+            nn.Conv2d(c.state_channels, e3, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(e3, e2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(e2, e1, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(e1, 3, 4, stride=2, padding=1), nn.Sigmoid())
+
+    def initial_state(self, n: int, device) -> torch.Tensor:
+        s = self.config.image_size // 8
+        return torch.zeros(n, self.config.state_channels, s, s, device=device)  # s_{-1}
+
+    def _split(self, h):
+        mean, log_std = h.chunk(2, dim=1)
+        return mean, log_std.clamp(min=self.config.log_std_min)
+
+    def step(self, s, e=None):
+        """One transition from s_{t-1}: with e = e(x_t) z_t comes from the posterior, else from
+        the prior. Returns (s_t, z_t, KL(q || p) per unit or None)."""
+        p_mean, p_log_std = self._split(self.prior(s))
+        if e is None:
+            mean, log_std, kl = p_mean, p_log_std, None
+        else:
+            mean, log_std = self._split(self.posterior(torch.cat([s, e], dim=1)))
+            kl = (p_log_std - log_std
+                  + (torch.exp(2 * log_std) + (mean - p_mean) ** 2) / (2 * torch.exp(2 * p_log_std)) - 0.5)
+        z = mean + torch.exp(log_std) * torch.randn_like(mean)
+        return s + self.transition(torch.cat([s, z], dim=1)), z, kl
+
+    def forward(self, batch, step):
+        c = self.config
+        video, m = training_video(batch)                                  # (B, T, 3, H, W)
+        B, T = video.shape[:2]
+        e = self.encoder(video.flatten(0, 1)).unflatten(0, (B, T))        # (B, T, e3, H/8, W/8)
+        s, states, kls = self.initial_state(B, video.device), [], []
+        for t in range(T):                                                # filter through the video
+            s, _, kl = self.step(s, e[:, t])
+            states.append(s)
+            kls.append(kl.flatten(1).sum(1))                              # (B,)
+        recon = self.decoder(torch.stack(states, 1).flatten(0, 1)).unflatten(0, (B, T))
+        err = (recon - video) ** 2
+        nll = err.flatten(2).sum(2) / (2 * c.pixel_var)                   # (B, T), constant dropped
+        kl = torch.stack(kls, 1)                                          # (B, T)
+        loss = (nll + c.kl_weight * kl).sum(1).mean() / (3 * c.image_size ** 2)  # per pixel, per video
+        return {"loss": loss, "nll": nll.sum(1).mean().detach(), "kl": kl.sum(1).mean().detach(),
+                "mse": err[:, m:].mean().detach()}
+
+    @torch.no_grad()
+    def sample(self, context_frames, context_viewpoints, query_viewpoints, n_samples):
+        m, end = check_prefix(context_viewpoints, query_viewpoints)
+        B = context_frames.shape[0]
+        ctx = context_frames.repeat_interleave(n_samples, dim=0)          # (B*n, m, 3, H, W)
+        e = self.encoder(ctx.flatten(0, 1)).unflatten(0, ctx.shape[:2])   # (B*n, m, e3, h, w)
+        s = self.initial_state(B * n_samples, ctx.device)
+        for t in range(m):                                                # filter the context
+            s, _, _ = self.step(s, e[:, t])
+        index = frame_indices(query_viewpoints)                           # (B, K)
+        wanted = set(index.flatten().tolist())
+        frames = {}
+        for t in range(m, end):                                           # roll the prior forward
+            s, _, _ = self.step(s)
+            if t in wanted:                                               # decode only asked frames
+                frames[t] = self.decoder(s)                               # (B*n, 3, H, W)
+        order = sorted(frames)
+        out = torch.stack([frames[t] for t in order], 1)                  # (B*n, K', 3, H, W)
+        out = out.view(B, n_samples, *out.shape[1:])
+        lookup = torch.searchsorted(torch.tensor(order, device=index.device), index)  # frame -> row of out
+        return gather_frames(out, lookup)

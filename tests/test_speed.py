@@ -1,0 +1,55 @@
+"""The jumpy sampling-speed benchmark, on tiny configs."""
+import json
+from dataclasses import dataclass
+
+import torch
+
+from jumpbench.benchmarks.speed import format_table, jumpy_speed
+from jumpbench.models import MODELS
+from jumpbench.models.base import Model, ModelConfig
+
+torch.set_num_threads(1)
+TINY = {
+    "cdna": dict(lstm_sizes=(4, 4, 8, 8, 8, 4, 4), num_masks=2),
+    "sv2p": dict(lstm_sizes=(4, 4, 8, 8, 8, 4, 4), num_masks=2, encoder_channels=(4, 8, 8),
+                 stage1_steps=0, stage2_steps=0, anneal_end=0),
+    "sssm": dict(state_channels=8, z_channels=2, hidden_channels=8, encoder_channels=(4, 8, 8)),
+}
+
+
+@dataclass
+class StubJumpConfig(ModelConfig):
+    pass
+
+
+class StubJump(Model):
+    """Renders any frame in one step, as a jumpy model does."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def sample(self, context_frames, context_viewpoints, query_viewpoints, n_samples):
+        B, K = query_viewpoints.shape[:2]
+        x = self.conv(context_frames[:, -1])
+        return x[:, None, None].expand(B, n_samples, K, *x.shape[1:])
+
+
+def test_jumpy_speed_tiny(monkeypatch):
+    monkeypatch.setitem(MODELS, "jump", (StubJump, StubJumpConfig))
+    names = ["jump", "sssm", "sv2p", "cdna"]
+    res = jumpy_speed(models=names, frames=8, ts=(3, 7), context=2, image_size=16, repeats=2,
+                      config_overrides=TINY)
+    json.dumps(res)
+    assert list(res["seconds"]) == names and res["ts"] == [3, 7]
+    assert all(len(s) == 2 and min(s) > 0 for s in res["seconds"].values())
+    assert set(res["ratios"]) == {"sssm/jump", "sv2p/jump", "cdna/jump"}
+    assert res["ratios"]["sv2p/jump"] == res["seconds"]["sv2p"][-1] / res["seconds"]["jump"][-1]
+    table = format_table(res)
+    assert "sv2p" in table and "sv2p/jump" in table
+
+
+def test_jumpy_speed_without_jump_has_no_ratios():
+    res = jumpy_speed(models=["cdna"], frames=5, ts=(4,), context=1, image_size=16, repeats=1, warmup=0,
+                      config_overrides=TINY)
+    assert res["ratios"] == {} and "cdna" in format_table(res)
