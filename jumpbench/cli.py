@@ -148,5 +148,54 @@ def view(dataset, split, index, out, scale):
     click.echo(f"wrote {out}")
 
 
-def main():  # pragma: no cover
+def _model_names():
+    from jumpbench.models import MODELS
+
+    return list(MODELS)
+
+
+class LazyChoice(click.Choice):
+    """A Choice whose values come from a registry, read when the option is parsed."""
+
+    def __init__(self, source):
+        self.source = source
+        super().__init__([])
+
+    def convert(self, value, param, ctx):
+        self.choices = self.source()
+        return super().convert(value, param, ctx)
+
+
+@cli.command()
+@click.option("--model", type=LazyChoice(_model_names), required=True, help="jump, gqn, sssm, sv2p or cdna.")
+@click.option("--data", type=click.Path(), default="data/traveling_salesman", show_default=True,
+              help="A dataset folder (with manifest.json).")
+@click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--seeds", type=int, default=None, help="Run seeds 0..N-1, skipping those already done.")
+@click.option("--seed", type=int, default=None, help="Run this one seed [0].")
+@click.option("--steps", type=int, default=None, help="Training steps (overrides the preset's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key; repeatable.")
+@click.option("--name", default=None, help="Config name of the run folder [preset, plus the overrides].")
+@click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet):
+    """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
+    from jumpbench.benchmarks.sweep import run_seeds
+
+    if seeds is not None and seed is not None:
+        raise JumpbenchError("give --seeds N or --seed K, not both")
+    if seeds is not None and seeds < 1:
+        raise JumpbenchError(f"--seeds must be at least 1, got {seeds}")
+    if seed is not None and seed < 0:
+        raise JumpbenchError(f"--seed must be non-negative, got {seed}")
+    overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+    seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
+    failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet)
+    if failed:
+        raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
+                             "; ".join(f"seed {k}: {why}" for k, why in failed))
+
+
+if __name__ == "__main__":  # python -m jumpbench.cli (torchrun uses this)
     cli()

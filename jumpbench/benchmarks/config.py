@@ -1,0 +1,146 @@
+"""Run configuration: a preset (TOML data in presets/), overridden by `--set key=value`, and
+resolved against a dataset's manifest into the train, data and model configs of a run.
+
+Keys: `train.<k>`, `data.<k>`, `model.<k>`, or a bare `<k>` found in exactly one of them.
+Values are TOML literals (`lr=3e-4`, `lstm_sizes=[8,8]`, `pixel_var_schedule=piecewise`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+
+from jumpbench.errors import JumpbenchError
+
+PRESETS = ("smoke", "cpu", "paper")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 36          # torch-jump
+    lr: float = 5e-4              # torch-jump: Adam 5e-4 annealed linearly to 5e-5
+    lr_final: float = 5e-5
+    lr_anneal_steps: int = 1_600_000
+    grad_clip: float = 1.0        # max gradient norm; 0 turns clipping off
+    eval_every: int = 1000        # evaluate, write samples.png and checkpoint every N steps
+    eval_scenes: int = 64         # the fixed test subset
+    eval_samples: int = 30        # samples per video for min-MSE (the paper's 30)
+    sample_scenes: int = 4        # scenes in samples.png
+    num_workers: int = 1          # DataLoader processes
+
+    def __post_init__(self):
+        for k in ("steps", "batch_size", "eval_every", "eval_scenes", "eval_samples", "sample_scenes"):
+            if getattr(self, k) < 1:
+                raise JumpbenchError(f"train.{k} must be at least 1, got {getattr(self, k)}")
+        if self.lr <= 0 or self.lr_final <= 0 or self.lr_anneal_steps < 1:
+            raise JumpbenchError("train.lr, train.lr_final must be positive and lr_anneal_steps >= 1")
+        if self.num_workers < 0 or self.grad_clip < 0:
+            raise JumpbenchError("train.num_workers and train.grad_clip must be non-negative")
+
+    def lr_at(self, step: int) -> float:
+        a = min(step / self.lr_anneal_steps, 1.0)
+        return self.lr + a * (self.lr_final - self.lr)
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 64          # frames are area-downsampled to this at load time
+    context_min: int = 1          # training: a random number of context frames in [min, max] ...
+    context_max: int = 6
+    targets: int = 4              # ... and this many random target frames (paper, section 4.1)
+    eval_context: int = 5         # forward prediction: the first m frames are the context
+
+    def __post_init__(self):
+        if not 1 <= self.context_min <= self.context_max:
+            raise JumpbenchError("data.context_min must be in 1..context_max")
+        if self.targets < 1 or self.eval_context < 1 or self.image_size < 8:
+            raise JumpbenchError("data.targets and data.eval_context must be >= 1, data.image_size >= 8")
+
+
+def load_preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise JumpbenchError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    text = resources.files("jumpbench.benchmarks").joinpath("presets", f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    if "=" not in item or not item.split("=", 1)[0].strip():
+        raise JumpbenchError(f"--set expects key=value, got {item!r}")
+    key, text = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word: a string
+    return key, value
+
+
+def _fields(cls) -> dict:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _build(cls, values: dict, section: str):
+    fields = _fields(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise JumpbenchError(f"unknown {section} key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for k, v in values.items():
+        kwargs[k] = tuple(v) if isinstance(v, list) else v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise JumpbenchError(f"bad {section} config: {e}") from None
+
+
+def resolve(model: str, preset: str, dataset: str, manifest_info: dict, overrides: list[str]) -> dict:
+    """{"train": TrainConfig, "data": DataConfig, "model": <Model>Config} for one run.
+
+    manifest_info: {"viewpoint_dim": D, "frames": T} read from the dataset's manifest."""
+    from jumpbench.models import MODELS
+
+    if model not in MODELS:
+        raise JumpbenchError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    raw = load_preset(preset)
+    sections = {"train": dict(raw.get("train", {})), "data": dict(raw.get("data", {}))}
+    model_raw = raw.get("model", {}).get(model, {})
+    sections["model"] = {k: v for k, v in model_raw.items() if not isinstance(v, dict)}
+    sections["model"].update(model_raw.get(dataset, {}))
+    model_cls = MODELS[model][1]
+    known = {"train": _fields(TrainConfig), "data": _fields(DataConfig), "model": _fields(model_cls)}
+    for item in overrides:
+        key, value = parse_override(item)
+        if "." in key:
+            section, key = key.split(".", 1)
+            if section not in known:
+                raise JumpbenchError(f"--set {item}: unknown section {section!r} (train, data or model)")
+        else:
+            owners = [s for s in known if key in known[s]]
+            if len(owners) != 1:
+                raise JumpbenchError(f"--set {item}: unknown key {key!r}" if not owners else
+                                     f"--set {item}: {key!r} is in {' and '.join(owners)}; write e.g. {owners[0]}.{key}")
+            section = owners[0]
+        if key not in known[section]:
+            raise JumpbenchError(f"--set {item}: unknown {section} key {key!r}")
+        sections[section][key] = value
+    data = _build(DataConfig, sections["data"], "data")
+    sections["model"].update(image_size=data.image_size, viewpoint_dim=manifest_info["viewpoint_dim"],
+                             frames=manifest_info["frames"])
+    return {"train": _build(TrainConfig, sections["train"], "train"), "data": data,
+            "model": _build(model_cls, sections["model"], f"model ({model})")}
+
+
+def config_name(preset: str, overrides: list[str]) -> str:
+    """The run folder's config name: the preset, plus the overrides when there are any."""
+    if not overrides:
+        return preset
+    text = ",".join(sorted(overrides))
+    safe = "".join(c if c.isalnum() or c in "=.-_," else "_" for c in text)
+    return f"{preset}+{safe}" if len(safe) <= 60 else f"{preset}+{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+def to_dict(cfg: dict) -> dict:
+    return {k: dataclasses.asdict(v) for k, v in cfg.items()}

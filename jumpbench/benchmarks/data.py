@@ -1,0 +1,153 @@
+"""Shards to batches: decoded, downsampled scenes; context/target splits for training and
+the fixed evaluation splits (DESIGN.md, "Viewpoints in the models").
+
+Viewpoints: dice `(x, y, z, sin yaw, cos yaw, sin pitch, cos pitch)` (gqn-datasets order),
+narratives the frame time t (a (T, 1) float). Training batches for jumpy models draw a
+random number of context frames and several random targets per scene (paper, section 4.1);
+non-jumpy video models get the first m frames as context and the rest as targets.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jumpbench.errors import JumpbenchError
+from jumpbench.records import Dataset
+
+
+def viewpoints(meta: dict, key: str) -> np.ndarray:
+    """A scene's viewpoints (T, D) float32 from its stored key (the one conversion)."""
+    if key == "cameras":
+        x, y, z, yaw, pitch = np.asarray(meta["cameras"], np.float32).T
+        return np.stack([x, y, z, np.sin(yaw), np.cos(yaw), np.sin(pitch), np.cos(pitch)], 1)
+    if key == "timestamps":
+        return np.asarray(meta["timestamps"], np.float32)[:, None]
+    raise JumpbenchError(f"unknown viewpoint key {key!r}")
+
+
+VIEWPOINT_DIMS = {"cameras": 7, "timestamps": 1}
+
+
+def downsample(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) by area averaging (H a multiple of size)."""
+    t, h, w, c = frames.shape
+    if h == size and w == size:
+        return frames
+    if h % size or w % size:
+        raise JumpbenchError(f"frames of {h}x{w} cannot be area-downsampled to {size}x{size}")
+    f = frames.reshape(t, size, h // size, size, w // size, c).astype(np.float32).mean((2, 4))
+    return np.rint(f).astype(np.uint8)
+
+
+class Scenes(torch.utils.data.Dataset):
+    """One split of a dataset as tensors: frames (T, 3, S, S) uint8, viewpoints (T, D)."""
+
+    def __init__(self, root: str | Path, split: str, image_size: int):
+        self.ds = Dataset(root)
+        self.split, self.size = split, image_size
+        self.key = self.ds.manifest["viewpoint"]["key"]
+        self.n = self.ds.num(split)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        scene = self.ds.scene(self.split, int(i))
+        frames = torch.from_numpy(downsample(scene.frames, self.size).copy()).permute(0, 3, 1, 2)
+        return {"frames": frames, "viewpoints": torch.from_numpy(viewpoints(scene.meta, self.key)),
+                "index": int(i)}
+
+    def meta(self, i: int) -> dict:
+        return self.ds.features(self.split, i)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The scene indices of every training step from `start`: a pure function of (seed, step),
+    so a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
+        self.rank, self.world = rank, world
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            rng = np.random.default_rng([self.seed, step])
+            idx = rng.choice(self.n, self.batch * self.world, replace=self.n < self.batch * self.world)
+            yield idx[self.rank::self.world].tolist()
+
+
+def loader(scenes: Scenes, sampler: StepBatches, workers: int):
+    return torch.utils.data.DataLoader(scenes, batch_sampler=sampler, num_workers=workers,
+                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def to_float(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 255.0
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, T, ...) and idx (B, K) -> (B, K, ...)."""
+    return x[torch.arange(x.shape[0])[:, None], idx]
+
+
+def random_split(frames, vps, cfg, generator: torch.Generator) -> dict:
+    """Jumpy training batch: M ~ U[context_min, context_max] random context frames and
+    `targets` other random frames per scene (one M per batch)."""
+    b, t = frames.shape[:2]
+    m_max = min(cfg.context_max, t - cfg.targets)
+    if m_max < cfg.context_min:
+        raise JumpbenchError(f"scenes of {t} frames cannot give {cfg.context_min} context + {cfg.targets} targets")
+    m = int(torch.randint(cfg.context_min, m_max + 1, (), generator=generator))
+    perm = torch.stack([torch.randperm(t, generator=generator) for _ in range(b)])
+    ctx, tgt = perm[:, :m], perm[:, m:m + cfg.targets]
+    return make_batch(frames, vps, ctx, tgt)
+
+
+def prefix_split(frames, vps, m: int) -> dict:
+    """Forward prediction: the first m frames are the context, all later ones the targets."""
+    b, t = frames.shape[:2]
+    if not 1 <= m < t:
+        raise JumpbenchError(f"forward prediction needs 1 <= m < {t} context frames, got {m}")
+    idx = torch.arange(t).expand(b, t)
+    return make_batch(frames, vps, idx[:, :m], idx[:, m:])
+
+
+def make_batch(frames, vps, ctx_idx, tgt_idx) -> dict:
+    frames = to_float(frames)
+    return {"context_frames": _gather(frames, ctx_idx), "context_viewpoints": _gather(vps, ctx_idx),
+            "target_frames": _gather(frames, tgt_idx), "target_viewpoints": _gather(vps, tgt_idx)}
+
+
+def train_batch(item: dict, cfg, jumpy: bool, generator: torch.Generator) -> dict:
+    if jumpy:
+        return random_split(item["frames"], item["viewpoints"], cfg, generator)
+    return prefix_split(item["frames"], item["viewpoints"], cfg.eval_context)
+
+
+def stack(scenes: Scenes, indices) -> dict:
+    items = [scenes[i] for i in indices]
+    return {"frames": torch.stack([it["frames"] for it in items]),
+            "viewpoints": torch.stack([it["viewpoints"] for it in items])}
+
+
+def hidden_face_batch(scenes: Scenes, indices, n_targets: int = 3) -> dict:
+    """Dice test protocol: context = the views where the hidden face is invisible, targets =
+    `n_targets` views where it is clearly visible (indices from the test split's metadata)."""
+    items = stack(scenes, indices)
+    ctx, tgt = [], []
+    for i in indices:
+        meta = scenes.meta(i)
+        if "context_views" not in meta or "query_views" not in meta:
+            raise JumpbenchError(f"{scenes.ds.root}: the {scenes.split} split has no hidden-face protocol "
+                                 f"(context_views/query_views); it needs a dice test split")
+        c, q = np.asarray(meta["context_views"]), np.asarray(meta["query_views"])
+        if len(q) < n_targets:
+            raise JumpbenchError(f"scene {i} has {len(q)} hidden-face query views, need {n_targets}")
+        ctx.append(torch.as_tensor(c[:3]))
+        tgt.append(torch.as_tensor(q[:n_targets]))
+    return make_batch(items["frames"], items["viewpoints"], torch.stack(ctx), torch.stack(tgt))

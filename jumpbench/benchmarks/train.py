@@ -1,0 +1,234 @@
+"""The one training loop, for every model in the registry (DESIGN.md, "Training and runs").
+
+results/runs/<dataset>/<model>/<config-name>/seed-<k>/ holds config.json, metrics.jsonl (one
+line per evaluation), status.json (running|done|diverged|failed, and why), samples.png and
+checkpoint.pt. A run resumes from its checkpoint exactly: the batches and the noise of step
+s are pure functions of (seed, s). Started under `torchrun`, it trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 writes the files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jumpbench.benchmarks import config as C
+from jumpbench.benchmarks import data as D
+from jumpbench.errors import JumpbenchError
+from jumpbench.records import load_manifest, write_json_atomic
+
+MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
+    "traveling_salesman": "jumpbench generate narratives",
+    "color_reaction": "jumpbench generate narratives --narrative color_reaction",
+    "mnist_dice": "jumpbench generate dice",
+}
+
+
+def dataset_info(data: str | Path) -> dict:
+    data = Path(data)
+    if not (data / "manifest.json").is_file():
+        hint = MISSING_DATA.get(data.name, "jumpbench generate ...")
+        raise JumpbenchError(f"no dataset at {data} (make it with: {hint} --out {data.parent})")
+    m = load_manifest(data)
+    key = m["viewpoint"]["key"]
+    frames = m["params"].get("frames") or m["params"].get("views")
+    return {"name": m["dataset"], "viewpoint_key": key, "viewpoint_dim": D.VIEWPOINT_DIMS[key],
+            "frames": int(frames), "size": int(m["params"]["size"])}
+
+
+def run_dir(out: str | Path, dataset: str, model: str, name: str, seed: int) -> Path:
+    return Path(out) / dataset / model / name / f"seed-{seed}"
+
+
+def read_status(path: Path) -> dict | None:
+    try:
+        return json.loads((Path(path) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed when started by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: list[str] = (), seed: int = 0,
+          out: str | Path = "results/runs", name: str | None = None, progress: bool = True) -> Path:
+    """Train one seed of one model; returns its run folder. Resumes a checkpoint if present;
+    does nothing for a run already done."""
+    from jumpbench.models import MODELS
+
+    info = dataset_info(data)
+    cfg = C.resolve(model_name, preset, info["name"], info, list(overrides))
+    tc, dc = cfg["train"], cfg["data"]
+    if info["size"] % dc.image_size:
+        raise JumpbenchError(f"data.image_size {dc.image_size} must divide the dataset's {info['size']}")
+    folder = run_dir(out, info["name"], model_name, name or C.config_name(preset, list(overrides)), seed)
+    rank, world = _dist()
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    status = read_status(folder)
+    if status and status["status"] in ("done", "diverged"):
+        return folder
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / "config.json", {
+            "model": model_name, "data": str(data), "dataset": info["name"], "preset": preset,
+            "overrides": list(overrides), "seed": seed, "world_size": world, "config": C.to_dict(cfg)})
+
+    # Model, optimizer, and the checkpoint to resume from.
+    torch.manual_seed(seed)
+    model = MODELS[model_name][0](cfg["model"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    step, wall = 0, 0.0
+    ckpt_path = folder / "checkpoint.pt"
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, wall = ckpt["step"], ckpt["wall"]
+        torch.set_rng_state(ckpt["rng"])
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    if rank == 0:
+        _truncate_metrics(folder / "metrics.jsonl", step)
+        _status(folder, "running", f"step {step} of {tc.steps}")
+
+    # Data: per-step batches from the train split; a fixed test subset for evaluation.
+    train_set, test_set = (D.Scenes(data, s, dc.image_size) for s in ("train", "test"))
+    batches = D.loader(train_set, D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world),
+                       tc.num_workers)
+    evaluator = Evaluator(model, test_set, tc, dc, info)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
+               desc=f"{model_name} seed {seed}")
+    sums, count, t0 = {}, 0, time.perf_counter()
+    try:
+        for item in batches:
+            # One step: its own noise, the scheduled learning rate, clipped gradients.
+            torch.manual_seed(_seed(seed, step, rank, 0))
+            g = torch.Generator().manual_seed(_seed(seed, step, rank, 1))
+            batch = {k: v.to(device) for k, v in D.train_batch(item, dc, model.jumpy, g).items()}
+            for group in opt.param_groups:
+                group["lr"] = tc.lr_at(step)
+            out = net(batch, step)
+            loss = out["loss"]
+            finite = torch.isfinite(loss.detach()).float()
+            if world > 1:  # every rank stops together
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if not finite:
+                if rank == 0:
+                    _status(folder, "diverged", f"loss became {loss.item()} at step {step}")
+                return folder
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            step += 1
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            count += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+
+            # Evaluate, write samples and metrics, checkpoint (rank 0).
+            if step % tc.eval_every == 0 or step == tc.steps:
+                wall += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if rank == 0:
+                    row = {"step": step, "wall": round(wall, 2), "lr": tc.lr_at(step),
+                           **{f"train_{k}": v / count for k, v in sums.items()}, **evaluator(step, folder)}
+                    with open(folder / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    _checkpoint(ckpt_path, model, opt, step, wall)
+                    _status(folder, "running", f"step {step} of {tc.steps}")
+                sums, count = {}, 0
+    except Exception as e:
+        if rank == 0:
+            _status(folder, "failed", f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        bar.close()
+    if rank == 0:
+        _status(folder, "done", f"{tc.steps} steps in {wall:.0f} s")
+    return folder
+
+
+class Evaluator:
+    """Test metrics on a fixed subset with fixed noise: `test_loss` for every model,
+    `test_min_mse` (30 samples, forward prediction) on videos, `test_nelbo` on dice."""
+
+    def __init__(self, model, scenes: D.Scenes, tc, dc, info):
+        self.model, self.tc, self.dc = model, tc, dc
+        n = min(tc.eval_scenes, len(scenes))
+        self.video = info["viewpoint_key"] == "timestamps"
+        device = next(model.parameters()).device
+        if self.video:
+            items = D.stack(scenes, range(n))
+            self.frames = D.to_float(items["frames"]).to(device)
+            self.batch = {k: v.to(device) for k, v in D.prefix_split(items["frames"], items["viewpoints"],
+                                                                     dc.eval_context).items()}
+        else:
+            self.batch = {k: v.to(device) for k, v in D.hidden_face_batch(scenes, range(n)).items()}
+
+    @torch.no_grad()
+    def __call__(self, step: int, folder: Path) -> dict:
+        from jumpbench.benchmarks.evaluate import min_mse
+        from jumpbench.view import write_samples
+
+        state = torch.get_rng_state()
+        torch.manual_seed(0)
+        self.model.eval()
+        try:
+            out = self.model(self.batch, step)
+            row = {f"test_{k}": float(v) for k, v in out.items()}
+            if self.video:
+                row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
+                                                    self.tc.eval_samples).mean())
+            k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
+            b = {key: v[:k] for key, v in self.batch.items()}
+            samples = self.model.sample(b["context_frames"], b["context_viewpoints"], b["target_viewpoints"], 2)
+            write_samples(folder / "samples.png", b["context_frames"], b["target_frames"], samples)
+        finally:
+            self.model.train()
+            torch.set_rng_state(state)
+        return row
+
+
+def _checkpoint(path: Path, model, opt, step: int, wall: float) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
+                "rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def _status(folder: Path, status: str, why: str) -> None:
+    write_json_atomic(folder / "status.json", {"status": status, "why": why, "time": time.time()})
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop evaluations written after the checkpoint we resume from."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
+    if len(keep) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, path)
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from integers (Python's hash() is salted per process for strings)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,117 @@
+"""The one training loop: exact resume, NaN -> diverged, DDP with gloo, the run CLI's errors."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from jumpbench.benchmarks.train import train
+from jumpbench.cli import cli
+from jumpbench.models.jump import JUMP
+
+
+def _params(folder):
+    return torch.load(folder / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_run_writes_the_run_folder(small_ts, tmp_path):
+    folder = train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False)
+    assert folder == tmp_path / "traveling_salesman" / "jump" / "smoke" / "seed-0"
+    assert json.loads((folder / "status.json").read_text())["status"] == "done"
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(0 <= r["test_min_mse"] <= 1 and r["train_loss"] > 0 for r in rows)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["model"] == "jump" and cfg["seed"] == 0 and cfg["config"]["data"]["image_size"] == 16
+    assert (folder / "samples.png").stat().st_size > 0
+
+
+def test_interrupted_run_resumes_exactly(small_ts, tmp_path, monkeypatch):
+    whole = train("jump", small_ts, "smoke", [], 1, tmp_path / "a", progress=False)
+    real = JUMP.forward
+
+    def interrupt(self, batch, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(self, batch, step)
+
+    monkeypatch.setattr(JUMP, "forward", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train("jump", small_ts, "smoke", [], 1, tmp_path / "b", progress=False)
+    part = tmp_path / "b" / "traveling_salesman" / "jump" / "smoke" / "seed-1"
+    assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(JUMP, "forward", real)
+    train("jump", small_ts, "smoke", [], 1, tmp_path / "b", progress=False)
+    a, b = _params(whole), _params(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 6]
+
+
+def test_nan_marks_the_run_diverged(small_ts, tmp_path, monkeypatch):
+    real = JUMP.forward
+
+    def poisoned(self, batch, step):
+        out = real(self, batch, step)
+        if step >= 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(JUMP, "forward", poisoned)
+    folder = train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False)
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "diverged" and "nan at step 2" in status["why"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_ddp(small_ts, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "jumpbench.cli", "run", "--model", "jump",
+           "--data", str(small_ts), "--preset", "smoke", "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = tmp_path / "traveling_salesman" / "jump" / "smoke" / "seed-0"
+    assert json.loads((folder / "config.json").read_text())["world_size"] == 2
+    assert json.loads((folder / "status.json").read_text())["status"] == "done"
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--model", "transformer"], "transformer"),
+    (["--model", "jump", "--data", "nowhere/traveling_salesman"], "jumpbench generate narratives"),
+    (["--model", "jump", "--set", "lr"], "key=value"),
+    (["--model", "jump", "--set", "wings=3"], "unknown key 'wings'"),
+    (["--model", "jump", "--set", "model.nt=0"], "nt"),
+    (["--model", "jump", "--seeds", 0], "--seeds"),
+    (["--model", "jump", "--preset", "huge"], "huge"),
+])
+def test_run_bad_input(small_ts, tmp_path, args, text):
+    if "--data" not in args:
+        args = args + ["--data", small_ts]
+    r = _cli("run", *args, "--out", tmp_path)
+    out = r.output.strip()
+    assert r.exit_code != 0 and "Traceback" not in out and len(out.splitlines()) == 1, out
+    assert text in out, out
+    assert not any(tmp_path.rglob("checkpoint.pt"))
+
+
+def test_seeds_skip_those_done(small_ts, tmp_path):
+    r = _cli("run", "--model", "gqn", "--data", small_ts, "--preset", "smoke", "--seeds", 2,
+             "--out", tmp_path, "--quiet")
+    assert r.exit_code == 0, r.output
+    r = _cli("run", "--model", "gqn", "--data", small_ts, "--preset", "smoke", "--seeds", 2,
+             "--out", tmp_path, "--quiet")
+    assert r.output.count("skipped") == 2
