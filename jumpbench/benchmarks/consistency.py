@@ -1,0 +1,94 @@
+"""Consistency and likelihood on MNIST Dice (JUMP paper, section 4.2, Fig. 5b).
+
+On the test split's hidden-face protocol (3 context views where one side face is invisible,
+3 query views where it is clearly visible):
+- nelbo: the test negative ELBO of the 3 hidden-face views given the context, in nats per
+  scene (JUMP: one joint latent; GQN: its factored sum over the 3 views);
+- kl1, kl3: KL(posterior || prior) in nats per scene, the posterior conditioned on 1 or on 3
+  hidden-face views. A consistent model has kl3 ~ kl1 (the paper: 4.19 vs 4.25 for JUMP);
+  a factored model gives kl3 = 3 x kl1.
+Each figure averages `draws` posterior draws (conv-DRAW's KL is computed along a sampled
+trajectory) over `n_scenes` test scenes, at the model's final pixel variance.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from jumpbench.benchmarks import data as D
+from jumpbench.errors import JumpbenchError
+from jumpbench.records import write_json_atomic
+
+PAPER = {"kl1": 4.19, "kl3": 4.25}  # section 4.2, mean over 12 JUMP runs
+
+
+def load_run(run: str | Path):
+    """(model in eval mode with its checkpoint, config.json) of a run folder."""
+    from jumpbench.benchmarks.config import build_config
+    from jumpbench.models import MODELS
+
+    run = Path(run)
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        raise JumpbenchError(f"{run}: not a run folder (no readable config.json)") from None
+    if not (run / "checkpoint.pt").is_file():
+        raise JumpbenchError(f"{run}: no checkpoint.pt (train it first with jumpbench run)")
+    cls, cfg_cls = MODELS[cfg["model"]]
+    model = cls(build_config(cfg_cls, cfg["config"]["model"], "model"))
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+@torch.no_grad()
+def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int = 100, draws: int = 4,
+                batch: int = 25) -> dict:
+    run = Path(run)
+    model, cfg = load_run(run)
+    if not hasattr(model, "elbo_terms"):
+        raise JumpbenchError(f"{cfg['model']} has no ELBO over query views; consistency needs jump or gqn")
+    data = Path(data or cfg["data"])
+    from jumpbench.benchmarks.train import dataset_info
+
+    info = dataset_info(data)
+    if info["viewpoint_key"] != "cameras":
+        raise JumpbenchError(f"{data} is {info['name']}; consistency needs an MNIST Dice set (--data DIR/mnist_dice)")
+    scenes = D.Scenes(data, "test", cfg["config"]["data"]["image_size"])
+    n = min(n_scenes, len(scenes))
+    if n < 1 or draws < 1:
+        raise JumpbenchError("need at least one test scene and one draw")
+    torch.manual_seed(0)
+    per_scene = {"kl1": [], "kl3": [], "nelbo": []}
+    for start in range(0, n, batch):
+        b = D.hidden_face_batch(scenes, range(start, min(n, start + batch)), n_targets=3)
+        ctx = (b["context_frames"], b["context_viewpoints"])
+        sums = {k: 0.0 for k in per_scene}
+        for _ in range(draws):
+            one = model.elbo_terms(*ctx, b["target_frames"][:, :1], b["target_viewpoints"][:, :1])
+            three = model.elbo_terms(*ctx, b["target_frames"], b["target_viewpoints"])
+            sums["kl1"] = sums["kl1"] + one["kl"]
+            sums["kl3"] = sums["kl3"] + three["kl"]
+            sums["nelbo"] = sums["nelbo"] + three["nll"] + three["kl"]
+        for k in per_scene:
+            per_scene[k] += (sums[k] / draws).tolist()
+    result = {k: sum(v) / n for k, v in per_scene.items()}
+    result.update(n_scenes=n, draws=draws, units="nats per scene", model=cfg["model"], data=str(data),
+                  kl3_over_kl1=result["kl3"] / result["kl1"] if result["kl1"] > 0 else None,
+                  per_scene=per_scene)
+    write_json_atomic(run / "consistency.json", result)
+    return result
+
+
+def format_table(result: dict) -> str:
+    r = result
+    lines = [f"{r['model']} on {r['data']}: {r['n_scenes']} test scenes, {r['draws']} posterior draws, "
+             f"{r['units']}",
+             f"{'':<28}{'this run':>10}{'paper (JUMP)':>14}",
+             f"{'KL1 (1 hidden-face view)':<28}{r['kl1']:>10.3f}{PAPER['kl1']:>14.2f}",
+             f"{'KL3 (3 hidden-face views)':<28}{r['kl3']:>10.3f}{PAPER['kl3']:>14.2f}",
+             f"{'KL3 / KL1':<28}{(r['kl3_over_kl1'] or float('nan')):>10.2f}{PAPER['kl3'] / PAPER['kl1']:>14.2f}",
+             f"{'test -ELBO (3 views)':<28}{r['nelbo']:>10.1f}{'-':>14}"]
+    return "\n".join(lines)
