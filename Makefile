@@ -22,7 +22,8 @@ demo: setup
 	$(BIN)/jumpbench generate narratives --n 200 --test-n 50 --out data
 	$(BIN)/jumpbench verify data/traveling_salesman
 	$(BIN)/jumpbench view data/traveling_salesman --split test --index 0 --out results/preview.png
-	@echo "wrote data/traveling_salesman and results/preview.png"
+	$(BIN)/jumpbench run --model jump --data data/traveling_salesman --preset smoke --quiet
+	@echo "wrote data/traveling_salesman, results/preview.png and results/runs/traveling_salesman/jump/smoke/seed-0"
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,0 +1,72 @@
+"""benchmarks/data.py: viewpoints, downsampling, context/target splits, and batches from
+several loader workers without duplicates."""
+import numpy as np
+import pytest
+import torch
+
+from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks.config import DataConfig
+from jumpbench.errors import JumpbenchError
+
+
+def test_dice_viewpoints_in_gqn_datasets_order():
+    cams = np.array([[1.0, 2.0, 3.0, np.pi / 2, -np.pi / 6]], np.float32)
+    v = D.viewpoints({"cameras": cams}, "cameras")
+    np.testing.assert_allclose(v, [[1, 2, 3, 1, 0, -0.5, np.cos(np.pi / 6)]], atol=1e-6)
+    t = D.viewpoints({"timestamps": np.arange(4, dtype=np.float32)}, "timestamps")
+    assert t.shape == (4, 1) and t[3, 0] == 3
+
+
+def test_area_downsampling():
+    f = np.zeros((1, 4, 4, 3), np.uint8)
+    f[0, :2, :2] = 200
+    np.testing.assert_array_equal(D.downsample(f, 2)[0, :, :, 0], [[200, 0], [0, 0]])
+    with pytest.raises(JumpbenchError):
+        D.downsample(np.zeros((1, 6, 6, 3), np.uint8), 4)
+
+
+def test_random_split_draws_disjoint_frames():
+    frames = torch.arange(20, dtype=torch.uint8).view(1, 20, 1, 1, 1).expand(3, 20, 3, 2, 2).clone()
+    vps = torch.arange(20.0).view(1, 20, 1).expand(3, 20, 1)
+    cfg = DataConfig(image_size=8, context_min=2, context_max=4, targets=3)
+    sizes = set()
+    for s in range(20):
+        b = D.random_split(frames, vps, cfg, torch.Generator().manual_seed(s))
+        m = b["context_frames"].shape[1]
+        sizes.add(m)
+        assert b["target_frames"].shape[:2] == (3, 3)
+        for i in range(3):  # frames match their viewpoints, context and targets disjoint
+            ctx = b["context_viewpoints"][i, :, 0].long()
+            tgt = b["target_viewpoints"][i, :, 0].long()
+            assert torch.equal((b["context_frames"][i, :, 0, 0, 0] * 255).round().long(), ctx)
+            assert not set(ctx.tolist()) & set(tgt.tolist())
+    assert sizes == {2, 3, 4}
+
+
+def test_prefix_split():
+    frames = torch.zeros(2, 10, 3, 4, 4, dtype=torch.uint8)
+    vps = torch.arange(10.0).view(1, 10, 1).expand(2, 10, 1)
+    b = D.prefix_split(frames, vps, 4)
+    assert b["context_viewpoints"][0, :, 0].tolist() == [0, 1, 2, 3]
+    assert b["target_viewpoints"][1, :, 0].tolist() == [4, 5, 6, 7, 8, 9]
+    with pytest.raises(JumpbenchError):
+        D.prefix_split(frames, vps, 10)
+
+
+def test_loader_workers_give_each_step_its_batch_once(small_ts):
+    scenes = D.Scenes(small_ts, "train", 32)
+    sampler = D.StepBatches(len(scenes), 4, seed=3, start=0, stop=6)
+    want = list(sampler)
+    got = [batch["index"].tolist() for batch in D.loader(scenes, sampler, workers=2)]
+    assert got == want
+    assert list(D.StepBatches(len(scenes), 4, seed=3, start=2, stop=6)) == want[2:]  # resume
+    item = scenes[0]
+    assert item["frames"].shape == (20, 3, 32, 32) and item["viewpoints"].shape == (20, 1)
+
+
+def test_ddp_ranks_split_a_step():
+    full = list(D.StepBatches(100, 4, 0, 0, 3, rank=0, world=1))
+    r0 = list(D.StepBatches(100, 4, 0, 0, 3, rank=0, world=2))
+    r1 = list(D.StepBatches(100, 4, 0, 0, 3, rank=1, world=2))
+    assert all(len(a) == 4 and not set(a) & set(b) for a, b in zip(r0, r1))
+    assert full != r0
