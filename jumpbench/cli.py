@@ -116,6 +116,23 @@ def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard
     _run_generation(gen, n, test_n, shard_size, workers, out, overwrite, quiet)
 
 
+@generate.command("dice")
+@click.option("--views", type=int, default=12, show_default=True, help="Camera views (frames) per scene.")
+@click.option("--digit-pool", type=int, default=100, show_default=True,
+              help="Draw the faces' digits from the first N MNIST digits (the paper: 100).")
+@click.option("--mnist-dir", type=click.Path(), default=None,
+              help="A folder of MNIST IDX files (train-* or t10k-*, .gz or not) [the shipped test split].")
+@generation_options(20000, 1000, 500)
+@one_line_errors
+def generate_dice(views, digit_pool, mnist_dir, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet):
+    """The MNIST Dice 3D scenes (a die engraved with MNIST digits in a room), paper section 4.2."""
+    from jumpbench.generators.dice import DiceConfig, DiceGenerator
+
+    gen = DiceGenerator(DiceConfig(views, size, seed, digit_pool, mnist_dir))
+    gen.renderer()  # fails here, before anything is written, without a working OpenGL
+    _run_generation(gen, n, test_n, shard_size, workers, out, overwrite, quiet)
+
+
 @cli.command()
 @click.argument("dataset", type=click.Path())
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -1,0 +1,296 @@
+"""The MNIST Dice 3D scenes of JUMP (Kumar, Eslami et al., ICLR 2019, section 4.2, Figure 6).
+
+"Each scene consists of a cube in a room. Each face of the cube has a random MNIST digit (out
+of 100 digits) engraved on it. In each scene, the cube is randomly positioned and oriented,
+the color and textures of the walls are randomly selected, and the lighting source (which
+creates shadows) is randomly positioned."
+
+Sample, then render: `sample_scene` draws a cheap spec from a numpy Generator; dice_render.py
+renders it with pyrender, one renderer per process (kept there, not on the generator, so
+pickling a generator never carries an OpenGL context).
+
+World frame (metres, right-handed, z up, as gqn-datasets' MuJoCo rooms): the floor is z = 0,
+the room spans x, y in [-ROOM, ROOM], the die (side DIE) stands on the floor.
+`cameras[t] = (x, y, z, yaw, pitch)`: the camera position, yaw = the heading of the viewing
+direction in the x-y plane, anticlockwise from +x (atan2(dy, dx)), pitch = its elevation above
+the horizontal (negative: looking down); radians; no roll.
+
+Die faces (die frame, before its yaw about z): 0 +x, 1 -x, 2 +y, 3 -y (the four side faces),
+4 +z (top), 5 -z (bottom, on the floor: never visible). Side-face digits stand upright.
+
+`face_visibility[t, f]` in [0, 1] = (fraction of face f's projected area inside the frame)
+x max(0, cos a), a = the angle between the face's outward normal and the direction from the
+face's centre to the camera: 1 is a face seen head-on and wholly in frame, 0 a face turned
+away from the camera (or out of frame). Nothing in the room can occlude the die (a convex die
+in a convex room), so this is exact; tests check it against a face-id render.
+
+Test-split protocol (negative ELBO and KL1/KL3 of section 4.2): `hidden_face` is a side face,
+`context_views` the views where it is invisible (visibility 0; at least 3, together showing
+the other sides), `query_views` those where it is clearly visible (>= CLEAR; at least 3).
+Test cameras are resampled deterministically until this holds; the train split stores
+hidden_face -1 and empty lists.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from jumpbench import records
+from jumpbench.errors import JumpbenchError
+from jumpbench.generators.base import scene_seed
+from jumpbench.generators.mnist import DEFAULT_POOL, load_digits
+
+VERSION = "1.0"
+ROOM, WALL = 4.0, 3.5     # room half-width and wall height
+DIE = 1.0                 # die side
+YFOV = np.radians(45.0)   # vertical field of view, square frames
+ZNEAR, ZFAR = 0.05, 30.0
+CLEAR = 0.5               # face_visibility of a "clearly visible" face
+MIN_CONTEXT = MIN_QUERY = 3
+MIN_VIEWS = MIN_CONTEXT + MIN_QUERY
+DEFAULT_VIEWS = 12        # a context of up to 6 and as many targets, the protocol's 3 + 3 and more
+MIN_SIZE = 16
+PATTERNS = ("stripes", "checks", "noise", "grain")
+SIDE_ANGLES = np.radians([0.0, 180.0, 90.0, 270.0])  # outward normal headings of faces 0-3
+
+# Outward normal and "up" (the digit's up) of each face, die frame.
+NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+UPS = np.array([[0, 0, 1]] * 4 + [[0, 1, 0]] * 2, float)
+RIGHTS = np.cross(-NORMALS, UPS)  # right as seen from outside the face
+
+
+@dataclass
+class DiceConfig:
+    views: int = DEFAULT_VIEWS
+    size: int = 64
+    seed: int = 0
+    digit_pool: int = DEFAULT_POOL  # "out of 100 digits"
+    mnist_dir: str | None = None    # None: the shipped MNIST test split
+
+    def __post_init__(self):
+        if self.views < MIN_VIEWS:
+            raise JumpbenchError(f"--views {self.views} is too few: the test protocol needs {MIN_CONTEXT} "
+                                 f"context and {MIN_QUERY} query views, so at least {MIN_VIEWS}")
+        if self.size < MIN_SIZE:
+            raise JumpbenchError(f"--size {self.size} is too small to read a digit; use at least {MIN_SIZE}")
+        if self.seed < 0:
+            raise JumpbenchError(f"--seed must be non-negative, got {self.seed}")
+        if self.mnist_dir is not None:
+            self.mnist_dir = str(self.mnist_dir)
+
+
+# ---------------------------------------------------------------- geometry
+
+def die_faces(position: np.ndarray, yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    """World corners (6, 4, 3) of the die's faces, anticlockwise seen from outside starting
+    bottom-left, and world outward normals (6, 3)."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    h = DIE / 2
+    signs = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)  # (right, up) per corner
+    local = NORMALS[:, None] * h + h * (signs[None, :, :1] * RIGHTS[:, None] + signs[None, :, 1:] * UPS[:, None])
+    return local @ rot.T + position, NORMALS @ rot.T
+
+
+def camera_pose(camera: np.ndarray) -> np.ndarray:
+    """(x, y, z, yaw, pitch) -> 4x4 camera-to-world pose (OpenGL camera: looks along -z, y up)."""
+    x, y, z, yaw, pitch = camera
+    fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+    right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, np.cross(right, fwd), -fwd, (x, y, z)
+    return pose
+
+
+def _clip(poly: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """Sutherland-Hodgman: the part of a polygon (k, 3) of homogeneous (x, y, w) with plane . p >= 0."""
+    d = poly @ plane
+    out = []
+    for i in range(len(poly)):
+        j = (i + 1) % len(poly)
+        if d[i] >= 0:
+            out.append(poly[i])
+        if (d[i] >= 0) != (d[j] >= 0):
+            out.append(poly[i] + d[i] / (d[i] - d[j]) * (poly[j] - poly[i]))
+    return np.asarray(out).reshape(-1, 3)
+
+
+def _area(poly: np.ndarray) -> float:
+    if len(poly) < 3:
+        return 0.0
+    x, y = poly[:, 0] / poly[:, 2], poly[:, 1] / poly[:, 2]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+FRAME_PLANES = np.array([[1, 0, 1], [-1, 0, 1], [0, 1, 1], [0, -1, 1]], float)  # |x|, |y| <= w
+
+
+def face_visibility(cameras: np.ndarray, position: np.ndarray, yaw: float) -> np.ndarray:
+    """(T, 6) visibility of each face from each camera (see the module docstring)."""
+    corners, normals = die_faces(position, yaw)
+    centres = corners.mean(axis=1)
+    f = 1.0 / np.tan(YFOV / 2)
+    vis = np.zeros((len(cameras), 6))
+    for t, cam in enumerate(cameras):
+        view = np.linalg.inv(camera_pose(cam))
+        for k in range(6):
+            to_cam = cam[:3] - centres[k]
+            cos = float(normals[k] @ to_cam) / np.linalg.norm(to_cam)
+            if cos <= 0:
+                continue  # turned away
+            p = corners[k] @ view[:3, :3].T + view[:3, 3]
+            poly = np.stack([f * p[:, 0], f * p[:, 1], -p[:, 2]], axis=1)  # homogeneous (x, y, w)
+            if (np.abs(poly[:, :2]).max(axis=1) <= poly[:, 2]).all() and poly[:, 2].min() >= ZNEAR:
+                vis[t, k] = cos  # wholly in frame (the common case)
+                continue
+            poly = _clip_near(poly)
+            full = _area(poly)
+            for plane in FRAME_PLANES:
+                poly = _clip(poly, plane)
+            vis[t, k] = min(1.0, _area(poly) / full) * cos if full > 0 else 0.0
+    return vis
+
+
+def _clip_near(poly: np.ndarray) -> np.ndarray:
+    """Keep w >= ZNEAR (in front of the near plane)."""
+    shifted = poly - np.array([0.0, 0.0, ZNEAR])
+    return _clip(shifted, np.array([0.0, 0.0, 1.0])) + np.array([0.0, 0.0, ZNEAR])
+
+
+# ---------------------------------------------------------------- sample
+
+def _hsv(rng: np.random.Generator, n: int, s: tuple, v: tuple) -> np.ndarray:
+    """n random RGB colours in [0, 1] with saturation in s and value in v."""
+    h, s, v = rng.uniform(0, 1, n), rng.uniform(*s, n), rng.uniform(*v, n)
+    k = (np.array([5.0, 3.0, 1.0])[None] + h[:, None] * 6) % 6
+    return v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+
+def sample_cameras(rng: np.random.Generator, centre: np.ndarray, headings: np.ndarray,
+                   heights: tuple = (0.5, 2.2)) -> np.ndarray:
+    """Cameras (len(headings), 5) around the die at the given headings (from the die to the
+    camera), at varied distances and heights, looking at the die with a small jitter."""
+    cams = []
+    for phi in headings:
+        d = np.array([np.cos(phi), np.sin(phi)])
+        room = min((ROOM - 0.3 - np.sign(c) * p) / abs(c) for c, p in zip(d, centre[:2]) if abs(c) > 1e-9)
+        r = rng.uniform(1.9, min(3.0, room))
+        pos = np.array([*(centre[:2] + r * d), rng.uniform(*heights)])
+        aim = centre + rng.uniform(-0.2, 0.2, 3)
+        dx, dy, dz = aim - pos
+        cams.append([*pos, np.arctan2(dy, dx), np.arctan2(dz, np.hypot(dx, dy))])
+    return np.asarray(cams).reshape(-1, 5)
+
+
+def protocol(vis: np.ndarray, face: int) -> tuple[np.ndarray, np.ndarray]:
+    """The views where `face` is invisible (context) and clearly visible (query)."""
+    return np.flatnonzero(vis[:, face] == 0), np.flatnonzero(vis[:, face] >= CLEAR)
+
+
+def sample_scene(rng: np.random.Generator, n_digits: int, views: int, split: str) -> dict:
+    """A scene spec: the room, the die, the light and the cameras (see the module docstring)."""
+    spec = {
+        "wall_colors": _hsv(rng, 4, (0.25, 0.8), (0.45, 0.9)),
+        "floor_color": _hsv(rng, 1, (0.1, 0.6), (0.4, 0.8))[0],
+        "room_patterns": rng.integers(0, len(PATTERNS), 5),  # walls x+, x-, y+, y-, then the floor
+        "room_seed": int(rng.integers(0, 2**62)),
+        "die_position": np.array([*rng.uniform(-1.5, 1.5, 2), DIE / 2]),  # the die's centre
+        "die_yaw": float(rng.uniform(0, 2 * np.pi)),
+        "digit_indices": rng.choice(n_digits, 6, replace=n_digits < 6),
+        "light_position": np.array([*rng.uniform(-ROOM + 0.5, ROOM - 0.5, 2), rng.uniform(2.0, 2.8)]),
+    }
+    centre, yaw = spec["die_position"], spec["die_yaw"]
+    hidden = -1
+    if split == "test":
+        hidden = int(rng.integers(0, 4))
+    while True:
+        if hidden < 0:
+            cams = sample_cameras(rng, centre, rng.uniform(0, 2 * np.pi, views))
+        else:  # 3 behind the hidden face (spread over the other sides), 3 facing it, the rest anywhere
+            facing = yaw + SIDE_ANGLES[hidden]
+            behind = facing + np.pi + np.radians(rng.uniform([-70, -20, 25], [-25, 20, 70]))
+            ahead = facing + np.radians(rng.uniform(-35, 35, MIN_QUERY))
+            cams = np.concatenate([
+                sample_cameras(rng, centre, behind),
+                sample_cameras(rng, centre, ahead, heights=(0.5, 1.6)),
+                sample_cameras(rng, centre, rng.uniform(0, 2 * np.pi, views - MIN_VIEWS)),
+            ])[rng.permutation(views)]
+        vis = face_visibility(cams, centre, yaw)
+        context, query = protocol(vis, hidden) if hidden >= 0 else (np.zeros(0, int), np.zeros(0, int))
+        if hidden < 0 or (len(context) >= MIN_CONTEXT and len(query) >= MIN_QUERY):
+            break  # else resample the cameras, deterministically from the same rng
+    return {**spec, "cameras": cams, "face_visibility": vis, "hidden_face": hidden,
+            "context_views": context, "query_views": query}
+
+
+# ---------------------------------------------------------------- the generator
+
+class DiceGenerator:
+    """A records generator (see generators/base.py) for the MNIST Dice scenes."""
+
+    name = "dice"
+    version = VERSION
+    dataset = "mnist_dice"
+    viewpoint = {"key": "cameras", "dim": 5}
+
+    def __init__(self, config: DiceConfig):
+        self.config = config
+        self.images, self.labels = load_digits(config.mnist_dir, config.digit_pool)
+
+    def params(self) -> dict:
+        digest = hashlib.sha256(self.images.tobytes() + self.labels.tobytes()).hexdigest()
+        return {**asdict(self.config), "digits_sha256": digest}
+
+    def schema(self) -> dict:
+        f, i = "float32", "int64"
+        return {
+            "frames": {"dtype": "png", "shape": ["T"]},
+            "cameras": {"dtype": f, "shape": ["T", 5]},
+            "face_visibility": {"dtype": f, "shape": ["T", 6]},
+            "digit_labels": {"dtype": i, "shape": [6]},
+            "digit_indices": {"dtype": i, "shape": [6]},
+            "die_position": {"dtype": f, "shape": [3]},
+            "die_yaw": {"dtype": f, "shape": []},
+            "light_position": {"dtype": f, "shape": [3]},
+            "wall_colors": {"dtype": f, "shape": [4, 3]},
+            "floor_color": {"dtype": f, "shape": [3]},
+            "room_patterns": {"dtype": i, "shape": [5]},
+            "hidden_face": {"dtype": i, "shape": []},
+            "context_views": {"dtype": i, "shape": [-1]},
+            "query_views": {"dtype": i, "shape": [-1]},
+            "scene_seed": {"dtype": i, "shape": []},
+            "scene_index": {"dtype": i, "shape": []},
+        }
+
+    def spec(self, split: str, index: int) -> dict:
+        seed = scene_seed(self.config.seed, split, index)
+        spec = sample_scene(np.random.default_rng(seed), len(self.images), self.config.views, split)
+        return {**spec, "scene_seed": seed, "scene_index": index}
+
+    def renderer(self):
+        """This process's renderer (dice_render.renderer): opened on first use, never pickled."""
+        from jumpbench.generators import dice_render
+
+        return dice_render.renderer(self.config.size)
+
+    def scene(self, split: str, index: int) -> dict:
+        spec = self.spec(split, index)
+        frames = self.renderer().render(spec, self.images[spec["digit_indices"]])  # (T, H, W, 3)
+        f32 = np.float32
+        return {
+            "frames": [records.encode_png(frame) for frame in frames],
+            "cameras": spec["cameras"].astype(f32),
+            "face_visibility": spec["face_visibility"].astype(f32),
+            "digit_labels": self.labels[spec["digit_indices"]],
+            "digit_indices": spec["digit_indices"],
+            **{k: np.asarray(spec[k], f32) for k in ("die_position", "die_yaw", "light_position",
+                                                     "wall_colors", "floor_color")},
+            "room_patterns": spec["room_patterns"],
+            "hidden_face": np.int64(spec["hidden_face"]),
+            "context_views": spec["context_views"],
+            "query_views": spec["query_views"],
+            "scene_seed": np.int64(spec["scene_seed"]),
+            "scene_index": np.int64(index),
+        }
