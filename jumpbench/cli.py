@@ -195,11 +195,22 @@ class LazyChoice(click.Choice):
 @click.option("--name", default=None, help="Config name of the run folder [preset, plus the overrides].")
 @click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Seeds run at a time, each in its own process (cores // J threads, or its own GPU).")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="slurm: submit through submitit (parameters from $JUMPBENCH_SLURM).")
+@click.option("--config", "config", default=None, metavar="best|FILE",
+              help="Preset and overrides of a sweep's winner (OUT/<dataset>/<model>/best.json, or a file).")
 @one_line_errors
-def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet):
+def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet, jobs, launcher, config):
     """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
-    from jumpbench.benchmarks.sweep import run_seeds
+    from jumpbench.benchmarks.sweep import load_best, run_seeds
 
+    if jobs < 1:
+        raise JumpbenchError(f"--jobs must be at least 1, got {jobs}")
+    if config is not None:  # the sweep's preset and overrides; --set and --steps apply on top
+        preset, best = load_best(out, data, model, config)
+        overrides = best + list(overrides)
     if seeds is not None and seed is not None:
         raise JumpbenchError("give --seeds N or --seed K, not both")
     if seeds is not None and seeds < 1:
@@ -208,10 +219,55 @@ def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet):
         raise JumpbenchError(f"--seed must be non-negative, got {seed}")
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
-    failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet)
+    failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet,
+                       jobs=jobs, launcher=launcher)
     if failed:
         raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
                              "; ".join(f"seed {k}: {why}" for k, why in failed))
+
+
+@cli.command()
+@click.option("--model", type=LazyChoice(_model_names), required=True, help="jump, gqn, sssm, sv2p or cdna.")
+@click.option("--data", type=click.Path(), default="data/traveling_salesman", show_default=True)
+@click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2",
+              help="Values of one config key (any --set key); repeat for the cross product.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fixed overrides for every point.")
+@click.option("--metric", default=None, help="Test metric to rank by, lower is better "
+              "[test_min_mse on videos, test_loss on dice].")
+@click.option("--seed", type=int, default=0, show_default=True, help="The one seed of each point.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Points run at a time.")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def sweep(model, data, preset, grid, overrides, metric, seed, jobs, launcher, out, quiet):
+    """Hyperparameter sweep: one seed per grid point, ranked; writes OUT/<dataset>/<model>/best.json."""
+    from jumpbench.benchmarks.sweep import sweep as run_sweep
+
+    best = run_sweep(model, data, preset, list(grid), out, metric, list(overrides), seed, jobs, launcher,
+                     progress=not quiet)
+    for i, r in enumerate(best["ranking"]):
+        value = "-" if r["value"] is None else f"{r['value']:.6g}"
+        click.echo(f"{i + 1:>3}. {best['metric']} {value:>10}  {r['status']:<8} {' '.join(r['overrides'])}")
+    click.echo(f"best: {' '.join(best['best']['overrides'])}; run its seeds with: "
+               f"jumpbench run --model {model} --data {data} --config best --seeds 15")
+
+
+@cli.command()
+@click.option("--runs", type=click.Path(file_okay=False), default="results/runs", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="results/figures", show_default=True)
+@click.option("--speed", type=click.Path(file_okay=False), default=None, help="Speed JSONs [RUNS/../speed].")
+@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+              help="Summary table path without suffix [RUNS/../summary -> summary.md, summary.csv].")
+@click.option("--no-grids", is_flag=True, help="Skip the sample grids (they load checkpoints and sample).")
+@one_line_errors
+def plot(runs, out, speed, summary, no_grids):
+    """The paper's figures (PNG and PDF) and the summary table, from the run folders."""
+    from jumpbench.benchmarks.plot import plot_all
+
+    for line in plot_all(runs, out, speed, summary, grids=not no_grids):
+        click.echo(line)
 
 
 if __name__ == "__main__":  # python -m jumpbench.cli (torchrun uses this)

@@ -1,34 +1,304 @@
-"""Seed sweeps: the same `train(...)` for each seed, skipping seeds already done and going on
-when one diverges or fails (its status.json says why)."""
+"""Seed and hyperparameter sweeps (Kumar, Eslami et al., ICLR 2019, section 4.1: "We swept over
+model size, learning rate, and stochasticity parameters ... selected the best hyperparameter
+configuration ... over 15 random seeds").
+
+Every run is the same `train(...)` call. Seed sweeps skip runs already done (or diverged),
+resume interrupted ones from their checkpoint, and go on when one diverges or fails (its
+status.json says why). Launchers:
+- `local`, jobs = 1: the runs one after another in this process;
+- `local`, jobs = J > 1: J runs at a time, each in a fresh Python process with
+  cores // J torch threads, or its own GPU (CUDA_VISIBLE_DEVICES) when there are GPUs;
+- `slurm`: the same calls submitted through submitit as one job array (`cluster="local"` or
+  `"debug"` run submitit's own executors, as the tests do). Slurm parameters come from the
+  environment variable JUMPBENCH_SLURM, e.g. "slurm_partition=gpu,timeout_min=4320";
+  submitit's logs go to <out>/.submitit/.
+
+A grid sweep (`sweep`) trains one seed per point of the cross product of `--grid key=v1,v2`
+lists (any key `--set` accepts), ranks the points by the last evaluation's value of a test
+metric (lower is better: every metric jumpbench logs is a loss or an error), and writes
+<out>/<dataset>/<model>/best.json; `run --config best` then trains the seeds with it.
+"""
 from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import json
+import math
+import os
+import queue
+import subprocess
+import sys
+from pathlib import Path
 
 import click
 
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.train import dataset_info, read_status, run_dir, train
 from jumpbench.errors import JumpbenchError
+from jumpbench.records import write_json_atomic
+
+LAUNCHERS = ("local", "slurm")
 
 
-def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
-              progress: bool = True) -> list[tuple[int, str]]:
-    """Train each seed in turn; returns [(seed, why)] for the seeds that failed."""
-    info = dataset_info(data)
-    C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
-    name = name or C.config_name(preset, overrides)
-    failed = []
-    for seed in seeds:
-        folder = run_dir(out, info["name"], model, name, seed)
+def _task(model, data, preset, overrides, seed, out, name) -> dict:
+    return {"model": model, "data": str(data), "preset": preset, "overrides": list(overrides),
+            "seed": int(seed), "out": str(out), "name": name}
+
+
+def _train(t: dict, progress: bool) -> Path:
+    return train(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"], t["name"], progress)
+
+
+def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progress: bool = True,
+              cluster: str | None = None) -> list[tuple[dict, str]]:
+    """Train each task (train()'s keyword arguments) unless it is done or diverged already;
+    returns [(task, why)] for those that failed. `cluster` picks submitit's executor for the
+    slurm launcher ("slurm" by default; "local" and "debug" for tests)."""
+    if jobs < 1:
+        raise JumpbenchError(f"--jobs must be at least 1, got {jobs}")
+    if launcher not in LAUNCHERS:
+        raise JumpbenchError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
+    todo = []
+    for t in tasks:
+        folder = run_dir(t["out"], dataset_info(t["data"])["name"], t["model"], t["name"], t["seed"])
         status = read_status(folder)
         if status and status["status"] in ("done", "diverged"):
             click.echo(f"{folder}: {status['status']} already ({status['why']}); skipped")
-            continue
+        else:
+            todo.append((t, folder))
+    if not todo:
+        return []
+    if launcher == "slurm":
+        return _submitit(todo, jobs, cluster or "slurm")
+    if jobs == 1:
+        failed = []
+        for t, folder in todo:
+            try:
+                _train(t, progress)
+            except JumpbenchError:
+                raise
+            except Exception as e:  # recorded in status.json by train(); the sweep goes on
+                failed.append((t, f"{type(e).__name__}: {e}"))
+                continue
+            _report(folder)
+        return failed
+    return _processes(todo, jobs)
+
+
+def _report(folder: Path) -> str | None:
+    status = read_status(folder)
+    click.echo(f"{folder}: {status['status']} ({status['why']})" if status else f"{folder}: no status")
+    return None if status and status["status"] in ("done", "diverged") else (status or {}).get("why", "no status")
+
+
+def _slots(jobs: int) -> list[dict]:
+    """The environment of each of `jobs` parallel processes: its GPU, or its share of cores."""
+    gpus = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    slots = []
+    for i in range(jobs):
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "JUMPBENCH_THREADS": str(threads)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        slots.append(env)
+    return slots
+
+
+def _processes(todo: list[tuple[dict, Path]], jobs: int) -> list[tuple[dict, str]]:
+    """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.sweep`."""
+    free = queue.Queue()
+    for env in _slots(jobs):
+        free.put(env)
+
+    def one(t: dict, folder: Path) -> str | None:
+        env = free.get()
         try:
-            train(model, data, preset, overrides, seed, out, name, progress)
-        except JumpbenchError:
-            raise
-        except Exception as e:  # recorded in status.json by train(); the sweep goes on
-            failed.append((seed, f"{type(e).__name__}: {e}"))
-            continue
-        status = read_status(folder)
-        click.echo(f"{folder}: {status['status']} ({status['why']})")
+            proc = subprocess.run([sys.executable, "-m", "jumpbench.benchmarks.sweep", json.dumps(t)],
+                                  env={**os.environ, **env}, capture_output=True, text=True)
+        finally:
+            free.put(env)
+        why = _report(folder)
+        if proc.returncode != 0 and (read_status(folder) or {}).get("status") != "failed":
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]  # died before train() said why
+            return lines[-1] if lines else f"exit status {proc.returncode}"
+        return why
+
+    failed = []
+    with cf.ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(one, t, folder): t for t, folder in todo}
+        for fut in cf.as_completed(futures):
+            why = fut.result()
+            if why:
+                failed.append((futures[fut], why))
     return failed
+
+
+def _train_task(task: dict, threads: int | None = None) -> str:
+    """One run in a worker process (subprocess or submitit job); returns its final status."""
+    import torch
+
+    threads = threads or int(os.environ.get("JUMPBENCH_THREADS", "0"))
+    if threads:
+        torch.set_num_threads(threads)
+    folder = _train(task, False)
+    return (read_status(folder) or {}).get("status", "unknown")
+
+
+def _slurm_params() -> dict:
+    params = {"timeout_min": 3 * 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4}  # the paper: 3 days a run
+    for item in filter(None, os.environ.get("JUMPBENCH_SLURM", "").split(",")):
+        key, value = C.parse_override(item)
+        params[key] = value
+    return params
+
+
+def _submitit(todo: list[tuple[dict, Path]], jobs: int, cluster: str) -> list[tuple[dict, str]]:
+    """Submit the tasks through submitit as one array (at most `jobs` at a time) and wait."""
+    import submitit
+
+    folder = Path(todo[0][0]["out"]) / ".submitit"
+    params = _slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
+    if cluster == "slurm":
+        params.setdefault("slurm_array_parallelism", jobs)
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if cluster != "slurm" else None
+    try:
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+        executor.update_parameters(name="jumpbench", **params)
+        with executor.batch():
+            submitted = [(executor.submit(_train_task, t, threads), t, f) for t, f in todo]
+    except (RuntimeError, ValueError, TypeError, OSError) as e:  # no slurm here, a bad JUMPBENCH_SLURM
+        raise JumpbenchError(f"--launcher slurm: {' '.join(str(e).split())}") from None
+    failed = []
+    for job, t, f in submitted:
+        click.echo(f"{f}: submitted as job {job.job_id}")
+    for job, t, f in submitted:
+        try:
+            job.result()
+        except Exception as e:  # submitit re-raises the job's error; the status says why
+            failed.append((t, (read_status(f) or {}).get("why") or f"{type(e).__name__}: {str(e)[-300:]}"))
+            continue
+        why = _report(f)
+        if why:
+            failed.append((t, why))
+    return failed
+
+
+def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
+              progress: bool = True, jobs: int = 1, launcher: str = "local",
+              cluster: str | None = None) -> list[tuple[int, str]]:
+    """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed."""
+    info = dataset_info(data)
+    C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
+    name = name or C.config_name(preset, overrides)
+    tasks = [_task(model, data, preset, overrides, s, out, name) for s in seeds]
+    return [(t["seed"], why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """["lr=1e-4,3e-4", "lstm_sizes=[8,8],[16,16]"] -> {"lr": ["1e-4", "3e-4"], ...}: commas
+    outside brackets separate values (TOML literals, as `--set` takes them)."""
+    grid = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not key or not text.strip():
+            raise JumpbenchError(f"--grid expects key=v1,v2,..., got {item!r}")
+        values, depth, cur = [], 0, ""
+        for ch in text:
+            depth += (ch in "[{") - (ch in "]}")
+            if ch == "," and depth == 0:
+                values.append(cur.strip())
+                cur = ""
+            else:
+                cur += ch
+        values.append(cur.strip())
+        if any(not v for v in values):
+            raise JumpbenchError(f"--grid {item!r}: an empty value")
+        if key in grid:
+            raise JumpbenchError(f"--grid {key} given twice")
+        grid[key] = values
+    if not grid:
+        raise JumpbenchError("give at least one --grid key=v1,v2,...")
+    return grid
+
+
+def default_metric(info: dict) -> str:
+    return "test_min_mse" if info["viewpoint_key"] == "timestamps" else "test_loss"
+
+
+def last_value(folder: Path, metric: str) -> tuple[float | None, int | None]:
+    """The last evaluation's (value, step) of `metric` in a run's metrics.jsonl."""
+    try:
+        rows = [json.loads(ln) for ln in (folder / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    except OSError:
+        return None, None
+    rows = [r for r in rows if metric in r]
+    return (float(rows[-1][metric]), int(rows[-1]["step"])) if rows else (None, None)
+
+
+def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str | None = None,
+          base_overrides: list[str] = (), seed: int = 0, jobs: int = 1, launcher: str = "local",
+          progress: bool = True, cluster: str | None = None) -> dict:
+    """Train one seed per grid point, rank the points by `metric` (lower is better; diverged or
+    failed points last) and write <out>/<dataset>/<model>/best.json. Returns its content."""
+    info = dataset_info(data)
+    grid = parse_grid(grid_items)
+    metric = metric or default_metric(info)
+    if not (metric.startswith("test_") or metric.startswith("train_")) or metric == "test_" or (
+            metric == "test_min_mse" and info["viewpoint_key"] != "timestamps"):
+        raise JumpbenchError(f"unknown metric {metric!r}; use a logged test_<term> or train_<term>, e.g. "
+                             f"{default_metric(info)} (test_min_mse only on videos)")
+    points = [list(base_overrides) + [f"{k}={v}" for k, v in zip(grid, combo)]
+              for combo in itertools.product(*grid.values())]
+    for p in points:  # every point must be a valid config before anything trains
+        C.resolve(model, preset, info["name"], info, p)
+    tasks = [_task(model, data, preset, p, seed, out, C.config_name(preset, p)) for p in points]
+    failed = {t["name"]: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
+    ranking = []
+    for t in tasks:
+        folder = run_dir(out, info["name"], model, t["name"], seed)
+        value, step = last_value(folder, metric)
+        status = (read_status(folder) or {}).get("status", "missing")
+        ok = status == "done" and value is not None and math.isfinite(value)
+        ranking.append({"overrides": t["overrides"], "name": t["name"], "value": value, "step": step,
+                        "status": status, "why": failed.get(t["name"]), "ok": ok})
+    if not any(r["value"] is not None for r in ranking):
+        raise JumpbenchError(f"metric {metric!r} is in no run's metrics.jsonl; see the keys there "
+                             f"(e.g. {default_metric(info)})")
+    ranking.sort(key=lambda r: (not r["ok"], r["value"] if r["ok"] else math.inf))
+    if not ranking[0]["ok"]:
+        raise JumpbenchError(f"no grid point finished; see the status.json files under {Path(out) / info['name']}")
+    best = {"model": model, "dataset": info["name"], "data": str(data), "preset": preset, "metric": metric,
+            "lower_is_better": True, "seed": seed, "grid": grid, "base_overrides": list(base_overrides),
+            "best": {k: ranking[0][k] for k in ("overrides", "name", "value")}, "ranking": ranking}
+    path = Path(out) / info["name"] / model / "best.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, best)
+    return best
+
+
+def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str]]:
+    """(preset, overrides) of a sweep's winner: `which` is "best" (<out>/<dataset>/<model>/
+    best.json) or the path of such a file."""
+    path = Path(which)
+    if which == "best":
+        path = Path(out) / dataset_info(data)["name"] / model / "best.json"
+    try:
+        best = json.loads(path.read_text())
+        return best["preset"], list(best["best"]["overrides"])
+    except OSError:
+        raise JumpbenchError(f"no {path} (make it with: jumpbench sweep --model {model} --grid KEY=V1,V2)") from None
+    except (ValueError, KeyError, TypeError):
+        raise JumpbenchError(f"{path} is not a sweep's best.json") from None
+
+
+if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.sweep TASK_JSON
+    _train_task(json.loads(sys.argv[1]))

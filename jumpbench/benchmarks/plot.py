@@ -1,0 +1,236 @@
+"""The figures of "Consistent Generative Query Networks" (Kumar, Eslami et al., ICLR 2019) from
+run folders, as PNG and PDF, each with a JSON of exactly what was drawn beside it:
+
+- fig5a_<dataset>_<preset>: test min-MSE against training steps, one line per model (Fig. 5a);
+- fig5b_<dataset>_<preset>: test negative ELBO on the MNIST Dice hidden-face views against
+  steps, and the consistency analysis' final NELBO per model when it exists (Fig. 5b);
+- consistency_<dataset>_<preset>: KL1 and KL3 per model, the paper's 4.19 / 4.25 marked;
+- speed_<name>: time to sample frame t per model, log scale, from results/speed/*.json;
+- fig3/fig4/fig6 sample grids (grids.py).
+
+Every curve and bar is the mean over seeds with error bars of sqrt(2) x SEM; every run is
+counted, how is in results.py (a run that stopped early carries its last value forward; a
+cross marks where a diverged run stopped). Each figure names its dataset, preset, the number
+of runs and how many diverged. Per model the config with the most seeds is drawn (results.
+main_configs). A figure without inputs is skipped with the command that makes them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jumpbench.benchmarks.results import (PAPER_KL, Run, collect, count_text, counts, curve, main_configs,
+                                          read_best, sem2, write_summary)
+from jumpbench.records import write_json_atomic
+
+MODEL_ORDER = ("jump", "gqn", "sssm", "sv2p", "cdna")
+HINTS = {
+    "fig5a": "jumpbench run --model M --data data/traveling_salesman --seeds 15 "
+             "(M = jump, gqn, sssm, sv2p, cdna)",
+    "fig5b": "jumpbench run --model jump --data data/mnist_dice --seeds 7 (and --model gqn; data: "
+             "jumpbench generate dice)",
+    "consistency": "jumpbench consistency RUN_DIR (each JUMP/GQN seed on mnist_dice)",
+    "speed": "jumpbench bench jumpy",
+    "summary": "jumpbench run --model M --seeds N",
+}
+CARRY = "mean ± √2·SEM over seeds; every run counted: a run that stopped early carries its last value, × = diverged"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def ordered(models) -> list[str]:
+    return [m for m in MODEL_ORDER if m in models] + sorted(m for m in models if m not in MODEL_ORDER)
+
+
+def save(fig, out: Path, name: str, data: dict) -> Path:
+    """name.png, name.pdf and name.json (what was drawn) in out; closes the figure."""
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=130, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    _plt().close(fig)
+    write_json_atomic(out / f"{name}.json", data)
+    return out / f"{name}.png"
+
+
+def _all(models: dict[str, list[Run]]) -> list[Run]:
+    return [r for rs in models.values() for r in rs]
+
+
+def _title(fig, what: str, dataset: str, preset: str, runs: list[Run]) -> None:
+    fig.suptitle(f"{what}\n{dataset}, preset {preset}, {count_text(runs)}", fontsize=10)
+
+
+def _curves(ax, models: dict[str, list[Run]], metric: str) -> dict:
+    """One error-bar line per model; returns {model: curve + counts} as drawn."""
+    drawn = {}
+    for i, model in enumerate(ordered(models)):
+        rs = models[model]
+        c = curve(rs, metric)
+        if not c["steps"]:
+            continue
+        color = f"C{i}"
+        ax.errorbar(c["steps"], c["mean"], yerr=np.nan_to_num(c["err"]), color=color, marker="o", ms=3,
+                    capsize=3, label=f"{model} [{rs[0].config}]: {count_text(rs)}")
+        for r, at in zip(rs, c["diverged_at"]):
+            if at is not None:
+                steps, vals = r.values(metric)
+                ax.plot(at, vals[-1], "x", color=color, ms=8, mew=2)
+        drawn[model] = {"config": rs[0].config, **counts(rs), **c}
+    return drawn
+
+
+def fig5a(main: dict, out: Path) -> list[Path]:
+    """Test min-MSE against steps, one line per model, per (dataset, preset) of videos."""
+    plt, made = _plt(), []
+    for (dataset, preset), models in main.items():
+        models = {m: rs for m, rs in models.items() if any("test_min_mse" in row for r in rs for row in r.rows)}
+        if not models:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        drawn = _curves(ax, models, "test_min_mse")
+        samples = _eval_samples(_all(models))
+        ax.set(xlabel="training steps", ylabel=f"test min-MSE ({samples} samples per video)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        _title(fig, "Fig. 5a: forward-prediction min-MSE", dataset, preset, _all(models))
+        fig.text(0.01, -0.02, CARRY, fontsize=7)
+        made.append(save(fig, out, f"fig5a_{dataset}_{preset}", {"metric": "test_min_mse", "models": drawn}))
+    return made
+
+
+def _eval_samples(runs: list[Run]) -> str:
+    for r in runs:
+        cfg = json.loads((r.path / "config.json").read_text()) if (r.path / "config.json").is_file() else {}
+        n = cfg.get("config", {}).get("train", {}).get("eval_samples")
+        if n:
+            return str(n)
+    return "?"
+
+
+def _points(ax, models: dict[str, list[Run]], keys: list[str], xlabels: list[str]) -> dict:
+    """Mean ± sqrt(2) SEM per model and key (grouped), each seed a dot. Returns what was drawn."""
+    drawn, names = {}, ordered(models)
+    width = 0.8 / max(len(names), 1)
+    for i, model in enumerate(names):
+        drawn[model] = {"config": models[model][0].config, **counts(models[model])}
+        for j, key in enumerate(keys):
+            pairs = [(r.seed, r.final(key)) for r in models[model] if r.final(key) is not None]
+            if not pairs:
+                continue
+            vals = [v for _, v in pairs]
+            x = j + (i - (len(names) - 1) / 2) * width
+            m, e = float(np.mean(vals)), sem2(vals)
+            ax.bar(x, m, width * 0.9, yerr=0 if np.isnan(e) else e, capsize=4, color=f"C{i}", alpha=0.6,
+                   label=f"{model}: {count_text(models[model])}" if j == 0 else None)
+            ax.plot([x] * len(vals), vals, "k.", ms=4)
+            drawn[model][key] = {"mean": m, "err": e, "n": len(vals), "seeds": [s for s, _ in pairs],
+                                 "values": vals}
+    ax.set_xticks(range(len(keys)), xlabels)
+    return drawn
+
+
+def fig5b(main: dict, out: Path) -> list[Path]:
+    """Dice: test negative ELBO against steps (the evaluation's test_loss on the hidden-face
+    views, nats per scene), beside the consistency analysis' final NELBO when it exists."""
+    plt, made = _plt(), []
+    for (dataset, preset), models in main.items():
+        if dataset != "mnist_dice":
+            continue
+        models = {m: rs for m, rs in models.items() if m in ("jump", "gqn")}
+        with_curve = {m: rs for m, rs in models.items() if any("test_loss" in row for r in rs for row in r.rows)}
+        with_final = {m: rs for m, rs in models.items() if any(r.consistency for r in rs)}
+        if not with_curve and not with_final:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+        data = {"curves": _curves(axes[0], with_curve, "test_loss")}
+        axes[0].set(xlabel="training steps", ylabel="test negative ELBO (nats per scene)",
+                    title="3 views of the hidden face, during training", yscale="log")
+        axes[0].legend(fontsize=7)
+        data["final"] = _points(axes[1], with_final, ["nelbo"], ["final NELBO\n(jumpbench consistency)"])
+        axes[1].set(title="after training" if with_final else "no consistency.json yet")
+        _title(fig, "Fig. 5b: JUMP vs GQN, test negative ELBO (lower is better)", dataset, preset, _all(models))
+        fig.subplots_adjust(top=0.8)
+        fig.text(0.01, -0.02, CARRY, fontsize=7)
+        made.append(save(fig, out, f"fig5b_{dataset}_{preset}", data))
+    return made
+
+
+def fig_consistency(main: dict, out: Path) -> list[Path]:
+    """KL1 and KL3 per model (nats per scene), the paper's JUMP means as dashed lines."""
+    plt, made = _plt(), []
+    for (dataset, preset), models in main.items():
+        models = {m: rs for m, rs in models.items() if any(r.consistency for r in rs)}
+        if not models:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        drawn = _points(ax, models, ["kl1", "kl3"], ["KL1 (1 target view)", "KL3 (3 target views)"])
+        for j, key in enumerate(("kl1", "kl3")):
+            ax.hlines(PAPER_KL[key], j - 0.45, j + 0.45, colors="k", linestyles="--",
+                      label="paper, JUMP (12 runs)" if j == 0 else None)
+            ax.annotate(f"{PAPER_KL[key]}", (j + 0.45, PAPER_KL[key]), fontsize=7, va="bottom")
+        ax.set(ylabel="KL(posterior ‖ prior), nats per scene")
+        ax.legend(fontsize=7)
+        _title(fig, "Consistency: KL3 ≈ KL1 for a consistent model, 3 x KL1 for a factored one",
+               dataset, preset, _all(models))
+        fig.text(0.01, -0.02, "mean ± √2·SEM over seeds, dots = seeds", fontsize=7)
+        made.append(save(fig, out, f"consistency_{dataset}_{preset}", {"paper": PAPER_KL, "models": drawn}))
+    return made
+
+
+def fig_speed(speed_dir: Path, out: Path) -> list[Path]:
+    """Seconds to sample frame t per model, log scale, one figure per speed JSON."""
+    plt, made = _plt(), []
+    for path in sorted(Path(speed_dir).glob("*.json")):
+        try:
+            res = json.loads(path.read_text())
+            ts, secs = res["ts"], res["seconds"]
+        except (OSError, ValueError, KeyError):
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for i, model in enumerate(ordered(secs)):
+            ax.plot([t + 1 for t in ts], secs[model], "o-", color=f"C{i}", label=model)
+        ax.set(yscale="log", xlabel=f"frame t of a {res.get('frames', '?')}-frame video (1-based)",
+               ylabel="seconds to sample frame t")
+        ratios = ", ".join(f"{k} = {v:.1f}x" for k, v in res.get("ratios", {}).items())
+        ax.set_title(f"Jumpy sampling speed ({path.name}): {res.get('device', '?')}, {res.get('threads', '?')} "
+                     f"threads, batch {res.get('batch', '?')}, {res.get('image_size', '?')}px,\nrandom weights at "
+                     f"paper-scale configs (no runs); last frame: {ratios}", fontsize=8)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        made.append(save(fig, out, f"speed_{path.stem}", {"source": str(path), "ts": ts, "seconds": secs}))
+    return made
+
+
+def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> list[str]:
+    """Every figure and the summary; returns one line per output or skipped figure."""
+    runs_root, out = Path(runs_root), Path(out)
+    speed = Path(speed) if speed else runs_root.parent / "speed"
+    summary = Path(summary) if summary else runs_root.parent / "summary"
+    runs = collect(runs_root)
+    main = main_configs(runs, read_best(runs_root))
+    lines = []
+    for name, make in (("fig5a", lambda: fig5a(main, out)), ("fig5b", lambda: fig5b(main, out)),
+                       ("consistency", lambda: fig_consistency(main, out)),
+                       ("speed", lambda: fig_speed(speed, out))):
+        made = make()
+        lines += [f"wrote {p} (+ .pdf, .json)" for p in made] or [
+            f"skipped {name}: no inputs under {speed if name == 'speed' else runs_root}; make them with: {HINTS[name]}"]
+    if grids:
+        from jumpbench.benchmarks.grids import sample_grids
+
+        lines += sample_grids(main, out)
+    if runs:
+        md, csv_path = write_summary(runs, summary)
+        lines.append(f"wrote {md} and {csv_path}")
+    else:
+        lines.append(f"skipped summary: no runs under {runs_root}; make them with: {HINTS['summary']}")
+    return lines

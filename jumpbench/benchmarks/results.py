@@ -1,0 +1,231 @@
+"""Run folders to numbers: the statistics behind the figures and the summary table.
+
+The paper (Kumar, Eslami et al., ICLR 2019, section 4.1) reports the mean over seeds with
+error bars of sqrt(2) times the standard error of the mean, and keeps every JUMP run. Here
+every run is counted too. A run that stopped early (diverged, failed, or still running)
+carries its last finite evaluation forward to the later steps of a curve, so the number of
+runs behind a curve stays the same at every step and a run that blew up keeps pulling the
+mean the way it did when it stopped; a run with no evaluation at all cannot be placed and is
+only counted in the labels. The summary's "final" value of a run is its last finite one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# The paper's numbers for the same quantity, where it gives one (section 4.2: 12 JUMP runs).
+PAPER = {("mnist_dice", "jump"): "KL1 4.19, KL3 4.25 (12 runs); NELBO: Fig. 5b plot only",
+         ("mnist_dice", "gqn"): "NELBO: Fig. 5b plot only (6 of 7 runs)"}
+PAPER_KL = {"kl1": 4.19, "kl3": 4.25}
+VIDEO_PAPER = "Fig. 5a plot only (15 runs; 10 CDNA)"
+CONSISTENCY_KEYS = ("kl1", "kl3", "nelbo")
+
+
+@dataclass
+class Run:
+    path: Path
+    dataset: str
+    model: str
+    config: str
+    seed: int
+    preset: str = "?"
+    status: str = "missing"
+    why: str = ""
+    rows: list = field(default_factory=list)            # metrics.jsonl, one dict per evaluation
+    consistency: dict | None = None                     # consistency.json
+    target_steps: int | None = None
+    overrides: tuple = ()                               # config.json's --set items
+
+    def values(self, metric: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of the finite evaluations of `metric`."""
+        pts = [(r["step"], float(r[metric])) for r in self.rows
+               if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+        return [s for s, _ in pts], [v for _, v in pts]
+
+    def final(self, metric: str) -> float | None:
+        if metric in CONSISTENCY_KEYS:
+            v = (self.consistency or {}).get(metric)
+            return float(v) if v is not None and math.isfinite(float(v)) else None
+        vals = self.values(metric)[1]
+        return vals[-1] if vals else None
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def collect(root: str | Path) -> list[Run]:
+    """Every run folder <root>/<dataset>/<model>/<config>/seed-<k>/."""
+    runs = []
+    for folder in sorted(Path(root).glob("*/*/*/seed-*")):
+        if not folder.is_dir() or not folder.name[5:].isdigit():
+            continue
+        dataset, model, config = folder.parts[-4:-1]
+        run = Run(folder, dataset, model, config, int(folder.name[5:]))
+        cfg = _json(folder / "config.json") or {}
+        run.preset = cfg.get("preset", config.split("+")[0])
+        run.target_steps = (cfg.get("config") or {}).get("train", {}).get("steps")
+        run.overrides = tuple(cfg.get("overrides", ()))
+        status = _json(folder / "status.json") or {}
+        run.status, run.why = status.get("status", "missing"), status.get("why", "")
+        try:
+            text = (folder / "metrics.jsonl").read_text()
+            run.rows = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            run.rows = []
+        run.consistency = _json(folder / "consistency.json")
+        runs.append(run)
+    return runs
+
+
+def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+    """{(dataset, model, config): runs sorted by seed}."""
+    out: dict = {}
+    for r in runs:
+        out.setdefault((r.dataset, r.model, r.config), []).append(r)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in sorted(out.items())}
+
+
+def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
+    """{(dataset, preset): {model: runs}}, one config per model: the one with the most runs
+    (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then
+    to the name."""
+    by = {}
+    for (dataset, model, config), rs in group(runs).items():
+        by.setdefault((dataset, rs[0].preset, model), []).append((config, rs))
+    out: dict = {}
+    for (dataset, preset, model), options in sorted(by.items()):
+        winner = ((best or {}).get((dataset, model)) or {}).get("name")
+        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, o[0]))
+        out.setdefault((dataset, preset), {})[model] = rs
+    return out
+
+
+def read_best(root: str | Path) -> dict[tuple[str, str], dict]:
+    """{(dataset, model): best.json's "best"} for every sweep under root."""
+    out = {}
+    for path in Path(root).glob("*/*/best.json"):
+        content = _json(path) or {}
+        if "best" in content:
+            out[(path.parts[-3], path.parts[-2])] = content["best"]
+    return out
+
+
+def sem2(values) -> float:
+    """sqrt(2) x the standard error of the mean (sample std, ddof 1); nan for fewer than 2."""
+    v = np.asarray(list(values), float)
+    return float(math.sqrt(2) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def curve(runs: list[Run], metric: str) -> dict:
+    """Mean and sqrt(2) x SEM of `metric` over runs at every evaluated step, runs that stopped
+    early carrying their last value forward (module docstring). Lists, JSON-ready."""
+    series = [r.values(metric) for r in runs]
+    steps = sorted({s for st, _ in series for s in st})
+    mean, err, n = [], [], []
+    for step in steps:
+        vals = []
+        for st, vs in series:
+            idx = [i for i, s in enumerate(st) if s <= step]
+            if idx:
+                vals.append(vs[idx[-1]])
+        mean.append(float(np.mean(vals)))
+        err.append(sem2(vals))
+        n.append(len(vals))
+    return {"steps": steps, "mean": mean, "err": err, "n": n, "seeds": [r.seed for r in runs],
+            "diverged_at": [r.values(metric)[0][-1] if r.status == "diverged" and r.values(metric)[0] else None
+                            for r in runs]}
+
+
+def counts(runs: list[Run]) -> dict:
+    c = {"runs": len(runs), "done": 0, "diverged": 0, "failed": 0, "running": 0, "missing": 0}
+    for r in runs:
+        c[r.status if r.status in c else "missing"] += 1
+    return c
+
+
+def count_text(runs: list[Run]) -> str:
+    """"3 runs (1 diverged)", plus failed/running/missing counts when there are any."""
+    c = counts(runs)
+    parts = [f"{c['diverged']} diverged"] + [f"{c[k]} {k}" for k in ("failed", "running", "missing") if c[k]]
+    return f"{c['runs']} run{'s' * (c['runs'] != 1)} ({', '.join(parts)})"
+
+
+def primary_metric(runs: list[Run]) -> str:
+    """test_min_mse on videos, the consistency analysis' NELBO on dice when it exists, else test_loss."""
+    if any("test_min_mse" in row for r in runs for row in r.rows):
+        return "test_min_mse"
+    if any(r.consistency for r in runs):
+        return "nelbo"
+    return "test_loss"
+
+
+def summary_rows(runs: list[Run]) -> list[dict]:
+    rows = []
+    for (dataset, model, config), rs in group(runs).items():
+        metric = primary_metric(rs)
+        finals = [(r.seed, r.final(metric)) for r in rs]
+        finals = [(s, v) for s, v in finals if v is not None]
+        vals = [v for _, v in finals]
+        best = min(finals, key=lambda x: x[1]) if finals else None
+        worst = max(finals, key=lambda x: x[1]) if finals else None
+        steps = [r.rows[-1]["step"] for r in rs if r.rows]
+        walls = [r.rows[-1].get("wall", float("nan")) for r in rs if r.rows]
+        row = {"dataset": dataset, "model": model, "config": config, "preset": rs[0].preset, **counts(rs),
+               "metric": metric, "n_values": len(vals), "mean": float(np.mean(vals)) if vals else None,
+               "sqrt2_sem": sem2(vals) if vals else None,
+               "best_seed": best[0] if best else None, "best": best[1] if best else None,
+               "worst_seed": worst[0] if worst else None, "worst": worst[1] if worst else None,
+               "steps": int(np.median(steps)) if steps else 0, "target_steps": rs[0].target_steps,
+               "wall_s_mean": float(np.mean(walls)) if walls else None}
+        for k in ("kl1", "kl3"):
+            kv = [r.final(k) for r in rs if r.final(k) is not None]
+            row[k] = float(np.mean(kv)) if kv else None
+            row[f"{k}_sqrt2_sem"] = sem2(kv) if kv else None
+        row["overrides"] = " ".join(rs[0].overrides)
+        row["paper"] = PAPER.get((dataset, model), VIDEO_PAPER if metric == "test_min_mse" else "")
+        rows.append(row)
+    return rows
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
+    """<prefix>.csv (every column, raw numbers) and <prefix>.md (a readable table)."""
+    rows = summary_rows(runs)
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = prefix.with_suffix(".csv"), prefix.with_suffix(".md")
+    cols = list(rows[0]) if rows else ["dataset", "model", "config"]
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        w.writerows(rows)
+    head = ["dataset", "model", "config", "runs", "done/div/failed", "metric", "mean ± √2·SEM", "best (seed)",
+            "worst (seed)", "steps", "wall/run", "KL1", "KL3", "paper"]
+    lines = ["# Summary", "",
+             "Mean over seeds ± sqrt(2) x SEM; every run counted, a run that stopped early with its last "
+             "finite value (diverged runs included). Lower is better for every metric.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        kl = [f"{_fmt(r[k])} ± {_fmt(r[k + '_sqrt2_sem'], 2)}" if r[k] is not None else "-" for k in ("kl1", "kl3")]
+        wall = f"{r['wall_s_mean'] / 60:.1f} min" if r["wall_s_mean"] is not None else "-"
+        lines.append("| " + " | ".join([
+            r["dataset"], r["model"], r["config"], str(r["runs"]), f"{r['done']}/{r['diverged']}/{r['failed']}",
+            r["metric"], f"{_fmt(r['mean'])} ± {_fmt(r['sqrt2_sem'], 2)} (n={r['n_values']})",
+            f"{_fmt(r['best'])} ({_fmt(r['best_seed'])})", f"{_fmt(r['worst'])} ({_fmt(r['worst_seed'])})",
+            f"{r['steps']}/{_fmt(r['target_steps'])}", wall, *kl, r["paper"]]) + " |")
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path, csv_path

@@ -1,0 +1,138 @@
+"""Figures and the summary from synthetic run folders (one diverged), missing inputs skipped."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jumpbench.benchmarks.plot import plot_all
+from jumpbench.benchmarks.train import train
+from jumpbench.cli import cli
+
+# traveling_salesman, test_min_mse at steps 10, 20, 30; seed 2 diverged after step 10
+CURVES = {("jump", 0): [0.30, 0.20, 0.10], ("jump", 1): [0.32, 0.24, 0.12], ("jump", 2): [0.50],
+          ("gqn", 0): [0.40, 0.35, 0.30], ("gqn", 1): [0.42, 0.33, 0.31]}
+KL = {("jump", 0): (4.1, 4.3, 900.0), ("jump", 1): (4.3, 4.2, 950.0), ("gqn", 0): (4.0, 11.9, 990.0),
+      ("gqn", 1): (4.2, 12.7, 1010.0)}
+
+
+def make_run(root, dataset, model, seed, status, rows, consistency=None, config="cpu"):
+    folder = root / dataset / model / config / f"seed-{seed}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model": model, "dataset": dataset, "preset": config.split("+")[0], "overrides": [], "seed": seed,
+        "config": {"train": {"steps": 30, "eval_samples": 30}}}))
+    (folder / "status.json").write_text(json.dumps({"status": status, "why": "synthetic", "time": 0}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if consistency:
+        (folder / "consistency.json").write_text(json.dumps(consistency))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "results" / "runs"
+    for (model, seed), vals in CURVES.items():
+        rows = [{"step": 10 * (i + 1), "wall": 5.0 * (i + 1), "test_min_mse": v, "test_loss": 1.0}
+                for i, v in enumerate(vals)]
+        make_run(root, "traveling_salesman", model, seed, "diverged" if len(vals) == 1 else "done", rows)
+    for (model, seed), (kl1, kl3, nelbo) in KL.items():
+        rows = [{"step": 10, "wall": 1.0, "test_loss": nelbo * 2}, {"step": 20, "wall": 2.0, "test_loss": nelbo}]
+        make_run(root, "mnist_dice", model, seed, "done", rows,
+                 {"kl1": kl1, "kl3": kl3, "nelbo": nelbo, "n_scenes": 10, "units": "nats per scene"})
+    speed = tmp_path / "results" / "speed"
+    speed.mkdir()
+    (speed / "jumpy.json").write_text(json.dumps({
+        "frames": 40, "ts": [4, 39], "seconds": {"jump": [0.01, 0.01], "sv2p": [0.02, 0.12]},
+        "ratios": {"sv2p/jump": 12.0}, "device": "cpu", "threads": 2, "batch": 1, "image_size": 64}))
+    return root
+
+
+def sem2(vals):
+    v = np.array(vals)
+    return math.sqrt(2) * math.sqrt(((v - v.mean()) ** 2).sum() / (len(v) - 1)) / math.sqrt(len(v))
+
+
+def _figure(out, name):
+    assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").stat().st_size > 0
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_fig5a_error_bars_are_sqrt2_sem_and_the_diverged_run_counts(runs, tmp_path):
+    out = tmp_path / "figures"
+    plot_all(runs, out, grids=False)
+    jump = _figure(out, "fig5a_traveling_salesman_cpu")["models"]["jump"]
+    assert jump["runs"] == 3 and jump["diverged"] == 1 and jump["steps"] == [10, 20, 30]
+    assert jump["n"] == [3, 3, 3]  # the diverged run carries its last value, 0.50
+    for i, vals in enumerate([[0.30, 0.32, 0.50], [0.20, 0.24, 0.50], [0.10, 0.12, 0.50]]):
+        assert jump["mean"][i] == pytest.approx(np.mean(vals))
+        assert jump["err"][i] == pytest.approx(sem2(vals))
+    assert jump["diverged_at"] == [None, None, 10]
+
+
+def test_summary_counts_every_run(runs, tmp_path):
+    plot_all(runs, tmp_path / "figures", grids=False)
+    rows = {(r["dataset"], r["model"]): r for r in csv.DictReader(open(runs.parent / "summary.csv"))}
+    jump = rows[("traveling_salesman", "jump")]
+    assert (jump["runs"], jump["done"], jump["diverged"], jump["failed"]) == ("3", "2", "1", "0")
+    finals = [0.10, 0.12, 0.50]
+    assert float(jump["mean"]) == pytest.approx(np.mean(finals))
+    assert float(jump["sqrt2_sem"]) == pytest.approx(sem2(finals))
+    assert (jump["best_seed"], jump["worst_seed"]) == ("0", "2")
+    dice = rows[("mnist_dice", "jump")]
+    assert dice["metric"] == "nelbo" and float(dice["kl1"]) == pytest.approx(4.2)
+    assert float(dice["kl3_sqrt2_sem"]) == pytest.approx(sem2([4.3, 4.2]))
+    assert "4.19" in dice["paper"] and "4.25" in dice["paper"]
+    md = (runs.parent / "summary.md").read_text()
+    assert "| traveling_salesman | jump | cpu | 3 | 2/1/0 |" in md
+
+
+def test_fig5b_consistency_and_speed(runs, tmp_path):
+    out = tmp_path / "figures"
+    lines = plot_all(runs, out, grids=False)
+    assert not [ln for ln in lines if ln.startswith("skipped") and "fig" not in ln.split(":")[0]]
+    kl = _figure(out, "consistency_mnist_dice_cpu")
+    assert kl["paper"] == {"kl1": 4.19, "kl3": 4.25}
+    gqn = kl["models"]["gqn"]
+    assert gqn["kl3"]["mean"] == pytest.approx(12.3) and gqn["kl3"]["err"] == pytest.approx(sem2([11.9, 12.7]))
+    b = _figure(out, "fig5b_mnist_dice_cpu")
+    assert b["final"]["jump"]["nelbo"]["mean"] == pytest.approx(925.0)
+    assert b["curves"]["gqn"]["mean"] == pytest.approx([2000.0, 1000.0])
+    speed = _figure(out, "speed_jumpy")
+    assert speed["seconds"]["sv2p"] == [0.02, 0.12]
+
+
+def test_missing_inputs_are_skipped_with_the_command_that_makes_them(tmp_path):
+    lines = plot_all(tmp_path / "runs", tmp_path / "figures")
+    text = "\n".join(lines)
+    for name, hint in [("fig5a", "jumpbench run"), ("fig5b", "jumpbench generate dice"),
+                       ("consistency", "jumpbench consistency"), ("speed", "jumpbench bench jumpy"),
+                       ("fig3", "color_reaction"), ("fig4", "jumpbench run"), ("fig6", "jumpbench generate dice"),
+                       ("summary", "jumpbench run")]:
+        line = [ln for ln in lines if ln.startswith(f"skipped {name}")]
+        assert len(line) == 1 and hint in line[0], text
+    assert not (tmp_path / "figures").exists() or not any((tmp_path / "figures").iterdir())
+
+
+def test_plot_cli(runs, tmp_path):
+    out = tmp_path / "figs"
+    r = CliRunner().invoke(cli, ["plot", "--runs", str(runs), "--out", str(out), "--no-grids"])
+    assert r.exit_code == 0, r.output
+    assert "wrote" in r.output and (out / "fig5a_traveling_salesman_cpu.pdf").is_file()
+    assert (runs.parent / "summary.md").is_file()
+
+
+def test_sample_grids_from_checkpoints(small_ts, small_cr, tmp_path):
+    root = tmp_path / "runs"
+    for data in (small_ts, small_cr):
+        train("jump", data, "smoke", [], 0, root, progress=False)
+    train("gqn", small_ts, "smoke", [], 0, root, progress=False)
+    out = tmp_path / "figures"
+    lines = plot_all(root, out)
+    assert any("fig4_traveling_salesman_smoke.png" in ln for ln in lines), lines
+    assert any("fig3_color_reaction_smoke.png" in ln for ln in lines), lines
+    fig4 = _figure(out, "fig4_traveling_salesman_smoke")
+    assert set(fig4) == {"jump", "gqn"} and fig4["jump"]["seed"] == 0
+    assert any(ln.startswith("skipped fig6") for ln in lines)
