@@ -35,7 +35,8 @@ HINTS = {
     "speed": "jumpbench bench jumpy",
     "summary": "jumpbench run --model M --seeds N",
 }
-CARRY = "mean ± √2·SEM over seeds; every run counted: a run that stopped early carries its last value, × = diverged"
+CARRY = ("mean ± √2·SEM over seeds; every run counted: a run that stopped early carries its last value, "
+         "× = diverged")
 
 
 def _plt():
