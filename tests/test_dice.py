@@ -61,6 +61,8 @@ def test_test_split_protocol():
         assert 0 <= h < 4
         assert len(s["context_views"]) >= 3 and (s["face_visibility"][s["context_views"], h] == 0).all()
         assert len(s["query_views"]) >= 3 and (s["face_visibility"][s["query_views"], h] >= dice.CLEAR).all()
+        others = [f for f in range(4) if f != h]  # the first three context views see the other sides
+        assert (s["face_visibility"][s["context_views"][:3]][:, others].max(axis=0) > 0).sum() >= 2
     train = sample_scene(np.random.default_rng(0), 100, VIEWS, "train")
     assert train["hidden_face"] == -1 and len(train["context_views"]) == len(train["query_views"]) == 0
 
@@ -76,7 +78,7 @@ def test_records(dataset):
     ds = Dataset(dataset)
     assert ds.num("train") == 3 and ds.num("test") == 3
     manifest = json.loads((dataset / "manifest.json").read_text())
-    assert manifest["viewpoint"] == {"key": "cameras", "dim": 5} and manifest["params"]["views"] == VIEWS
+    assert manifest["viewpoint"] == {"key": "cameras", "dim": 7} and manifest["params"]["views"] == VIEWS
     for split in ("train", "test"):
         for i in range(3):
             scene = ds.scene(split, i)

@@ -25,8 +25,9 @@ away from the camera (or out of frame). Nothing in the room can occlude the die 
 in a convex room), so this is exact; tests check it against a face-id render.
 
 Test-split protocol (negative ELBO and KL1/KL3 of section 4.2): `hidden_face` is a side face,
-`context_views` the views where it is invisible (visibility 0; at least 3, together showing
-the other sides), `query_views` those where it is clearly visible (>= CLEAR; at least 3).
+`context_views` the views where it is invisible (visibility 0; at least 3, the first three
+chosen to see most of the other side faces), `query_views` those where it is clearly visible
+(>= CLEAR; at least 3, clearest first).
 Test cameras are resampled deterministically until this holds; the train split stores
 hidden_face -1 and empty lists.
 """
@@ -185,8 +186,21 @@ def sample_cameras(rng: np.random.Generator, centre: np.ndarray, headings: np.nd
 
 
 def protocol(vis: np.ndarray, face: int) -> tuple[np.ndarray, np.ndarray]:
-    """The views where `face` is invisible (context) and clearly visible (query)."""
-    return np.flatnonzero(vis[:, face] == 0), np.flatnonzero(vis[:, face] >= CLEAR)
+    """The views where `face` is invisible (context) and clearly visible (query). Context is
+    ordered so that its first three together see most of the other side faces (greedily),
+    queries clearest first: the first 3 of each are the protocol's views."""
+    context = list(np.flatnonzero(vis[:, face] == 0))
+    others = [f for f in range(4) if f != face]
+    seen = np.zeros(len(others))
+    ordered = []
+    for _ in range(min(MIN_CONTEXT, len(context))):
+        gain = [np.maximum(vis[v, others], seen).sum() for v in context]
+        best = context.pop(int(np.argmax(gain)))
+        seen = np.maximum(seen, vis[best, others])
+        ordered.append(best)
+    query = np.flatnonzero(vis[:, face] >= CLEAR)
+    query = query[np.argsort(-vis[query, face], kind="stable")]
+    return np.asarray(ordered + context, np.int64), query.astype(np.int64)
 
 
 def sample_scene(rng: np.random.Generator, n_digits: int, views: int, split: str) -> dict:
@@ -233,7 +247,7 @@ class DiceGenerator:
     name = "dice"
     version = VERSION
     dataset = "mnist_dice"
-    viewpoint = {"key": "cameras", "dim": 5}
+    viewpoint = {"key": "cameras", "dim": 7}  # the loader's (x, y, z, sin/cos yaw, sin/cos pitch)
 
     def __init__(self, config: DiceConfig):
         self.config = config
