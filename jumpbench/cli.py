@@ -270,5 +270,57 @@ def plot(runs, out, speed, summary, no_grids):
         click.echo(line)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", type=click.Path(), default=None, help="An MNIST Dice set [the run's own data].")
+@click.option("--scenes", type=int, default=100, show_default=True, help="Test scenes to average over.")
+@click.option("--draws", type=int, default=4, show_default=True, help="Posterior draws per scene.")
+@one_line_errors
+def consistency(run_dir, data, scenes, draws):
+    """KL1 vs KL3 and the test negative ELBO on the dice hidden-face views (JUMP/GQN runs)."""
+    from jumpbench.benchmarks.consistency import consistency as measure
+    from jumpbench.benchmarks.consistency import format_table
+
+    result = measure(run_dir, data, scenes, draws)
+    click.echo(format_table(result))
+    click.echo(f"wrote {Path(run_dir) / 'consistency.json'}")
+
+
+@cli.group()
+def bench():
+    """Benchmarks that print a figure (speed)."""
+
+
+@bench.command("jumpy")
+@click.option("--frames", type=int, default=40, show_default=True, help="Video length.")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--models", default=None, help="Comma-separated registry names [all].")
+@click.option("--out", type=click.Path(dir_okay=False), default="results/speed/jumpy.json", show_default=True)
+@one_line_errors
+def bench_jumpy(frames, batch, device, repeats, models, out):
+    """Time to sample frame t of a FRAMES-long video, per model, at the paper preset's sizes."""
+    import torch
+
+    from jumpbench.benchmarks.speed import format_table, jumpy_speed
+    from jumpbench.records import write_json_atomic
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise JumpbenchError("--device cuda: no CUDA device here")
+    if frames < 5:
+        raise JumpbenchError(f"--frames must be at least 5, got {frames}")
+    ts = sorted({max(3, frames // 8), frames // 4, frames // 2, 3 * frames // 4, frames - 1})
+    try:
+        result = jumpy_speed(models.split(",") if models else None, frames, ts, batch=batch,
+                             device=device, repeats=repeats)
+    except ValueError as e:
+        raise JumpbenchError(str(e)) from None
+    click.echo(format_table(result))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(out), result)
+    click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # python -m jumpbench.cli (torchrun uses this)
     cli()

@@ -82,7 +82,7 @@ def _fields(cls) -> dict:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def _build(cls, values: dict, section: str):
+def build_config(cls, values: dict, section: str):
     fields = _fields(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -126,11 +126,11 @@ def resolve(model: str, preset: str, dataset: str, manifest_info: dict, override
         if key not in known[section]:
             raise JumpbenchError(f"--set {item}: unknown {section} key {key!r}")
         sections[section][key] = value
-    data = _build(DataConfig, sections["data"], "data")
+    data = build_config(DataConfig, sections["data"], "data")
     sections["model"].update(image_size=data.image_size, viewpoint_dim=manifest_info["viewpoint_dim"],
                              frames=manifest_info["frames"])
-    return {"train": _build(TrainConfig, sections["train"], "train"), "data": data,
-            "model": _build(model_cls, sections["model"], f"model ({model})")}
+    return {"train": build_config(TrainConfig, sections["train"], "train"), "data": data,
+            "model": build_config(model_cls, sections["model"], f"model ({model})")}
 
 
 def config_name(preset: str, overrides: list[str]) -> str:
