@@ -50,6 +50,30 @@ class Model(nn.Module):
         raise NotImplementedError
 
 
+class ELBOModel(Model):
+    """A latent-variable model with an ELBO over query views (JUMP, GQN). Subclasses implement
+    `_elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pixel_var)
+    -> (nll (B,), kl (B,), mean frames (B, K, 3, H, W))` in nats per scene, and their config
+    has `pixel_var(step)` and `final_pixel_var`."""
+
+    def elbo_terms(self, context_frames, context_viewpoints, target_frames, target_viewpoints,
+                   pixel_var: float | None = None) -> dict[str, torch.Tensor]:
+        """Per-scene `nll` (B,) and `kl` (B,) in nats, with one posterior draw; the negative ELBO
+        is nll + kl. `pixel_var` defaults to the schedule's final value."""
+        pv = self.config.final_pixel_var if pixel_var is None else pixel_var
+        nll, kl, _ = self._elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pv)
+        return {"nll": nll, "kl": kl}
+
+    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """loss: negative ELBO in nats per scene (summed over the targets), averaged over the batch."""
+        pv = self.config.pixel_var(step)
+        targets = batch["target_frames"]
+        nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
+                                   targets, batch["target_viewpoints"], pv)
+        return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
+                "mse": ((mean.detach() - targets) ** 2).mean(), "pixel_var": targets.new_tensor(pv)}
+
+
 def frame_indices(viewpoints: torch.Tensor) -> torch.Tensor:
     """Narrative viewpoints (B, K, 1) -> integer frame indices (B, K)."""
     return viewpoints[..., 0].round().long()

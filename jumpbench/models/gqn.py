@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Model
+from .base import ELBOModel
 from .jump import JUMPConfig
 from .layers import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
@@ -31,7 +31,7 @@ class GQNConfig(JUMPConfig):
     models with the same encoder and DRAW widths. The generator runs nt DRAW steps per query."""
 
 
-class GQN(Model):
+class GQN(ELBOModel):
     """GQN: a conv-DRAW generator conditioned on r and the query viewpoint, latents per query."""
 
     jumpy = True
@@ -64,23 +64,6 @@ class GQN(Model):
         mean, kl = self._generate(r, target_viewpoints, target_frames)          # (B, K, 3, H, W), (B, K)
         nll = gaussian_nll(target_frames, mean, pixel_var).flatten(2).sum(2)    # (B, K)
         return nll.sum(1), kl.sum(1), mean
-
-    def elbo_terms(self, context_frames, context_viewpoints, target_frames, target_viewpoints,
-                   pixel_var: float | None = None) -> dict[str, torch.Tensor]:
-        """Per-scene `nll` (B,) and `kl` (B,) in nats: the sums over the K targets of their
-        independent ELBO terms. `pixel_var` defaults to the schedule's final value."""
-        pv = self.config.final_pixel_var if pixel_var is None else pixel_var
-        nll, kl, _ = self._elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pv)
-        return {"nll": nll, "kl": kl}
-
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        """loss: negative ELBO in nats per scene (sum over targets), averaged over the batch."""
-        pv = self.config.pixel_var(step)
-        targets = batch["target_frames"]
-        nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
-                                   targets, batch["target_viewpoints"], pv)
-        return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
-                "mse": ((mean.detach() - targets) ** 2).mean(), "pixel_var": targets.new_tensor(pv)}
 
     @torch.no_grad()
     def sample(self, context_frames: torch.Tensor, context_viewpoints: torch.Tensor,

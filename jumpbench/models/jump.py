@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Model, ModelConfig
+from .base import ELBOModel, ModelConfig
 from .layers import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
 PIXEL_VAR_SCHEDULES = ("linear", "piecewise")
@@ -108,7 +108,7 @@ class JUMPConfig(ModelConfig):
                     nf_dec=self.nf_dec, kernel=self.kernel)
 
 
-class JUMP(Model):
+class JUMP(ELBOModel):
     """JUMP: one scene latent from a conv-DRAW prior, rendered deterministically per query."""
 
     jumpy = True
@@ -145,23 +145,6 @@ class JUMP(Model):
         mean = self.render(z, target_viewpoints)                         # (B, K, 3, H, W)
         nll = gaussian_nll(target_frames, mean, pixel_var).flatten(1).sum(1)  # (B,)
         return nll, kl, mean
-
-    def elbo_terms(self, context_frames, context_viewpoints, target_frames, target_viewpoints,
-                   pixel_var: float | None = None) -> dict[str, torch.Tensor]:
-        """Per-scene `nll` (B,) and `kl` (B,) in nats, with one posterior draw; the negative ELBO
-        is nll + kl. `pixel_var` defaults to the schedule's final value."""
-        pv = self.config.final_pixel_var if pixel_var is None else pixel_var
-        nll, kl, _ = self._elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pv)
-        return {"nll": nll, "kl": kl}
-
-    def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        """loss: negative ELBO in nats per scene, averaged over the batch."""
-        pv = self.config.pixel_var(step)
-        targets = batch["target_frames"]
-        nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
-                                   targets, batch["target_viewpoints"], pv)
-        return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
-                "mse": ((mean.detach() - targets) ** 2).mean(), "pixel_var": targets.new_tensor(pv)}
 
     @torch.no_grad()
     def sample(self, context_frames: torch.Tensor, context_viewpoints: torch.Tensor,
