@@ -52,6 +52,29 @@ def test_interrupted_run_resumes_exactly(small_ts, tmp_path, monkeypatch):
     assert steps == [3, 6]
 
 
+def test_ctrl_c_checkpoints_between_steps_and_resumes_exactly(small_ts, tmp_path, monkeypatch):
+    import signal
+
+    whole = train("jump", small_ts, "smoke", [], 2, tmp_path / "a", progress=False)
+    real = JUMP.forward
+
+    def ctrl_c(self, batch, step):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step: the step still completes
+        return real(self, batch, step)
+
+    monkeypatch.setattr(JUMP, "forward", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train("jump", small_ts, "smoke", [], 2, tmp_path / "b", progress=False)
+    part = tmp_path / "b" / "traveling_salesman" / "jump" / "smoke" / "seed-2"
+    assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(JUMP, "forward", real)
+    train("jump", small_ts, "smoke", [], 2, tmp_path / "b", progress=False)
+    a, b = _params(whole), _params(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_nan_marks_the_run_diverged(small_ts, tmp_path, monkeypatch):
     real = JUMP.forward
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -113,8 +115,13 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{model_name} seed {seed}")
     sums, count, t0 = {}, 0, time.perf_counter()
+    stop = _StopRequest()
     try:
         for item in batches:
+            if stop.requested:  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
+                if rank == 0:
+                    _checkpoint(ckpt_path, model, opt, step, wall + time.perf_counter() - t0)
+                raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
             torch.manual_seed(_seed(seed, step, rank, 0))
             g = torch.Generator().manual_seed(_seed(seed, step, rank, 1))
@@ -159,6 +166,7 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
             _status(folder, "failed", f"{type(e).__name__}: {e}")
         raise
     finally:
+        stop.restore()
         bar.close()
     if rank == 0:
         _status(folder, "done", f"{tc.steps} steps in {wall:.0f} s")
@@ -204,6 +212,26 @@ class Evaluator:
             self.model.train()
             torch.set_rng_state(state)
         return row
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag that the loop reads between steps, so that an interrupted run
+    saves a checkpoint of a whole step (never of a half-applied update) and resumes exactly."""
+
+    def __init__(self):
+        self.requested, self.old = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
 
 
 def _checkpoint(path: Path, model, opt, step: int, wall: float) -> None:
