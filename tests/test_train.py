@@ -30,24 +30,36 @@ def test_run_writes_the_run_folder(small_ts, tmp_path):
     assert (folder / "samples.png").stat().st_size > 0
 
 
-def test_interrupted_run_resumes_exactly(small_ts, tmp_path, monkeypatch):
-    whole = train("jump", small_ts, "smoke", [], 1, tmp_path / "a", progress=False)
+def _interrupt_and_resume(data, tmp_path, monkeypatch, seed, at_step):
+    """Train a seed whole, and again with `at_step(step)` called in the forward pass of every
+    step (it interrupts); then resume. Returns the interrupted run's folder and the step of
+    the checkpoint it left, after checking both runs end with the same parameters."""
+    whole = train("jump", data, "smoke", [], seed, tmp_path / "a", progress=False)
     real = JUMP.forward
 
-    def interrupt(self, batch, step):
-        if step == 4:
-            raise KeyboardInterrupt
+    def interrupted(self, batch, step):
+        at_step(step)
         return real(self, batch, step)
 
-    monkeypatch.setattr(JUMP, "forward", interrupt)
+    monkeypatch.setattr(JUMP, "forward", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train("jump", small_ts, "smoke", [], 1, tmp_path / "b", progress=False)
-    part = tmp_path / "b" / "traveling_salesman" / "jump" / "smoke" / "seed-1"
-    assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 3
+        train("jump", data, "smoke", [], seed, tmp_path / "b", progress=False)
+    part = tmp_path / "b" / "traveling_salesman" / "jump" / "smoke" / f"seed-{seed}"
+    left_at = torch.load(part / "checkpoint.pt", weights_only=False)["step"]
     monkeypatch.setattr(JUMP, "forward", real)
-    train("jump", small_ts, "smoke", [], 1, tmp_path / "b", progress=False)
+    train("jump", data, "smoke", [], seed, tmp_path / "b", progress=False)
     a, b = _params(whole), _params(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    return part, left_at
+
+
+def test_interrupted_run_resumes_exactly(small_ts, tmp_path, monkeypatch):
+    def crash(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    part, left_at = _interrupt_and_resume(small_ts, tmp_path, monkeypatch, 1, crash)
+    assert left_at == 3  # the last evaluation's checkpoint
     steps = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6]
 
@@ -55,24 +67,13 @@ def test_interrupted_run_resumes_exactly(small_ts, tmp_path, monkeypatch):
 def test_ctrl_c_checkpoints_between_steps_and_resumes_exactly(small_ts, tmp_path, monkeypatch):
     import signal
 
-    whole = train("jump", small_ts, "smoke", [], 2, tmp_path / "a", progress=False)
-    real = JUMP.forward
-
-    def ctrl_c(self, batch, step):
+    def ctrl_c(step):
         if step == 4:
             os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step: the step still completes
-        return real(self, batch, step)
 
-    monkeypatch.setattr(JUMP, "forward", ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        train("jump", small_ts, "smoke", [], 2, tmp_path / "b", progress=False)
-    part = tmp_path / "b" / "traveling_salesman" / "jump" / "smoke" / "seed-2"
-    assert torch.load(part / "checkpoint.pt", weights_only=False)["step"] == 5
+    _, left_at = _interrupt_and_resume(small_ts, tmp_path, monkeypatch, 2, ctrl_c)
+    assert left_at == 5  # checkpointed at the next step boundary
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(JUMP, "forward", real)
-    train("jump", small_ts, "smoke", [], 2, tmp_path / "b", progress=False)
-    a, b = _params(whole), _params(part)
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_nan_marks_the_run_diverged(small_ts, tmp_path, monkeypatch):
