@@ -19,6 +19,7 @@ import os
 import struct
 import sys
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -182,14 +183,31 @@ def index_path(shard: Path) -> Path:
     return shard.with_suffix(".tfindex")
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` (".<name>.<pid>.tmp") to write to: renamed over `path`
+    when the block ends, removed when it raises. Every file jumpbench writes goes through it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def write_shard(path: Path, records: Iterator[bytes]) -> dict:
     """Write serialized Examples to `path` atomically (temp name, fsync, rename), with its
     .tfindex; returns {"file", "records", "sha256"}. A failure leaves no partial file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp_idx = path.with_name(f".{path.stem}.{os.getpid()}.tfindex.tmp")
     sha, count, offset, index_lines = hashlib.sha256(), 0, 0, []
-    try:
+    with atomic_path(path) as tmp:  # the shard's final name appears only once it is complete
         with open(tmp, "wb") as f:
             for data in records:
                 rec = frame_record(data)
@@ -198,45 +216,41 @@ def write_shard(path: Path, records: Iterator[bytes]) -> dict:
                 index_lines.append(f"{offset} {len(rec)}\n")
                 offset += len(rec)
                 count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        with open(tmp_idx, "w") as f:
+            _fsync(f)
+        with atomic_path(index_path(path)) as tmp_idx, open(tmp_idx, "w") as f:  # the index first
             f.writelines(index_lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_idx, index_path(path))
-        os.replace(tmp, path)  # the shard's final name appears only once it is complete
-    except BaseException:
-        for p in (tmp, tmp_idx):
-            p.unlink(missing_ok=True)
-        raise
+            _fsync(f)
     return {"file": path.name, "records": count, "sha256": sha.hexdigest()}
 
 
-def describe_shard(path: Path) -> dict:
-    """{"file", "records", "sha256"} of a finished shard (from its index and bytes)."""
+def file_sha256(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
+    return sha.hexdigest()
+
+
+def describe_shard(path: Path) -> dict:
+    """{"file", "records", "sha256"} of a finished shard (from its index and bytes)."""
     with open(index_path(path)) as f:
         count = sum(1 for line in f if line.strip())
-    return {"file": path.name, "records": count, "sha256": sha.hexdigest()}
+    return {"file": path.name, "records": count, "sha256": file_sha256(path)}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+        _fsync(f)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in `path`, or None when it is missing or unreadable."""
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- reading
@@ -387,11 +401,7 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
             path = root / split / shard["file"]
             if not path.is_file():
                 raise JumpbenchError(f"{path}: missing shard")
-            sha = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    sha.update(block)
-            bad_sha = sha.hexdigest() != shard["sha256"]
+            bad_sha = file_sha256(path) != shard["sha256"]
             n = 0
             with open(path, "rb") as f:
                 while True:

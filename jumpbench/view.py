@@ -1,13 +1,12 @@
 """Pictures of datasets: a contact sheet (PNG) or an animation (GIF) of one scene."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import Dataset
+from jumpbench.records import Dataset, atomic_path
 
 
 def contact_sheet(frames: np.ndarray, columns: int | None = None, pad: int = 2,
@@ -33,17 +32,12 @@ def write_scene(dataset: str | Path, split: str, index: int, out: str | Path, sc
         raise JumpbenchError(f"--out must end in .png or .gif, got {out.name}")
     frames = Dataset(dataset).scene(split, index).frames
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         if out.suffix.lower() == ".gif":
             ims = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
             ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=200, loop=0)
         else:
             Image.fromarray(contact_sheet(frames, scale=scale)).save(tmp, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_samples(path: str | Path, context, truth, samples) -> None:
@@ -67,7 +61,5 @@ def write_samples(path: str | Path, context, truth, samples) -> None:
         rows += [pad(ctx), pad(rgb(truth[i]))] + [pad(rgb(samples[i, j])) for j in range(s)]
         rows.append(np.repeat(blank, width, 0))  # a gap between scenes
     sheet = contact_sheet(np.concatenate(rows[:-1]), columns=width, scale=2)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(sheet).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import write_json_atomic
 
-PAPER = {"kl1": 4.19, "kl3": 4.25}  # section 4.2, mean over 12 JUMP runs
 
 
 def load_run(run: str | Path):

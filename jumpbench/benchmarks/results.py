@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jumpbench.records import read_json
+
 # The paper's numbers for the same quantity, where it gives one (section 4.2: 12 JUMP runs).
 PAPER = {("mnist_dice", "jump"): "KL1 4.19, KL3 4.25 (12 runs); NELBO: Fig. 5b plot only",
          ("mnist_dice", "gqn"): "NELBO: Fig. 5b plot only (6 of 7 runs)"}
@@ -55,13 +57,6 @@ class Run:
         return vals[-1] if vals else None
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def collect(root: str | Path) -> list[Run]:
     """Every run folder <root>/<dataset>/<model>/<config>/seed-<k>/."""
     runs = []
@@ -70,18 +65,18 @@ def collect(root: str | Path) -> list[Run]:
             continue
         dataset, model, config = folder.parts[-4:-1]
         run = Run(folder, dataset, model, config, int(folder.name[5:]))
-        cfg = _json(folder / "config.json") or {}
+        cfg = read_json(folder / "config.json") or {}
         run.preset = cfg.get("preset", config.split("+")[0])
         run.target_steps = (cfg.get("config") or {}).get("train", {}).get("steps")
         run.overrides = tuple(cfg.get("overrides", ()))
-        status = _json(folder / "status.json") or {}
+        status = read_json(folder / "status.json") or {}
         run.status, run.why = status.get("status", "missing"), status.get("why", "")
         try:
             text = (folder / "metrics.jsonl").read_text()
             run.rows = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
         except (OSError, ValueError):
             run.rows = []
-        run.consistency = _json(folder / "consistency.json")
+        run.consistency = read_json(folder / "consistency.json")
         runs.append(run)
     return runs
 
@@ -113,7 +108,7 @@ def read_best(root: str | Path) -> dict[tuple[str, str], dict]:
     """{(dataset, model): best.json's "best"} for every sweep under root."""
     out = {}
     for path in Path(root).glob("*/*/best.json"):
-        content = _json(path) or {}
+        content = read_json(path) or {}
         if "best" in content:
             out[(path.parts[-3], path.parts[-2])] = content["best"]
     return out

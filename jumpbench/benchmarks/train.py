@@ -21,7 +21,7 @@ import torch
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import data as D
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import load_manifest, write_json_atomic
+from jumpbench.records import atomic_path, load_manifest, read_json, write_json_atomic
 
 MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
     "traveling_salesman": "jumpbench generate narratives",
@@ -47,10 +47,7 @@ def run_dir(out: str | Path, dataset: str, model: str, name: str, seed: int) -> 
 
 
 def read_status(path: Path) -> dict | None:
-    try:
-        return json.loads((Path(path) / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(path) / "status.json")
 
 
 def _dist() -> tuple[int, int]:
@@ -235,10 +232,9 @@ class _StopRequest:
 
 
 def _checkpoint(path: Path, model, opt, step: int, wall: float) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
-                "rng": torch.get_rng_state()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
+                    "rng": torch.get_rng_state()}, tmp)
 
 
 def _status(folder: Path, status: str, why: str) -> None:
@@ -252,9 +248,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
     if len(keep) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in keep))
 
 
 def _seed(*parts: int) -> int:

@@ -110,7 +110,7 @@ def _claim(root: Path, params: dict, overwrite: bool) -> bool:
     if manifest.is_file():
         previous = records.load_manifest(root).get("params")
     elif lock.is_file():
-        previous = _read_json(lock)
+        previous = records.read_json(lock)
     if previous is not None and previous != params:
         if not overwrite:
             diff = ", ".join(f"{k}: {previous.get(k)!r} -> {params.get(k)!r}"
@@ -125,15 +125,6 @@ def _claim(root: Path, params: dict, overwrite: bool) -> bool:
     root.mkdir(parents=True, exist_ok=True)
     records.write_json_atomic(lock, params)
     return True
-
-
-def _read_json(path: Path):
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _say(progress: bool, line: str) -> None:
