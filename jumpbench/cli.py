@@ -322,5 +322,36 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
     click.echo(f"wrote {out}")
 
 
+@bench.command("train")
+@click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--models", default="jump,gqn,sssm,sv2p,cdna", show_default=True, help="Comma-separated names.")
+@click.option("--dataset", default="traveling_salesman", show_default=True,
+              help="The shapes to mimic with synthetic batches (ignored with --data).")
+@click.option("--data", type=click.Path(), default=None, help="A dataset: also time end to end, "
+              "streaming from the shards vs the decoded-frame cache.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--steps", type=int, default=5, show_default=True, help="Steps per variant per round.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved rounds.")
+@click.option("--compile", "compiled", is_flag=True, help="Also time the torch.compile'd step.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config overrides.")
+@click.option("--out", type=click.Path(dir_okay=False), default="results/speed/train.json", show_default=True)
+@one_line_errors
+def bench_train(preset, models, dataset, data, device, steps, repeats, compiled, overrides, out):
+    """Print a table of ms per training step per model: fp32 vs bf16 (vs compiled), end to end."""
+    import torch
+
+    from jumpbench.benchmarks.machine import default_threads
+    from jumpbench.benchmarks.train_speed import format_table, train_speed
+    from jumpbench.records import write_json_atomic
+
+    torch.set_num_threads(default_threads())
+    result = train_speed([m for m in models.split(",") if m], preset, dataset, device, steps, repeats,
+                         compiled, data, list(overrides))
+    click.echo(format_table(result))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(out), result)
+    click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # python -m jumpbench.cli (torchrun uses this)
     cli()

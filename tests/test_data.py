@@ -28,19 +28,31 @@ def test_area_downsampling():
 def test_random_split_draws_disjoint_frames():
     frames = torch.arange(20, dtype=torch.uint8).view(1, 20, 1, 1, 1).expand(3, 20, 3, 2, 2).clone()
     vps = torch.arange(20.0).view(1, 20, 1).expand(3, 20, 1)
-    cfg = DataConfig(image_size=8, context_min=2, context_max=4, targets=3)
-    sizes = set()
-    for s in range(20):
+    cfg = DataConfig(image_size=8, context_min=2, context_max=4, targets_min=1, targets=3)
+    sizes, counts = set(), set()
+    for s in range(40):
         b = D.random_split(frames, vps, cfg, torch.Generator().manual_seed(s))
-        m = b["context_frames"].shape[1]
+        m, k = b["context_frames"].shape[1], b["target_frames"].shape[1]
         sizes.add(m)
-        assert b["target_frames"].shape[:2] == (3, 3)
+        counts.add(k)
+        assert b["target_frames"].shape[0] == 3
         for i in range(3):  # frames match their viewpoints, context and targets disjoint
             ctx = b["context_viewpoints"][i, :, 0].long()
             tgt = b["target_viewpoints"][i, :, 0].long()
             assert torch.equal((b["context_frames"][i, :, 0, 0, 0] * 255).round().long(), ctx)
             assert not set(ctx.tolist()) & set(tgt.tolist())
     assert sizes == {2, 3, 4}
+    assert counts == {1, 2, 3}  # the number of targets is drawn per batch too
+
+
+def test_random_split_fits_short_scenes():
+    """M + K never exceeds the frames: 4 frames, up to 3 context and 3 targets."""
+    frames = torch.zeros(2, 4, 3, 2, 2, dtype=torch.uint8)
+    vps = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 1)
+    cfg = DataConfig(image_size=8, context_min=1, context_max=3, targets_min=1, targets=3)
+    for s in range(30):
+        b = D.random_split(frames, vps, cfg, torch.Generator().manual_seed(s))
+        assert b["context_frames"].shape[1] + b["target_frames"].shape[1] <= 4
 
 
 def test_prefix_split():

@@ -15,6 +15,7 @@ from importlib import resources
 from jumpbench.errors import JumpbenchError
 
 PRESETS = ("smoke", "cpu", "paper")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -29,7 +30,13 @@ class TrainConfig:
     eval_scenes: int = 64         # the fixed test subset
     eval_samples: int = 30        # samples per video for min-MSE (the paper's 30)
     sample_scenes: int = 4        # scenes in samples.png
-    num_workers: int = 1          # DataLoader processes
+    num_workers: int = 1          # DataLoader processes (streaming only; the frame cache needs none)
+    threads: int = 0              # torch intra-op threads; 0: the cores free to this job (machine.py)
+    precision: str = "auto"       # "bf16" autocast (losses stay fp32), "fp32", or "auto": bf16 where
+                                  # the hardware has it (CPUs with AVX512-BF16/AMX, CUDA GPUs)
+    compile: bool = False         # torch.compile the model's loss (compiles once per run)
+    cache: bool = True            # decode the train split once into a uint8 frame cache
+    cache_gb: float = 8.0         # ... if it fits in this many GB, else stream from the shards
 
     def __post_init__(self):
         for k in ("steps", "batch_size", "eval_every", "eval_scenes", "eval_samples", "sample_scenes"):
@@ -37,8 +44,11 @@ class TrainConfig:
                 raise JumpbenchError(f"train.{k} must be at least 1, got {getattr(self, k)}")
         if self.lr <= 0 or self.lr_final <= 0 or self.lr_anneal_steps < 1:
             raise JumpbenchError("train.lr, train.lr_final must be positive and lr_anneal_steps >= 1")
-        if self.num_workers < 0 or self.grad_clip < 0:
-            raise JumpbenchError("train.num_workers and train.grad_clip must be non-negative")
+        if self.num_workers < 0 or self.grad_clip < 0 or self.threads < 0 or self.cache_gb < 0:
+            raise JumpbenchError("train.num_workers, train.threads, train.cache_gb and train.grad_clip "
+                                 "must be non-negative")
+        if self.precision not in PRECISIONS:
+            raise JumpbenchError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def lr_at(self, step: int) -> float:
         a = min(step / self.lr_anneal_steps, 1.0)
@@ -50,12 +60,15 @@ class DataConfig:
     image_size: int = 64          # frames are area-downsampled to this at load time
     context_min: int = 1          # training: a random number of context frames in [min, max] ...
     context_max: int = 6
-    targets: int = 4              # ... and this many random target frames (paper, section 4.1)
+    targets_min: int = 1          # ... and K ~ U[targets_min, targets] other random target frames
+    targets: int = 4              # (paper, section 4.1: "a small number of randomly chosen targets")
     eval_context: int = 5         # forward prediction: the first m frames are the context
 
     def __post_init__(self):
         if not 1 <= self.context_min <= self.context_max:
             raise JumpbenchError("data.context_min must be in 1..context_max")
+        if not 1 <= self.targets_min <= self.targets:
+            raise JumpbenchError("data.targets_min must be in 1..targets")
         if self.targets < 1 or self.eval_context < 1 or self.image_size < 8:
             raise JumpbenchError("data.targets and data.eval_context must be >= 1, data.image_size >= 8")
 
@@ -105,7 +118,12 @@ def resolve(model: str, preset: str, dataset: str, manifest_info: dict, override
     if model not in MODELS:
         raise JumpbenchError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     raw = load_preset(preset)
-    sections = {"train": dict(raw.get("train", {})), "data": dict(raw.get("data", {}))}
+    # [train] and [data] may hold a table per model ([train.cdna]) that overrides them for it
+    sections = {}
+    for name in ("train", "data"):
+        table = raw.get(name, {})
+        sections[name] = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        sections[name].update(table.get(model, {}))
     model_raw = raw.get("model", {}).get(model, {})
     sections["model"] = {k: v for k, v in model_raw.items() if not isinstance(v, dict)}
     sections["model"].update(model_raw.get(dataset, {}))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import Dataset
+from jumpbench.records import MANIFEST, Dataset, atomic_path, file_sha256
 
 
 def viewpoints(meta: dict, key: str) -> np.ndarray:
@@ -86,6 +86,70 @@ def loader(scenes: Scenes, sampler: StepBatches, workers: int):
                                        persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
+class FrameCache:
+    """A split's decoded, downsampled frames in one uint8 array (N, T, 3, S, S) and its
+    viewpoints (N, T, D), so that a training step gathers its batch by indexing instead of
+    parsing records and decoding PNGs (about half of a small model's step otherwise).
+
+    Built once with a progress bar and kept in `<dataset>/cache/` as .npy files named by the
+    split, the image size and the manifest's sha256 (a regenerated dataset gets a new cache;
+    stale ones are removed), then read whole into memory on later runs (a memory map is
+    re-read from disk whenever the page cache is squeezed). Where the dataset folder is
+    read-only the cache lives in memory for the run only. `nbytes` gives a split's size, to
+    check it against a budget first."""
+
+    def __init__(self, scenes: Scenes, progress: bool = True):
+        root = Path(scenes.ds.root)
+        digest = file_sha256(root / MANIFEST)[:16]
+        stem = f"{scenes.split}-{scenes.size}px-{digest}"
+        folder = root / "cache"
+        fpath, vpath = folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
+        if fpath.is_file() and vpath.is_file():
+            self.frames = np.load(fpath)  # into memory: a memory map is re-read under memory pressure
+            self.viewpoints = np.load(vpath)
+        else:
+            self.frames, self.viewpoints = self._build(scenes, progress)
+            try:
+                folder.mkdir(exist_ok=True)
+                for old in folder.glob(f"{scenes.split}-{scenes.size}px-*.npy"):
+                    old.unlink()  # a cache of an earlier version of this dataset
+                for path, arr in ((fpath, self.frames), (vpath, self.viewpoints)):
+                    with atomic_path(path) as tmp:
+                        with open(tmp, "wb") as f:
+                            np.save(f, arr)
+            except OSError:  # read-only or full: keep it in memory for this run
+                pass
+        if len(self.frames) != len(scenes):
+            raise JumpbenchError(f"{fpath}: the cache holds {len(self.frames)} scenes, the split "
+                                 f"{len(scenes)}; delete the cache folder")
+
+    @staticmethod
+    def nbytes(scenes: Scenes) -> int:
+        """The cache's size for a split, from its first scene."""
+        first = scenes[0]["frames"]
+        return len(scenes) * first.numel()
+
+    @staticmethod
+    def _build(scenes: Scenes, progress: bool):
+        from tqdm import tqdm
+
+        first = scenes[0]
+        frames = np.empty((len(scenes), *first["frames"].shape), np.uint8)
+        vps = np.empty((len(scenes), *first["viewpoints"].shape), np.float32)
+        for i in tqdm(range(len(scenes)), desc=f"caching {scenes.split} frames", disable=not progress,
+                      dynamic_ncols=True, mininterval=2):
+            item = scenes[i]
+            frames[i], vps[i] = item["frames"].numpy(), item["viewpoints"].numpy()
+        return frames, vps
+
+    def batches(self, sampler: StepBatches):
+        """What `loader` yields, from memory: {"frames", "viewpoints", "index"} per step."""
+        for idx in sampler:
+            idx = np.asarray(idx)
+            yield {"frames": torch.from_numpy(self.frames[idx]), "viewpoints": torch.from_numpy(self.viewpoints[idx]),
+                   "index": torch.from_numpy(idx)}
+
+
 def to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
 
@@ -96,15 +160,17 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def random_split(frames, vps, cfg, generator: torch.Generator) -> dict:
-    """Jumpy training batch: M ~ U[context_min, context_max] random context frames and
-    `targets` other random frames per scene (one M per batch)."""
+    """Jumpy training batch: K ~ U[targets_min, targets] random target frames and
+    M ~ U[context_min, context_max] other random context frames per scene (one K and one M
+    per batch, both capped so that M + K fits in the scene)."""
     b, t = frames.shape[:2]
-    m_max = min(cfg.context_max, t - cfg.targets)
-    if m_max < cfg.context_min:
-        raise JumpbenchError(f"scenes of {t} frames cannot give {cfg.context_min} context + {cfg.targets} targets")
-    m = int(torch.randint(cfg.context_min, m_max + 1, (), generator=generator))
+    if t - cfg.context_min < cfg.targets_min:
+        raise JumpbenchError(f"scenes of {t} frames cannot give {cfg.context_min} context + "
+                             f"{cfg.targets_min} targets")
+    k = int(torch.randint(cfg.targets_min, min(cfg.targets, t - cfg.context_min) + 1, (), generator=generator))
+    m = int(torch.randint(cfg.context_min, min(cfg.context_max, t - k) + 1, (), generator=generator))
     perm = torch.stack([torch.randperm(t, generator=generator) for _ in range(b)])
-    ctx, tgt = perm[:, :m], perm[:, m:m + cfg.targets]
+    ctx, tgt = perm[:, :m], perm[:, m:m + k]
     return make_batch(frames, vps, ctx, tgt)
 
 

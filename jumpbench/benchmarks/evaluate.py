@@ -55,7 +55,7 @@ def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samp
             if s.shape != (B, n, *truth.shape[1:]):
                 raise ValueError(f"{type(model).__name__}.sample returned {tuple(s.shape)}, "
                                  f"expected {(B, n, *truth.shape[1:])}")
-            mse = ((s - truth[:, None]) ** 2).flatten(2).mean(2)           # (B, n)
+            mse = ((s.float() - truth[:, None]) ** 2).flatten(2).mean(2)           # (B, n)
             best = torch.minimum(best, mse.min(1).values)
             done += n
     finally:

@@ -20,6 +20,7 @@ import torch
 
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks import machine as M
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import atomic_path, load_manifest, read_json, write_json_atomic
 
@@ -75,6 +76,10 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     folder = run_dir(out, info["name"], model_name, name or C.config_name(preset, list(overrides)), seed)
     rank, world = _dist()
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    M.setup_device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(tc.threads or M.default_threads())
+    precision = M.resolve_precision(tc.precision, device)
     status = read_status(folder)
     if status and status["status"] in ("done", "diverged"):
         return folder
@@ -103,9 +108,13 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
 
     # Data: per-step batches from the train split; a fixed test subset for evaluation.
     train_set, test_set = (D.Scenes(data, s, dc.image_size) for s in ("train", "test"))
-    batches = D.loader(train_set, D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world),
-                       tc.num_workers)
-    evaluator = Evaluator(model, test_set, tc, dc, info)
+    sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
+    if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
+        batches = D.FrameCache(train_set, progress and rank == 0).batches(sampler)
+    else:
+        batches = D.loader(train_set, sampler, tc.num_workers)
+    evaluator = Evaluator(model, test_set, tc, dc, info, precision)
+    forward = torch.compile(net) if tc.compile else net
 
     from tqdm import tqdm
 
@@ -118,6 +127,8 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
             if stop.requested:  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
                 if rank == 0:
                     _checkpoint(ckpt_path, model, opt, step, wall + time.perf_counter() - t0)
+                    _status(folder, "running", f"interrupted at step {step} of {tc.steps}; "
+                                               "run the same command to resume")
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
             torch.manual_seed(_seed(seed, step, rank, 0))
@@ -125,7 +136,8 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
             batch = {k: v.to(device) for k, v in D.train_batch(item, dc, model.jumpy, g).items()}
             for group in opt.param_groups:
                 group["lr"] = tc.lr_at(step)
-            out = net(batch, step)
+            with M.autocast(precision, device):
+                out = forward(batch, step)
             loss = out["loss"]
             finite = torch.isfinite(loss.detach()).float()
             if world > 1:  # every rank stops together
@@ -174,8 +186,8 @@ class Evaluator:
     """Test metrics on a fixed subset with fixed noise: `test_loss` for every model,
     `test_min_mse` (30 samples, forward prediction) on videos, `test_nelbo` on dice."""
 
-    def __init__(self, model, scenes: D.Scenes, tc, dc, info):
-        self.model, self.tc, self.dc = model, tc, dc
+    def __init__(self, model, scenes: D.Scenes, tc, dc, info, precision: str = "fp32"):
+        self.model, self.tc, self.dc, self.precision = model, tc, dc, precision
         n = min(tc.eval_scenes, len(scenes))
         self.video = info["viewpoint_key"] == "timestamps"
         device = next(model.parameters()).device
@@ -195,15 +207,18 @@ class Evaluator:
         state = torch.get_rng_state()
         torch.manual_seed(0)
         self.model.eval()
+        device = next(self.model.parameters()).device
         try:
-            out = self.model(self.batch, step)
-            row = {f"test_{k}": float(v) for k, v in out.items()}
-            if self.video:
-                row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
-                                                    self.tc.eval_samples).mean())
-            k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
-            b = {key: v[:k] for key, v in self.batch.items()}
-            samples = self.model.sample(b["context_frames"], b["context_viewpoints"], b["target_viewpoints"], 2)
+            with M.autocast(self.precision, device):
+                out = self.model(self.batch, step)
+                row = {f"test_{k}": float(v) for k, v in out.items()}
+                if self.video:
+                    row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
+                                                        self.tc.eval_samples).mean())
+                k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
+                b = {key: v[:k] for key, v in self.batch.items()}
+                samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
+                                            b["target_viewpoints"], 2).float()
             write_samples(folder / "samples.png", b["context_frames"], b["target_frames"], samples)
         finally:
             self.model.train()

@@ -71,7 +71,7 @@ class ELBOModel(Model):
         nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
                                    targets, batch["target_viewpoints"], pv)
         return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
-                "mse": ((mean.detach() - targets) ** 2).mean(), "pixel_var": targets.new_tensor(pv)}
+                "mse": ((mean.detach().float() - targets) ** 2).mean(), "pixel_var": targets.new_tensor(pv)}
 
 
 def frame_indices(viewpoints: torch.Tensor) -> torch.Tensor:

@@ -77,18 +77,19 @@ class CDNAPredictor(nn.Module):
     Layer sizes as in Finn et al.'s prediction_model.py; H and W must be multiples of 8."""
 
     def __init__(self, image_size: int, lstm_sizes=(32, 32, 64, 64, 128, 64, 32), num_masks: int = 10,
-                 kernel_size: int = 5, relu_shift: float = 1e-12, latent_channels: int = 0):
+                 kernel_size: int = 5, relu_shift: float = 1e-12, latent_channels: int = 0,
+                 lstm_kernel: int = 5):
         super().__init__()
-        s = lstm_sizes
+        s, k = lstm_sizes, lstm_kernel
         self.num_masks, self.kernel_size, self.relu_shift = num_masks, kernel_size, relu_shift
         norm = lambda c: nn.GroupNorm(1, c)  # layer norm over (C, H, W), per-channel affine
         self.enc0 = nn.Sequential(nn.Conv2d(3, 32, 5, stride=2, padding=2), norm(32))          # H/2
         self.lstm = nn.ModuleList([
-            ConvLSTMCell(32, s[0]), ConvLSTMCell(s[0], s[1]),                                  # H/2
-            ConvLSTMCell(s[1], s[2]), ConvLSTMCell(s[2], s[3]),                                # H/4
-            ConvLSTMCell(s[3], s[4]),                                                          # H/8
-            ConvLSTMCell(s[4], s[5]),                                                          # H/4
-            ConvLSTMCell(s[5] + s[1], s[6]),                                                   # H/2
+            ConvLSTMCell(32, s[0], k), ConvLSTMCell(s[0], s[1], k),                            # H/2
+            ConvLSTMCell(s[1], s[2], k), ConvLSTMCell(s[2], s[3], k),                          # H/4
+            ConvLSTMCell(s[3], s[4], k),                                                       # H/8
+            ConvLSTMCell(s[4], s[5], k),                                                       # H/4
+            ConvLSTMCell(s[5] + s[1], s[6], k),                                                # H/2
         ])
         self.norms = nn.ModuleList([norm(c) for c in s])
         self.enc1 = nn.Conv2d(s[1], s[1], 3, stride=2, padding=1)                              # H/4
@@ -164,6 +165,7 @@ class CDNAConfig(ModelConfig):
     lstm_sizes: tuple = (32, 32, 64, 64, 128, 64, 32)  # the seven conv-LSTM layers
     num_masks: int = 10          # CDNA transformations (--num_masks=10)
     kernel_size: int = 5         # DNA_KERN_SIZE
+    lstm_kernel: int = 5         # the ConvLSTMs' kernel (the reference: 5x5)
     relu_shift: float = 1e-12    # RELU_SHIFT, lower bound of kernel entries before normalising
     schedsamp_k: float = 900.0   # --schedsamp_k; <= 0 feeds the model its own predictions always
 
@@ -174,8 +176,9 @@ class CDNAConfig(ModelConfig):
             raise ValueError(f"CDNA needs image_size divisible by 8, got {self.image_size}")
         if len(self.lstm_sizes) != 7 or min(self.lstm_sizes) < 1:
             raise ValueError(f"lstm_sizes must be seven positive ints, got {self.lstm_sizes}")
-        if self.num_masks < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError("num_masks must be >= 1 and kernel_size a positive odd number")
+        if self.num_masks < 1 or min(self.kernel_size, self.lstm_kernel) < 1 or \
+                self.kernel_size % 2 == 0 or self.lstm_kernel % 2 == 0:
+            raise ValueError("num_masks must be >= 1, kernel_size and lstm_kernel positive odd numbers")
         if self.relu_shift <= 0:
             raise ValueError(f"relu_shift must be positive, got {self.relu_shift}")
         if self.frames < 2:
@@ -190,17 +193,18 @@ class CDNA(Model):
     def __init__(self, config: CDNAConfig):
         super().__init__()
         self.config = c = config
-        self.predictor = CDNAPredictor(c.image_size, c.lstm_sizes, c.num_masks, c.kernel_size, c.relu_shift)
+        self.predictor = CDNAPredictor(c.image_size, c.lstm_sizes, c.num_masks, c.kernel_size, c.relu_shift,
+                                       lstm_kernel=c.lstm_kernel)
 
     def forward(self, batch, step):
         video, m = training_video(batch)                                  # (B, T, 3, H, W)
         T = video.shape[1]
         p = ground_truth_fraction(step, self.config.schedsamp_k)
         pred = self.predictor.rollout(video, T - 1, m, p)                 # frames 1..T-1
-        err = (pred - video[:, 1:]) ** 2
-        # L2 on every predicted frame, as the reference; `mse` on the targets alone
-        return {"loss": err.mean(), "mse": err[:, m - 1:].mean().detach(),
-                "p_ground_truth": torch.tensor(p)}
+        # L2 on the frames after the context only (m..T-1), as the reference's training loss
+        # (prediction_train.py pairs images[context_frames:] with gen_images[context_frames - 1:])
+        err = (pred[:, m - 1:].float() - video[:, m:]) ** 2
+        return {"loss": err.mean(), "mse": err.mean().detach(), "p_ground_truth": torch.tensor(p)}
 
     @torch.no_grad()
     def sample(self, context_frames, context_viewpoints, query_viewpoints, n_samples):

@@ -30,12 +30,15 @@ def broadcast(v: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))), elementwise, in nats."""
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))), elementwise, in nats, in fp32
+    (under bf16 autocast the heads' outputs are bf16; the KL is summed over thousands of units)."""
+    mu_q, logvar_q, mu_p, logvar_p = (t.float() for t in (mu_q, logvar_q, mu_p, logvar_p))
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
 
 
 def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
-    """-log N(x; mean, var) elementwise, in nats, with the normalising constant."""
+    """-log N(x; mean, var) elementwise, in nats, with the normalising constant, in fp32."""
+    x, mean = x.float(), mean.float()
     return 0.5 * ((x - mean) ** 2 / var + math.log(2 * math.pi * var))
 
 
@@ -156,7 +159,7 @@ class ConvDRAW(nn.Module):
         N, _, G, _ = c.shape
         gs = G * self.stride_to_obs
         u = c.new_zeros(N, self.nf_to_obs, gs, gs) if self.canvas else None  # (N, nf_to_obs, G*s, G*s)
-        zs, kl = [], c.new_zeros(N)
+        zs, kl = [], torch.zeros(N, device=c.device)  # fp32 under autocast too
         for _ in range(self.nt):
             inputs = []
             if self.nf_z:

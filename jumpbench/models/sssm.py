@@ -9,8 +9,13 @@ space: a deterministic state s_t (B, state_channels, H/8, W/8) and a stochastic 
     s_t = s_{t-1} + f(s_{t-1}, z_t) residual conv transition
     x_t ~ N(d(s_t), pixel_var)      decoded only when a frame is asked for,
 so sampling frame t costs t cheap transitions and one decode. No actions here (videos).
-Trained on the ELBO: sum over frames of the Gaussian NLL plus kl_weight (the beta the JUMP
-paper sweeps, Appendix B) times the KL of posterior to prior. Sizes are ours, chosen so the
+As in Buesing et al., the state starts deterministically from the first observations:
+s_{n0-1} = g(e(x_0), ..., e(x_{n0-1})) with n0 = min(init_frames, m), so the context reaches
+the state without passing through the KL-penalised latents (without it a collapsed
+posterior leaves the model nothing to predict from). Trained on the ELBO: the Gaussian NLL of
+frames n0-1..T-1 plus kl_weight (the beta the JUMP paper sweeps, Appendix B) times the KL of
+posterior to prior, with optional free nats per frame (Kingma et al. 2016) and a linear KL
+warm-up, the usual guards against posterior collapse. Sizes are ours, chosen so the
 state is small beside a frame (64 channels at 8x8 for 64x64 frames); Buesing et al. use a
 state of feature maps at reduced resolution and a convolutional encoder and decoder too.
 """
@@ -34,6 +39,9 @@ class SSSMConfig(ModelConfig):
     pixel_var: float = 0.5          # fixed decoder variance (JUMP's final pixel variance, Appendix B)
     kl_weight: float = 1.0          # beta on the KL; the JUMP paper sweeps it for sSSM
     log_std_min: float = -5.0       # lower bound of the Gaussians' log std
+    init_frames: int = 3            # observations the initial state is computed from (Buesing et al.: 3)
+    free_nats: float = 0.0          # per frame: a batch-mean KL below this costs nothing
+    kl_warmup: int = 0              # steps over which the KL weight rises linearly from 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -46,6 +54,14 @@ class SSSMConfig(ModelConfig):
             raise ValueError(f"encoder_channels must be three positive ints, got {self.encoder_channels}")
         if self.pixel_var <= 0 or self.kl_weight < 0:
             raise ValueError("pixel_var must be positive and kl_weight >= 0")
+        if self.init_frames < 1 or self.free_nats < 0 or self.kl_warmup < 0:
+            raise ValueError("init_frames must be >= 1, free_nats and kl_warmup >= 0")
+
+    def kl_multiplier(self, step: int) -> float:
+        """kl_weight, ramped linearly from 0 over the first kl_warmup steps."""
+        if self.kl_warmup <= 0:
+            return self.kl_weight
+        return self.kl_weight * min(1.0, step / self.kl_warmup)
 
 
 def _gaussian_head(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
@@ -67,6 +83,9 @@ class SSSM(Model):
             nn.Conv2d(3, e1, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(e1, e2, 4, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(e2, e3, 4, stride=2, padding=1))
+        self.init = nn.Sequential(                                        # e(x_0..x_{n0-1}) -> s_{n0-1}
+            nn.Conv2d(c.init_frames * e3, c.hidden_channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c.hidden_channels, c.state_channels, 3, padding=1))
         self.prior = _gaussian_head(c.state_channels, c.hidden_channels, c.z_channels)
         self.posterior = _gaussian_head(c.state_channels + e3, c.hidden_channels, c.z_channels)
         self.transition = nn.Sequential(
@@ -78,9 +97,14 @@ class SSSM(Model):
             nn.ConvTranspose2d(e2, e1, 4, stride=2, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(e1, 3, 4, stride=2, padding=1), nn.Sigmoid())
 
-    def initial_state(self, n: int, device) -> torch.Tensor:
-        s = self.config.image_size // 8
-        return torch.zeros(n, self.config.state_channels, s, s, device=device)  # s_{-1}
+    def initial_state(self, e: torch.Tensor) -> torch.Tensor:
+        """e (B, n0, e3, h, w), the first n0 frames' encodings -> s_{n0-1} (B, S, h, w). With fewer
+        than init_frames observations the missing slots are zeros."""
+        B, n0 = e.shape[:2]
+        missing = self.config.init_frames - n0
+        if missing > 0:
+            e = torch.cat([e, e.new_zeros(B, missing, *e.shape[2:])], 1)
+        return self.init(e.flatten(1, 2))
 
     def _split(self, h):
         mean, log_std = h.chunk(2, dim=1)
@@ -104,18 +128,21 @@ class SSSM(Model):
         video, m = training_video(batch)                                  # (B, T, 3, H, W)
         B, T = video.shape[:2]
         e = self.encoder(video.flatten(0, 1)).unflatten(0, (B, T))        # (B, T, e3, H/8, W/8)
-        s, states, kls = self.initial_state(B, video.device), [], []
-        for t in range(T):                                                # filter through the video
+        n0 = min(c.init_frames, m)
+        s = self.initial_state(e[:, :n0])                                 # s_{n0-1}
+        states, kls = [s], []
+        for t in range(n0, T):                                            # filter through the video
             s, _, kl = self.step(s, e[:, t])
             states.append(s)
-            kls.append(kl.flatten(1).sum(1))                              # (B,)
-        recon = self.decoder(torch.stack(states, 1).flatten(0, 1)).unflatten(0, (B, T))
-        err = (recon - video) ** 2
-        nll = err.flatten(2).sum(2) / (2 * c.pixel_var)                   # (B, T), constant dropped
-        kl = torch.stack(kls, 1)                                          # (B, T)
-        loss = (nll + c.kl_weight * kl).sum(1).mean() / (3 * c.image_size ** 2)  # per pixel, per video
+            kls.append(kl.float().flatten(1).sum(1))                      # (B,)
+        recon = self.decoder(torch.stack(states, 1).flatten(0, 1)).unflatten(0, (B, T - n0 + 1))
+        err = (recon.float() - video[:, n0 - 1:]) ** 2                     # frames n0-1..T-1
+        nll = err.flatten(2).sum(2) / (2 * c.pixel_var)                   # (B, T-n0+1), constant dropped
+        kl = torch.stack(kls, 1)                                          # (B, T-n0)
+        kl_cost = kl.mean(0).clamp(min=c.free_nats).sum()                 # free nats per frame, batch mean
+        loss = (nll.sum(1).mean() + c.kl_multiplier(step) * kl_cost) / (3 * c.image_size ** 2)
         return {"loss": loss, "nll": nll.sum(1).mean().detach(), "kl": kl.sum(1).mean().detach(),
-                "mse": err[:, m:].mean().detach()}
+                "mse": err[:, m - n0 + 1:].mean().detach()}
 
     @torch.no_grad()
     def sample(self, context_frames, context_viewpoints, query_viewpoints, n_samples):
@@ -123,8 +150,9 @@ class SSSM(Model):
         B = context_frames.shape[0]
         ctx = context_frames.repeat_interleave(n_samples, dim=0)          # (B*n, m, 3, H, W)
         e = self.encoder(ctx.flatten(0, 1)).unflatten(0, ctx.shape[:2])   # (B*n, m, e3, h, w)
-        s = self.initial_state(B * n_samples, ctx.device)
-        for t in range(m):                                                # filter the context
+        n0 = min(self.config.init_frames, m)
+        s = self.initial_state(e[:, :n0])
+        for t in range(n0, m):                                            # filter the rest of the context
             s, _, _ = self.step(s, e[:, t])
         index = frame_indices(query_viewpoints)                           # (B, K)
         wanted = set(index.flatten().tolist())

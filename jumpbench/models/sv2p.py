@@ -91,7 +91,7 @@ class SV2P(Model):
         super().__init__()
         self.config = c = config
         self.predictor = CDNAPredictor(c.image_size, c.lstm_sizes, c.num_masks, c.kernel_size, c.relu_shift,
-                                       latent_channels=c.latent_channels)
+                                       latent_channels=c.latent_channels, lstm_kernel=c.lstm_kernel)
         self.tower = LatentTower(c.frames, c.encoder_channels, c.latent_channels, c.latent_std_min)
 
     def prior_latent(self, n: int, device) -> torch.Tensor:
@@ -105,16 +105,19 @@ class SV2P(Model):
         if T != c.frames:
             raise ValueError(f"SV2P's inference tower reads whole videos of {c.frames} frames, got {T}")
         mean, log_std = self.tower(video)
-        kl = (0.5 * (mean ** 2 + torch.exp(2 * log_std)) - log_std - 0.5).mean()  # per latent unit
+        # KL(q || N(0, I)) summed over the latent units, averaged over the batch (as tensor2tensor's
+        # kl_divergence); a mean over units would weigh it (H/8)^2 * latent_channels times less
+        m32, s32 = mean.float(), log_std.float()
+        kl = (0.5 * (m32 ** 2 + torch.exp(2 * s32)) - s32 - 0.5).flatten(1).sum(1).mean()
         if step < c.stage1_steps:                                         # phase 1: prior latent
             z = self.prior_latent(B, video.device)
         else:                                                             # phases 2-3: posterior
             z = mean + torch.exp(log_std) * torch.randn_like(mean)
         p = ground_truth_fraction(step, c.schedsamp_k)
         pred = self.predictor.rollout(video, T - 1, m, p, latent=z)       # frames 1..T-1
-        err = (pred - video[:, 1:]) ** 2
+        err = (pred[:, m - 1:].float() - video[:, m:]) ** 2               # after the context, as CDNA
         beta = c.kl_multiplier(step)
-        return {"loss": err.mean() + beta * kl, "mse": err[:, m - 1:].mean().detach(),
+        return {"loss": err.mean() + beta * kl, "mse": err.mean().detach(),
                 "kl": kl.detach(), "kl_weight": torch.tensor(beta), "p_ground_truth": torch.tensor(p)}
 
     @torch.no_grad()

@@ -1,0 +1,74 @@
+"""What the machine offers a training job: threads, bf16 support, autocast, the device.
+
+Measured on the project's 2-core AVX-512/BF16 CPUs (docs/reproduction.md, "Speed"): bf16
+autocast makes a JUMP step 1.1-1.6x faster and CDNA/SV2P 1.3x, with losses that track fp32;
+a second thread gives 1.6-1.8x on a quiet machine, but more threads than free cores (a
+loader worker, another job) give 5-20x outliers. So threads default to the cores free to
+this job, and the frame cache removes the loader worker.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from jumpbench.errors import JumpbenchError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(jobs: int = 1) -> int:
+    """Threads for one of `jobs` jobs sharing this machine: JUMPBENCH_THREADS if set, else the
+    usable cores divided among the jobs (at least 1)."""
+    env = os.environ.get("JUMPBENCH_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, usable_cores() // max(1, jobs))
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512-BF16 or AMX), from /proc/cpuinfo's flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" where the device computes it natively, else "fp32"; an explicit "bf16"
+    on hardware without it is refused rather than emulated slowly."""
+    has = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    if precision == "auto":
+        return "bf16" if has else "fp32"
+    if precision == "bf16" and not has:
+        raise JumpbenchError(f"train.precision=bf16: this {device.type} has no native bf16 "
+                             "(set train.precision=fp32 or auto)")
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The context a forward pass runs in: bf16 autocast, or nothing for fp32. Models keep
+    their losses, KLs and ELBOs in fp32 (they cast before reducing)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def setup_device(device: torch.device) -> None:
+    """TF32 matmuls and convolutions on CUDA (fp32 runs too); nothing on CPUs."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True

@@ -1,0 +1,209 @@
+"""`jumpbench bench train`: milliseconds per training step, per model and variant.
+
+Variants of one step (forward, backward, gradient clipping, Adam) at a preset's sizes:
+  fp32            eager, fp32
+  bf16            eager, bf16 autocast (losses in fp32), where the hardware has bf16
+  bf16+compile    the same through torch.compile (with --compile; compiling is not timed)
+and, with --data, end to end (batch from the data path + step, both at the preset's
+precision): `stream` reads and decodes the shards through a DataLoader (the path without a
+cache), `cache` gathers the batch from the decoded-frame cache in the training process.
+
+The machines this runs on are shared and noisy, so the contenders are interleaved: each
+round times `steps` steps of every variant in turn, and the median over rounds is reported.
+A FLOP count of one step (torch's FlopCounterMode) gives GFLOP/s, printed beside the
+machine's measured convolution ceiling (a large 3x3 conv timed in the same run).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from jumpbench.benchmarks import config as C
+from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks import machine as M
+from jumpbench.errors import JumpbenchError
+
+# The datasets a synthetic batch can mimic: viewpoint key, frames per scene
+SHAPES = {"traveling_salesman": ("timestamps", 20), "color_reaction": ("timestamps", 12),
+          "mnist_dice": ("cameras", 12)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_item(dataset: str, batch: int, size: int, seed: int = 0) -> dict:
+    """What the data path yields for one step: random uint8 frames and real-looking viewpoints."""
+    key, t = SHAPES[dataset]
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, t, 3, size, size), dtype=torch.uint8, generator=g)
+    if key == "timestamps":
+        vps = torch.arange(t, dtype=torch.float32).view(1, t, 1).expand(batch, t, 1).contiguous()
+    else:
+        cams = np.random.default_rng(seed).normal(size=(batch * t, 5)).astype(np.float32)
+        vps = torch.from_numpy(D.viewpoints({"cameras": cams}, "cameras")).view(batch, t, 7)
+    return {"frames": frames, "viewpoints": vps}
+
+
+class Stepper:
+    """One model, its optimizer and a way to take a training step at a precision."""
+
+    def __init__(self, model_name: str, cfg: dict, device: torch.device, precision: str, compiled: bool):
+        from jumpbench.models import MODELS
+
+        torch.manual_seed(0)
+        self.model = MODELS[model_name][0](cfg["model"]).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["train"].lr)
+        self.forward = torch.compile(self.model) if compiled else self.model
+        self.cfg, self.device, self.precision = cfg, device, precision
+        self.step_no = 0
+
+    def batch(self, item: dict, seed: int) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        b = D.train_batch(item, self.cfg["data"], self.model.jumpy, g)
+        return {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
+
+    def step(self, batch: dict) -> None:
+        with M.autocast(self.precision, self.device):
+            out = self.forward(batch, self.step_no)
+        self.opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.step_no += 1
+
+
+def step_flops(stepper: Stepper, batch: dict) -> float:
+    """FLOPs of one forward + backward (the optimizer's elementwise work is negligible)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, M.autocast(stepper.precision, stepper.device):
+        stepper.model(batch, 0)["loss"].backward()
+    stepper.model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def conv_ceiling(device: torch.device, precision: str, repeats: int = 5) -> float:
+    """GFLOP/s of a large 3x3 convolution (128 -> 128 channels, 32x32, batch 32), forward only:
+    about the best this device does on the models' kind of work."""
+    x = torch.randn(32, 128, 32, 32, device=device)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(device)
+    flops = 2 * 32 * 128 * 128 * 9 * 32 * 32
+    times = []
+    with torch.no_grad(), M.autocast(precision, device):
+        conv(x)
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            conv(x)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+    return flops / statistics.median(times) / 1e9
+
+
+def _stream(scenes, cfg, seed: int):
+    sampler = D.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
+    return iter(D.loader(scenes, sampler, cfg["train"].num_workers))
+
+
+def _cached(scenes, cfg, seed: int):
+    sampler = D.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
+    return D.FrameCache(scenes, progress=True).batches(sampler)
+
+
+def train_speed(models: list[str], preset: str = "cpu", dataset: str = "traveling_salesman",
+                device: str = "cpu", steps: int = 5, repeats: int = 3, compiled: bool = False,
+                data: str | None = None, overrides: list[str] = ()) -> dict:
+    """ms per step of each model and variant, medians over interleaved rounds (see above)."""
+    from jumpbench.models import MODELS
+
+    if steps < 1 or repeats < 1:
+        raise JumpbenchError("--steps and --repeats must be at least 1")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise JumpbenchError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise JumpbenchError("--device cuda: no CUDA device here")
+    M.setup_device(dev)
+    bf16 = M.resolve_precision("auto", dev) == "bf16"
+    scenes = None
+    if data is not None:
+        from jumpbench.benchmarks.train import dataset_info
+
+        info = dataset_info(data)
+        dataset = info["name"]
+    else:
+        if dataset not in SHAPES:
+            raise JumpbenchError(f"unknown dataset {dataset!r}; choose from {', '.join(SHAPES)}")
+        key, t = SHAPES[dataset]
+        info = {"viewpoint_dim": D.VIEWPOINT_DIMS[key], "frames": t}
+    result = {"preset": preset, "dataset": dataset, "device": str(dev), "threads": torch.get_num_threads(),
+              "steps": steps, "repeats": repeats, "bf16_supported": bf16,
+              "conv_ceiling_gflops": {"fp32": round(conv_ceiling(dev, "fp32"), 1)}, "models": {}}
+    if bf16:
+        result["conv_ceiling_gflops"]["bf16"] = round(conv_ceiling(dev, "bf16"), 1)
+    for name in models:
+        cfg = C.resolve(name, preset, dataset, info, list(overrides))
+        if name in ("sssm", "sv2p", "cdna") and info["viewpoint_dim"] != 1:
+            raise JumpbenchError(f"{name} is a video model: bench it on a narratives dataset")
+        size, bs = cfg["data"].image_size, cfg["train"].batch_size
+        item = synthetic_item(dataset, bs, size)
+        variants = {"fp32": Stepper(name, cfg, dev, "fp32", False)}
+        if bf16:
+            variants["bf16"] = Stepper(name, cfg, dev, "bf16", False)
+            if compiled:
+                variants["bf16+compile"] = Stepper(name, cfg, dev, "bf16", True)
+        elif compiled:
+            variants["fp32+compile"] = Stepper(name, cfg, dev, "fp32", True)
+        best = "bf16" if bf16 else "fp32"
+        ends = {}
+        if data is not None:
+            scenes = D.Scenes(data, "train", size)
+            ends = {"stream": (Stepper(name, cfg, dev, best, False), _stream(scenes, cfg, 0)),
+                    "cache": (Stepper(name, cfg, dev, best, False), _cached(scenes, cfg, 0))}
+        batch = variants["fp32"].batch(item, 0)
+        flops = step_flops(variants["fp32"], batch)
+        for v in list(variants.values()) + [s for s, _ in ends.values()]:  # warm up (and compile)
+            for _ in range(2):
+                v.step(batch)
+        times = {k: [] for k in [*variants, *(f"end-to-end {k}" for k in ends)]}
+        for r in range(repeats):
+            for k, v in variants.items():
+                _sync(dev)
+                t = time.perf_counter()
+                for i in range(steps):
+                    v.step(v.batch(item, r * steps + i))
+                _sync(dev)
+                times[k].append((time.perf_counter() - t) / steps * 1e3)
+            for k, (v, batches) in ends.items():
+                _sync(dev)
+                t = time.perf_counter()
+                for i in range(steps):
+                    v.step(v.batch(next(batches), r * steps + i))
+                _sync(dev)
+                times[f"end-to-end {k}"].append((time.perf_counter() - t) / steps * 1e3)
+        ms = {k: round(statistics.median(v), 2) for k, v in times.items()}
+        result["models"][name] = {
+            "gflop_per_step": round(flops / 1e9, 2), "ms": ms, "all_ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
+            "gflops": {k: round(flops / 1e9 / (t / 1e3), 1) for k, t in ms.items()},
+            "speedup_vs_fp32": {k: round(ms["fp32"] / t, 2) for k, t in ms.items()}}
+    return result
+
+
+def format_table(result: dict) -> str:
+    ceiling = ", ".join(f"{k} {v:.0f}" for k, v in result["conv_ceiling_gflops"].items())
+    lines = [f"training step, preset {result['preset']}, {result['dataset']}, {result['device']} "
+             f"({result['threads']} threads), median of {result['repeats']} rounds of {result['steps']} steps",
+             f"conv ceiling GFLOP/s: {ceiling}",
+             f"{'model':6} {'variant':20} {'ms/step':>9} {'GFLOP/s':>8} {'x fp32':>7}"]
+    for name, r in result["models"].items():
+        for k, t in r["ms"].items():
+            lines.append(f"{name:6} {k:20} {t:9.1f} {r['gflops'][k]:8.1f} {r['speedup_vs_fp32'][k]:7.2f}")
+        lines.append(f"{name:6} {'(GFLOP per step)':20} {r['gflop_per_step']:9.2f}")
+    return "\n".join(lines)
