@@ -120,7 +120,9 @@ def serialize_example(features: dict[str, Any]) -> bytes:
             feat.float_list.value.extend(arr.astype(np.float32).ravel().tolist())
         else:
             raise TypeError(f"feature {key!r}: unsupported dtype {arr.dtype}")
-    return example.SerializeToString()
+    # deterministic=True writes the features map in key order: without it the order follows
+    # the per-process string hash, and the same scene gives other bytes in another process.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(data: bytes) -> dict[str, Any]:

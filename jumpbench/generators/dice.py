@@ -43,7 +43,7 @@ from jumpbench.errors import JumpbenchError
 from jumpbench.generators.base import scene_seed
 from jumpbench.generators.mnist import DEFAULT_POOL, load_digits
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: a fixed draw order (exact frames, see docs/records.md)
 ROOM, WALL = 4.0, 3.5     # room half-width and wall height
 DIE = 1.0                 # die side
 YFOV = np.radians(45.0)   # vertical field of view, square frames
