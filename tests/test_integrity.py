@@ -11,26 +11,14 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import one_line_error, run
 from jumpbench import records
-from jumpbench.cli import cli
 from jumpbench.errors import JumpbenchError
 from jumpbench.generators import narratives as nar
 from jumpbench.generators.base import generate
 
 COUNTS = {"train": 6, "test": 2}
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, text):
-    out = result.output.strip()
-    assert result.exit_code != 0, out
-    assert "Traceback" not in out and len(out.splitlines()) == 1, out
-    assert text in out, out
 
 
 def small(out, **cfg):
