@@ -266,7 +266,13 @@ def plot(runs, out, speed, summary, no_grids):
     """The paper's figures (PNG and PDF) and the summary table, from the run folders."""
     from jumpbench.benchmarks.plot import plot_all
 
-    for line in plot_all(runs, out, speed, summary, grids=not no_grids):
+    if not Path(runs).is_dir():
+        raise JumpbenchError(f"--runs {runs}: no such folder (make runs with: jumpbench run --model M --data D)")
+    lines = plot_all(runs, out, speed, summary, grids=not no_grids)
+    if not any(line.startswith("wrote") for line in lines):
+        raise JumpbenchError(f"nothing to plot: no runs under {runs} and no speed results (make them with: "
+                             f"jumpbench run --model M --data D, jumpbench bench jumpy)")
+    for line in lines:
         click.echo(line)
 
 
@@ -308,9 +314,12 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
 
     if device == "cuda" and not torch.cuda.is_available():
         raise JumpbenchError("--device cuda: no CUDA device here")
-    if frames < 5:
-        raise JumpbenchError(f"--frames must be at least 5, got {frames}")
-    ts = sorted({max(3, frames // 8), frames // 4, frames // 2, 3 * frames // 4, frames - 1})
+    if not 5 <= frames <= 10_000:
+        raise JumpbenchError(f"--frames must be in 5..10000, got {frames}")
+    if not (1 <= batch <= 4096 and 1 <= repeats <= 10_000):
+        raise JumpbenchError(f"--batch must be in 1..4096 and --repeats in 1..10000, got {batch} and {repeats}")
+    # frames t >= 3, after the 3 context frames: frames 5..11 give fewer than five distinct t
+    ts = sorted({max(3, t) for t in (frames // 8, frames // 4, frames // 2, 3 * frames // 4, frames - 1)})
     try:
         result = jumpy_speed(models.split(",") if models else None, frames, ts, batch=batch,
                              device=device, repeats=repeats)

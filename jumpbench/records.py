@@ -120,7 +120,9 @@ def serialize_example(features: dict[str, Any]) -> bytes:
             feat.float_list.value.extend(arr.astype(np.float32).ravel().tolist())
         else:
             raise TypeError(f"feature {key!r}: unsupported dtype {arr.dtype}")
-    return example.SerializeToString()
+    # deterministic=True writes the features map in key order: without it the order follows
+    # the per-process string hash, and the same scene gives other bytes in another process.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(data: bytes) -> dict[str, Any]:
@@ -202,9 +204,11 @@ def _fsync(f) -> None:
     os.fsync(f.fileno())
 
 
-def write_shard(path: Path, records: Iterator[bytes]) -> dict:
+def write_shard(path: Path, records: Iterator[bytes], params_sha256: str | None = None) -> dict:
     """Write serialized Examples to `path` atomically (temp name, fsync, rename), with its
-    .tfindex; returns {"file", "records", "sha256"}. A failure leaves no partial file."""
+    .tfindex; returns {"file", "records", "sha256", "bytes", "index_sha256"}. A failure leaves
+    no partial file. With `params_sha256` the shard's .tfmeta sidecar is written last: the
+    proof of the parameters the shard was made with (see `read_meta`)."""
     path = Path(path)
     sha, count, offset, index_lines = hashlib.sha256(), 0, 0, []
     with atomic_path(path) as tmp:  # the shard's final name appears only once it is complete
@@ -217,10 +221,56 @@ def write_shard(path: Path, records: Iterator[bytes]) -> dict:
                 offset += len(rec)
                 count += 1
             _fsync(f)
-        with atomic_path(index_path(path)) as tmp_idx, open(tmp_idx, "w") as f:  # the index first
-            f.writelines(index_lines)
-            _fsync(f)
-    return {"file": path.name, "records": count, "sha256": sha.hexdigest()}
+        index_text = "".join(index_lines)
+        _write_text(index_path(path), index_text)  # the index first
+    info = {"file": path.name, "records": count, "sha256": sha.hexdigest(), "bytes": offset,
+            "index_sha256": hashlib.sha256(index_text.encode()).hexdigest()}
+    if params_sha256 is not None:
+        write_json_atomic(meta_path(path), {**info, "params_sha256": params_sha256})
+    return info
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        _fsync(f)
+
+
+def meta_path(shard: Path) -> Path:
+    """The shard's sidecar: {"file", "records", "sha256", "bytes", "index_sha256", "params_sha256"}."""
+    return shard.with_suffix(".tfmeta")
+
+
+def read_meta(shard: Path) -> dict | None:
+    """The shard's sidecar, or None when it is missing or not a sidecar."""
+    meta = read_json(meta_path(shard))
+    keys = ("records", "sha256", "bytes", "index_sha256", "params_sha256")
+    return meta if isinstance(meta, dict) and all(k in meta for k in keys) else None
+
+
+def params_sha256(params: dict) -> str:
+    """The hash of a dataset's parameters that each shard's sidecar and the manifest carry."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def scan_index(path: Path) -> str:
+    """The .tfindex text of a shard, from its records (each CRC-checked)."""
+    lines, offset = [], 0
+    with open(path, "rb") as f:
+        while (data := read_record(f, path)) is not None:
+            lines.append(f"{offset} {len(data) + 16}\n")
+            offset += len(data) + 16
+    return "".join(lines)
+
+
+def repair_index(path: Path, expected_sha256: str | None) -> None:
+    """Rewrite a missing .tfindex from its shard; refuses when the result is not the index the
+    manifest (or the sidecar) recorded."""
+    text = scan_index(path)
+    if expected_sha256 and hashlib.sha256(text.encode()).hexdigest() != expected_sha256:
+        raise JumpbenchError(f"{path}: the shard does not match its recorded index (shard changed?); "
+                             f"re-run with --overwrite")
+    _write_text(index_path(path), text)
 
 
 def file_sha256(path: Path) -> str:
@@ -232,10 +282,12 @@ def file_sha256(path: Path) -> str:
 
 
 def describe_shard(path: Path) -> dict:
-    """{"file", "records", "sha256"} of a finished shard (from its index and bytes)."""
-    with open(index_path(path)) as f:
-        count = sum(1 for line in f if line.strip())
-    return {"file": path.name, "records": count, "sha256": file_sha256(path)}
+    """{"file", "records", "sha256", "bytes", "index_sha256"} of a finished shard (from its
+    index and bytes)."""
+    text = index_path(path).read_text()
+    return {"file": path.name, "records": sum(1 for line in text.splitlines() if line.strip()),
+            "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "index_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -261,13 +313,55 @@ def load_manifest(root: Path) -> dict:
     if not root.is_dir():
         raise JumpbenchError(f"{root}: no such dataset folder")
     if not path.is_file():
+        inside = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}"))
+        if inside:
+            raise JumpbenchError(f"{root} is not a dataset folder; it holds the dataset(s) "
+                                 f"{', '.join(inside)}: give one of them, e.g. {root / inside[0]}")
         raise JumpbenchError(f"{root}: no manifest.json (the dataset is incomplete: re-run its "
                              f"'jumpbench generate' command to finish it)")
     try:
         with open(path) as f:
-            return json.load(f)
+            manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JumpbenchError(f"{path}: unreadable manifest ({e})") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise JumpbenchError(f"{path}: not a jumpbench manifest ({problem})")
+    return manifest
+
+
+def manifest_problem(m: Any) -> str | None:
+    """What makes `m` not a manifest (docs/records.md), or None."""
+    def is_int(x):
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    if not isinstance(m, dict):
+        return f"a JSON {type(m).__name__}, not an object"
+    for key, kind in (("dataset", str), ("params", dict), ("schema", dict), ("viewpoint", dict), ("splits", dict)):
+        if not isinstance(m.get(key), kind):
+            return f"'{key}' missing or not a{'n object' if kind is dict else ' string'}"
+    if Path(m["dataset"]).name != m["dataset"] or m["dataset"] in ("", ".", ".."):
+        return f"dataset {m['dataset']!r} is not a plain folder name"
+    if not m["splits"]:
+        return "no splits"
+    for key, spec in m["schema"].items():
+        if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("shape"), list)
+                and all(d == "T" or (isinstance(d, int) and not isinstance(d, bool)) for d in spec["shape"])):
+            return f"schema of {key!r} is not {{'dtype', 'shape'}}"
+    if not isinstance(m["viewpoint"].get("key"), str):
+        return "'viewpoint' has no 'key'"
+    for split, info in m["splits"].items():
+        if not (isinstance(info, dict) and isinstance(info.get("shards"), list)):
+            return f"split {split!r} has no list of shards"
+        for shard in info["shards"]:
+            if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and is_int(shard.get("records"))
+                    and isinstance(shard.get("sha256"), str)):
+                return f"split {split!r}: a shard is not {{'file', 'records', 'sha256'}}"
+            if Path(shard["file"]).name != shard["file"] or shard["file"] in ("", ".", ".."):
+                return f"split {split!r}: shard file {shard['file']!r} is not a plain file name"
+        if "scenes" in info and info["scenes"] != sum(s["records"] for s in info["shards"]):
+            return f"split {split!r}: 'scenes' is not the sum of its shards' records"
+    return None
 
 
 def shape_features(raw: dict[str, Any], schema: dict[str, dict]) -> dict[str, Any]:
@@ -321,14 +415,7 @@ class Dataset:
             rows = []
             for k, shard in enumerate(self._split(split)["shards"]):
                 path = self.root / split / shard["file"]
-                try:
-                    with open(index_path(path)) as f:
-                        lines = [line.split() for line in f if line.strip()]
-                except FileNotFoundError:
-                    raise JumpbenchError(f"{path}: missing (or its .tfindex is)") from None
-                if len(lines) != shard["records"]:
-                    raise JumpbenchError(f"{index_path(path)}: {len(lines)} records, manifest says {shard['records']}")
-                rows += [(k, int(a), int(b)) for a, b in lines]
+                rows += [(k, a, b) for a, b in check_index(path, shard, check_size=False)]
             self._offsets[split] = rows
         return self._offsets[split]
 
@@ -359,7 +446,12 @@ class Dataset:
             raise
         except Exception as e:  # protobuf DecodeError and kin
             raise JumpbenchError(f"{self.root}/{split}: record {i} does not parse ({e})") from None
-        return shape_features(raw, self.schema)
+        try:
+            return shape_features(raw, self.schema)
+        except ValueError as e:  # a record of another dataset: its arrays do not fit the schema
+            shard = self._split(split)["shards"][self._index(split)[i][0]]["file"]
+            raise JumpbenchError(f"{self.root / split / shard}: record {i} does not match the manifest's "
+                                 f"schema ({e}); the shard is not of this dataset") from None
 
     def scene(self, split: str, i: int) -> Scene:
         feats = self.features(split, i)
@@ -379,6 +471,48 @@ class Dataset:
         state = self.__dict__.copy()
         state["_files"] = {}
         return state
+
+
+def read_index(path: Path) -> list[tuple[int, int]]:
+    """(offset, length) per record from a shard's .tfindex."""
+    try:
+        text = index_path(path).read_text()
+    except FileNotFoundError:
+        raise JumpbenchError(f"{index_path(path)}: missing index (re-run the dataset's 'jumpbench generate' "
+                             f"command to repair it)") from None
+    try:
+        return [(int(a), int(b)) for a, b in (line.split() for line in text.splitlines() if line.strip())]
+    except ValueError:
+        raise JumpbenchError(f"{index_path(path)}: not an index (lines of 'offset length')") from None
+
+
+def check_index(path: Path, shard: dict, check_size: bool = True) -> list[tuple[int, int]]:
+    """A shard's index, checked against the manifest's entry: its sha256 (when recorded),
+    record count, contiguity and (`check_size`) the shard's size. Cheap: no shard byte is
+    read. The reader skips the size check so that the intact start of a truncated shard
+    still reads (each record is CRC-checked and checked against its index as it is read)."""
+    rows = read_index(path)
+    idx = index_path(path)
+    if "index_sha256" in shard and hashlib.sha256(idx.read_bytes()).hexdigest() != shard["index_sha256"]:
+        raise JumpbenchError(f"{path}: its index {idx.name} is not the one the manifest recorded: the shard "
+                             f"or its index was replaced or edited (jumpbench verify tells which)")
+    if len(rows) != shard["records"]:
+        raise JumpbenchError(f"{idx}: {len(rows)} records, manifest says {shard['records']}")
+    offset = 0
+    for a, b in rows:
+        if a != offset or b < 16:
+            raise JumpbenchError(f"{idx}: record offsets are not contiguous (edited or swapped index)")
+        offset += b
+    if not check_size:
+        return rows
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise JumpbenchError(f"{path}: missing shard") from None
+    if size != shard.get("bytes", offset) or size != offset:
+        raise JumpbenchError(f"{path}: {size} bytes, its index and the manifest say "
+                             f"{shard.get('bytes', offset)}: the shard does not match the manifest")
+    return rows
 
 
 def decode_frames(pngs: list[bytes], where: str) -> np.ndarray:
@@ -402,15 +536,20 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
             if not path.is_file():
                 raise JumpbenchError(f"{path}: missing shard")
             bad_sha = file_sha256(path) != shard["sha256"]
+            index = read_index(path)
             n = 0
             with open(path, "rb") as f:
                 while True:
+                    offset = f.tell()
                     try:
                         data = read_record(f, path)
                     except JumpbenchError as e:
                         raise JumpbenchError(f"{e} (record {n})") from None
                     if data is None:
                         break
+                    if n >= len(index) or index[n] != (offset, f.tell() - offset):
+                        raise JumpbenchError(f"{index_path(path)}: line {n + 1} does not match record {n} "
+                                             f"of the shard (edited or swapped index)")
                     try:
                         feats = parse_example(data)
                     except Exception as e:
@@ -423,6 +562,7 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
                 raise JumpbenchError(f"{path}: {n} records, manifest says {shard['records']}")
             if bad_sha:
                 raise JumpbenchError(f"{path}: sha256 differs from the manifest (shard changed or corrupt)")
+            check_index(path, shard)
             total += n
         counts[split] = total
     return counts

@@ -8,6 +8,8 @@ import numpy as np
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import Dataset, atomic_path
 
+MAX_SCALE = 32  # a 64x64 frame becomes 2048x2048
+
 
 def contact_sheet(frames: np.ndarray, columns: int | None = None, pad: int = 2,
                   scale: int = 1) -> np.ndarray:
@@ -25,8 +27,8 @@ def contact_sheet(frames: np.ndarray, columns: int | None = None, pad: int = 2,
 def write_scene(dataset: str | Path, split: str, index: int, out: str | Path, scale: int = 2) -> None:
     from PIL import Image
 
-    if scale < 1:
-        raise JumpbenchError(f"--scale must be at least 1, got {scale}")
+    if not 1 <= scale <= MAX_SCALE:
+        raise JumpbenchError(f"--scale must be in 1..{MAX_SCALE}, got {scale}")
     out = Path(out)
     if out.suffix.lower() not in (".png", ".gif"):
         raise JumpbenchError(f"--out must end in .png or .gif, got {out.name}")

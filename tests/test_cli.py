@@ -77,7 +77,7 @@ def test_full_disk_is_one_line_and_keeps_finished_shards(tmp_path, monkeypatch):
     r = run("generate", "narratives", "--n", 8, "--test-n", 1, "--shard-size", 4, "--out", tmp_path, "--quiet")
     one_line_error(r, "disk full")
     train = tmp_path / "traveling_salesman" / "train"
-    assert sorted(p.name for p in train.iterdir()) == ["1-of-2.tfindex", "1-of-2.tfrecord"]
+    assert sorted(p.name for p in train.iterdir()) == ["1-of-2.tfindex", "1-of-2.tfmeta", "1-of-2.tfrecord"]
     monkeypatch.setattr(records, "frame_record", real)
     assert run("generate", "narratives", "--n", 8, "--test-n", 1, "--shard-size", 4, "--out", tmp_path,
                "--quiet").exit_code == 0

@@ -122,8 +122,8 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
         generate(Interrupting(nar.NarrativesConfig()), tmp_path / "a", counts, 8, progress=False)
     root = tmp_path / "a" / "traveling_salesman"
     assert not (root / "manifest.json").exists()
-    assert sorted(p.name for p in (root / "train").iterdir()) == ["1-of-4.tfindex", "1-of-4.tfrecord",
-                                                                  "2-of-4.tfindex", "2-of-4.tfrecord"]
+    assert sorted(p.name for p in (root / "train").iterdir()) == [
+        f"{k}-of-4.{ext}" for k in (1, 2) for ext in ("tfindex", "tfmeta", "tfrecord")]
     with pytest.raises(JumpbenchError, match="incomplete"):
         records.Dataset(root)
     gen = nar.NarrativesGenerator(nar.NarrativesConfig())

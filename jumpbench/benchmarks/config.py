@@ -102,11 +102,36 @@ def build_config(cls, values: dict, section: str):
         raise JumpbenchError(f"unknown {section} key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     kwargs = {}
     for k, v in values.items():
-        kwargs[k] = tuple(v) if isinstance(v, list) else v
+        kwargs[k] = check_type(f"{section.split()[0]}.{k}", v, fields[k].type)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise JumpbenchError(f"bad {section} config: {e}") from None
+
+
+def check_type(key: str, value, annotation) -> object:
+    """`value` as the field's type (an int is a float too, a list a tuple), or a one-line error
+    naming the key: --set train.steps=1.5, =abc or =true are refused before anything runs."""
+    kinds = [a.strip() for a in (annotation if isinstance(annotation, str) else
+                                 getattr(annotation, "__name__", str(annotation))).split("|")]
+
+    def number(x, kind):
+        return not isinstance(x, bool) and (isinstance(x, int) or (kind == "float" and isinstance(x, float)))
+
+    for kind in kinds:
+        if kind == "None" and value is None:
+            return None
+        if kind in ("int", "float") and number(value, kind):
+            return float(value) if kind == "float" else value
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind.startswith("tuple") and isinstance(value, (list, tuple)) and all(
+                number(x, "float") for x in value):
+            return tuple(value)
+    shown = {"tuple": "a list of numbers, e.g. [8,8]"}.get(kinds[0].split("[")[0], " or ".join(kinds))
+    raise JumpbenchError(f"{key} must be {shown}, got {value!r}")
 
 
 def resolve(model: str, preset: str, dataset: str, manifest_info: dict, overrides: list[str]) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import write_json_atomic
@@ -36,10 +37,14 @@ def load_run(run: str | Path):
         raise JumpbenchError(f"{run}: not a run folder (no readable config.json)") from None
     if not (run / "checkpoint.pt").is_file():
         raise JumpbenchError(f"{run}: no checkpoint.pt (train it first with jumpbench run)")
-    cls, cfg_cls = MODELS[cfg["model"]]
-    model = cls(build_config(cfg_cls, cfg["config"]["model"], "model"))
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    try:
+        cls, cfg_cls = MODELS[cfg["model"]]
+        model_cfg = cfg["config"]["model"]
+    except (KeyError, TypeError):
+        raise JumpbenchError(f"{run}/config.json: not a run's config (no model or config.model)") from None
+    model = cls(build_config(cfg_cls, model_cfg, "model"))
+    path = run / "checkpoint.pt"
+    runs.load_state(path, model, runs.load_checkpoint(path)["model"])
     return model.eval(), cfg
 
 
@@ -58,8 +63,8 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
         raise JumpbenchError(f"{data} is {info['name']}; consistency needs an MNIST Dice set (--data DIR/mnist_dice)")
     scenes = D.Scenes(data, "test", cfg["config"]["data"]["image_size"])
     n = min(n_scenes, len(scenes))
-    if n < 1 or draws < 1:
-        raise JumpbenchError("need at least one test scene and one draw")
+    if n < 1 or not 1 <= draws <= 1000:
+        raise JumpbenchError(f"need at least one test scene and 1..1000 draws, got {n} and {draws}")
     torch.manual_seed(0)
     per_scene = {"kl1": [], "kl3": [], "nelbo": []}
     for start in range(0, n, batch):

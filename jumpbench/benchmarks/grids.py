@@ -47,7 +47,10 @@ def load(run: Run):
     cls, cfg_cls = MODELS[cfg["model"]]
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["config"]["model"].items()}
     model = cls(cfg_cls(**kwargs))
-    model.load_state_dict(torch.load(run.path / "checkpoint.pt", map_location="cpu", weights_only=False)["model"])
+    from jumpbench.benchmarks import runs
+
+    path = run.path / "checkpoint.pt"
+    runs.load_state(path, model, runs.load_checkpoint(path)["model"])
     return model.eval(), cfg
 
 

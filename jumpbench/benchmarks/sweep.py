@@ -33,7 +33,7 @@ from pathlib import Path
 import click
 
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks.train import dataset_info, read_status, run_dir, train
+from jumpbench.benchmarks.train import check_model_fits, dataset_info, read_status, run_dir, train
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import write_json_atomic
 
@@ -196,6 +196,7 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
               cluster: str | None = None) -> list[tuple[int, str]]:
     """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed."""
     info = dataset_info(data)
+    check_model_fits(model, info)
     C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
     name = name or C.config_name(preset, overrides)
     tasks = [_task(model, data, preset, overrides, s, out, name) for s in seeds]
@@ -250,6 +251,7 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     """Train one seed per grid point, rank the points by `metric` (lower is better; diverged or
     failed points last) and write <out>/<dataset>/<model>/best.json. Returns its content."""
     info = dataset_info(data)
+    check_model_fits(model, info)
     grid = parse_grid(grid_items)
     metric = metric or default_metric(info)
     if not (metric.startswith("test_") or metric.startswith("train_")) or metric == "test_" or (

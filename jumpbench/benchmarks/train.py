@@ -21,8 +21,9 @@ import torch
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
+from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import atomic_path, load_manifest, read_json, write_json_atomic
+from jumpbench.records import load_manifest, read_json
 
 MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
     "traveling_salesman": "jumpbench generate narratives",
@@ -44,7 +45,18 @@ def dataset_info(data: str | Path) -> dict:
 
 
 def run_dir(out: str | Path, dataset: str, model: str, name: str, seed: int) -> Path:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise JumpbenchError(f"--name {name!r}: give a plain folder name (no path separators, not '.' or '..')")
     return Path(out) / dataset / model / name / f"seed-{seed}"
+
+
+def check_model_fits(model_name: str, info: dict) -> None:
+    """Video-only models (not jumpy: they roll frames forward in time) need a video dataset."""
+    from jumpbench.models import MODELS
+
+    if not MODELS[model_name][0].jumpy and info["viewpoint_key"] != "timestamps":
+        raise JumpbenchError(f"{model_name} is a video model: it needs a video dataset (traveling_salesman or "
+                             f"color_reaction), not {info['name']}; on {info['name']} use jump or gqn")
 
 
 def read_status(path: Path) -> dict | None:
@@ -69,6 +81,7 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     from jumpbench.models import MODELS
 
     info = dataset_info(data)
+    check_model_fits(model_name, info)
     cfg = C.resolve(model_name, preset, info["name"], info, list(overrides))
     tc, dc = cfg["train"], cfg["data"]
     if info["size"] % dc.image_size:
@@ -80,27 +93,33 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     if device.type == "cpu":
         torch.set_num_threads(tc.threads or M.default_threads())
     precision = M.resolve_precision(tc.precision, device)
+    # config.json is written once; a resume under another config or dataset is refused
+    runs.open_run(folder, {
+        "model": model_name, "data": str(data), "dataset": info["name"], "dataset_sha256": runs.dataset_sha256(data),
+        "preset": preset, "overrides": list(overrides), "seed": seed, "world_size": world,
+        "config": C.to_dict(cfg)}, write=rank == 0)
     status = read_status(folder)
     if status and status["status"] in ("done", "diverged"):
         return folder
-    if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / "config.json", {
-            "model": model_name, "data": str(data), "dataset": info["name"], "preset": preset,
-            "overrides": list(overrides), "seed": seed, "world_size": world, "config": C.to_dict(cfg)})
 
     # Model, optimizer, and the checkpoint to resume from.
     torch.manual_seed(seed)
     model = MODELS[model_name][0](cfg["model"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    step, wall = 0, 0.0
+    step, wall, resumed = 0, 0.0, ({}, 0)
     ckpt_path = folder / "checkpoint.pt"
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        try:  # a checksummed load; a bad checkpoint names its file and marks the run failed
+            ckpt = runs.load_checkpoint(ckpt_path, map_location=device)
+            runs.load_state(ckpt_path, model, ckpt["model"])
+            runs.load_state(ckpt_path, opt, ckpt["optimizer"], "optimizer state")
+        except JumpbenchError as e:
+            if rank == 0:
+                _status(folder, "failed", str(e))
+            raise
         step, wall = ckpt["step"], ckpt["wall"]
         torch.set_rng_state(ckpt["rng"])
+        resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     if rank == 0:
         _truncate_metrics(folder / "metrics.jsonl", step)
@@ -120,13 +139,13 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
 
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{model_name} seed {seed}")
-    sums, count, t0 = {}, 0, time.perf_counter()
+    (sums, count), t0 = resumed, time.perf_counter()
     stop = _StopRequest()
     try:
         for item in batches:
             if stop.requested:  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
                 if rank == 0:
-                    _checkpoint(ckpt_path, model, opt, step, wall + time.perf_counter() - t0)
+                    _checkpoint(ckpt_path, model, opt, step, wall + time.perf_counter() - t0, sums, count)
                     _status(folder, "running", f"interrupted at step {step} of {tc.steps}; "
                                                "run the same command to resume")
                 raise KeyboardInterrupt
@@ -246,25 +265,20 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _checkpoint(path: Path, model, opt, step: int, wall: float) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
-                    "rng": torch.get_rng_state()}, tmp)
+def _checkpoint(path: Path, model, opt, step: int, wall: float, sums: dict | None = None, count: int = 0) -> None:
+    """sums/count: the running train_* sums since the last evaluation (none right after one)."""
+    runs.save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                "wall": wall, "rng": torch.get_rng_state(), "sums": dict(sums or {}),
+                                "count": count})
 
 
 def _status(folder: Path, status: str, why: str) -> None:
-    write_json_atomic(folder / "status.json", {"status": status, "why": why, "time": time.time()})
+    runs.write_status(folder, status, why)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop evaluations written after the checkpoint we resume from."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    keep = [ln for ln in lines if json.loads(ln)["step"] <= step]
-    if len(keep) != len(lines):
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(ln + "\n" for ln in keep))
+    """Drop evaluations written after the checkpoint we resume from, and a torn last line."""
+    runs.truncate_metrics(path, step)
 
 
 def _seed(*parts: int) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,35 +42,54 @@ class Generator(Protocol):
     def scene(self, split: str, index: int) -> dict[str, Any]: ...
 
 
+MAX_SCENES = 10_000_000  # per split: far beyond the paper's 2M frames, far below what exhausts memory
+
+
 def generate(gen: Generator, out: str | Path, counts: dict[str, int], shard_size: int,
              workers: int = 1, overwrite: bool = False, progress: bool = True) -> Path:
     """Write `counts[split]` scenes per split under out/<dataset>/, resuming an interrupted
-    run, doing nothing over a finished one with the same parameters, refusing other
-    parameters unless `overwrite`. Returns the dataset folder."""
+    run, doing nothing over a finished one with the same parameters (but repairing a missing
+    index), refusing other parameters unless `overwrite`. One writer at a time per dataset
+    folder (a lock file; see `dataset_lock`). Returns the dataset folder."""
     if shard_size < 1:
         raise JumpbenchError(f"--shard-size must be at least 1, got {shard_size}")
-    if workers < 1:
-        raise JumpbenchError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise JumpbenchError(f"--workers must be in 1..{MAX_WORKERS}, got {workers}")
     for split, n in counts.items():
         if n < 1:
             raise JumpbenchError(f"the {split} split needs at least 1 scene, got {n}")
+        if n > MAX_SCENES:
+            raise JumpbenchError(f"the {split} split asks for {n} scenes; at most {MAX_SCENES} are supported")
     root = Path(out) / gen.dataset
     params = {**gen.params(), "counts": dict(counts), "shard_size": shard_size}
-    if not _claim(root, params, overwrite):
-        _say(progress, f"{root}: already generated with these parameters; nothing to do")
-        return root
+    proof = records.params_sha256({"generator": gen.name, "version": gen.version, "dataset": gen.dataset,
+                                   **params})
+    root.mkdir(parents=True, exist_ok=True)
+    with dataset_lock(root):
+        return _generate(gen, root, params, proof, counts, shard_size, workers, overwrite, progress)
 
-    jobs = []  # (split, shard path, first index, stop index) still to write
+
+def _generate(gen, root: Path, params: dict, proof: str, counts: dict[str, int], shard_size: int,
+              workers: int, overwrite: bool, progress: bool) -> Path:
+    if not _claim(root, params, overwrite):
+        repaired = _repair_indexes(root)
+        _say(progress, f"{root}: already generated with these parameters; "
+                       + (f"repaired {repaired} missing index file(s)" if repaired else "nothing to do"))
+        return root
+    expected = {split: records.shard_names(math.ceil(n / shard_size)) for split, n in counts.items()}
+    _check_shards(root, expected, proof, overwrite)
+    records.write_json_atomic(root / PARAMS_LOCK, params)  # what an interrupted run was making
+
+    jobs = []  # (split, shard path, first index, stop index, proof) still to write
     for split, n in counts.items():
         (root / split).mkdir(parents=True, exist_ok=True)
         for tmp in (root / split).glob(".*.tmp"):
-            tmp.unlink()  # left by an interrupted run
-        names = records.shard_names(math.ceil(n / shard_size))
-        for k, name in enumerate(names):
+            tmp.unlink()  # left by an interrupted run (we hold the lock: no other writer)
+        for k, name in enumerate(expected[split]):
             path = root / split / name
-            if not (path.is_file() and records.index_path(path).is_file()):
-                jobs.append((split, path, k * shard_size, min(n, (k + 1) * shard_size)))
-    todo = sum(b - a for _, _, a, b in jobs)
+            if not _proven(path, proof):
+                jobs.append((split, path, k * shard_size, min(n, (k + 1) * shard_size), proof))
+    todo = sum(b - a for _, _, a, b, _ in jobs)
     total = sum(counts.values())
     if todo < total:
         _say(progress, f"{root}: resuming, {total - todo} of {total} scenes already written")
@@ -87,12 +108,18 @@ def generate(gen: Generator, out: str | Path, counts: dict[str, int], shard_size
 
     manifest = {
         "generator": gen.name, "version": gen.version, "dataset": gen.dataset,
-        "seed": params.get("seed"), "params": params, "schema": gen.schema(),
+        "seed": params.get("seed"), "params": params, "params_sha256": proof, "schema": gen.schema(),
         "viewpoint": gen.viewpoint, "splits": {},
     }
     for split, n in counts.items():
-        names = records.shard_names(math.ceil(n / shard_size))
-        shards = [records.describe_shard(root / split / name) for name in names]
+        shards = []
+        for name in expected[split]:
+            path = root / split / name
+            shard, meta = records.describe_shard(path), records.read_meta(path)
+            if meta is None or meta["params_sha256"] != proof or any(shard[k] != meta[k] for k in shard if k != "file"):
+                raise JumpbenchError(f"{path}: changed while it was being generated (it no longer matches its "
+                                     f".tfmeta); re-run with --overwrite")
+            shards.append(shard)
         if sum(s["records"] for s in shards) != n:
             raise JumpbenchError(f"{root}/{split}: shard record counts do not add up to {n}; "
                                  f"re-run with --overwrite")
@@ -100,6 +127,82 @@ def generate(gen: Generator, out: str | Path, counts: dict[str, int], shard_size
     records.write_json_atomic(root / records.MANIFEST, manifest)  # last: the set is complete
     (root / PARAMS_LOCK).unlink(missing_ok=True)
     return root
+
+
+MAX_WORKERS = 1024
+LOCK = ".lock"  # held (fcntl.flock) by the one process writing the dataset folder
+
+
+@contextmanager
+def dataset_lock(root: Path):
+    """An exclusive lock on a dataset folder for one writer; a second gets a one-line refusal.
+    flock locks die with their process, so a crashed writer never leaves a stale lock."""
+    import fcntl
+
+    f = open(root / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise JumpbenchError(f"{root} is being written by another jumpbench process (pid {holder}); "
+                                 f"wait for it to finish, or stop it, and re-run") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock (the pid left in the file is only a hint)
+
+
+def _proven(path: Path, proof: str) -> bool:
+    """Whether a shard is finished and was made with these parameters (its .tfmeta says so,
+    and its size agrees). A missing index is rebuilt from the shard and checked."""
+    meta = records.read_meta(path)
+    if meta is None or meta["params_sha256"] != proof or not path.is_file():
+        return False
+    if path.stat().st_size != meta["bytes"]:
+        return False
+    if not records.index_path(path).is_file():
+        try:
+            records.repair_index(path, meta["index_sha256"])
+        except JumpbenchError:
+            return False  # the shard's bytes are not the recorded ones: write it again
+    return True
+
+
+def _check_shards(root: Path, expected: dict[str, list[str]], proof: str, overwrite: bool) -> None:
+    """Shards already in the folder must be this generation's: refuse (or, with `overwrite`,
+    delete) shards whose sidecar proves other parameters and shards of another layout."""
+    foreign = []
+    for split in records.SPLITS:
+        for path in sorted((root / split).glob("*.tfrecord")) if (root / split).is_dir() else []:
+            meta = records.read_meta(path)
+            if path.name not in expected.get(split, []) or (meta is not None and meta["params_sha256"] != proof):
+                foreign.append(path)
+    if not foreign:
+        return
+    if not overwrite:
+        raise JumpbenchError(f"{root} holds {len(foreign)} shard(s) made with other parameters (e.g. "
+                             f"{foreign[0].relative_to(root)}) and no manifest; pass --overwrite to replace them")
+    for path in foreign:
+        for p in (path, records.index_path(path), records.meta_path(path)):
+            p.unlink(missing_ok=True)
+
+
+def _repair_indexes(root: Path) -> int:
+    """Rewrite the missing .tfindex files of a finished dataset; returns how many."""
+    manifest = records.load_manifest(root)
+    repaired = 0
+    for split, info in manifest["splits"].items():
+        for shard in info["shards"]:
+            path = root / split / shard["file"]
+            if path.is_file() and not records.index_path(path).is_file():
+                records.repair_index(path, shard.get("index_sha256"))
+                repaired += 1
+    return repaired
 
 
 def _claim(root: Path, params: dict, overwrite: bool) -> bool:
@@ -122,8 +225,6 @@ def _claim(root: Path, params: dict, overwrite: bool) -> bool:
         manifest.unlink(missing_ok=True)
     elif previous is not None and manifest.is_file():
         return False
-    root.mkdir(parents=True, exist_ok=True)
-    records.write_json_atomic(lock, params)
     return True
 
 
@@ -144,6 +245,7 @@ def _write_job(job) -> dict:
     return _write_shard(_GEN, *job)
 
 
-def _write_shard(gen: Generator, split: str, path: Path, start: int, stop: int) -> dict:
+def _write_shard(gen: Generator, split: str, path: Path, start: int, stop: int, proof: str) -> dict:
+    records.meta_path(path).unlink(missing_ok=True)  # a shard being rewritten proves nothing
     return records.write_shard(path, (records.serialize_example(gen.scene(split, i))
-                                      for i in range(start, stop)))
+                                      for i in range(start, stop)), proof)

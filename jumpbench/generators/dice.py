@@ -43,7 +43,7 @@ from jumpbench.errors import JumpbenchError
 from jumpbench.generators.base import scene_seed
 from jumpbench.generators.mnist import DEFAULT_POOL, load_digits
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: a fixed draw order (exact frames, see docs/records.md)
 ROOM, WALL = 4.0, 3.5     # room half-width and wall height
 DIE = 1.0                 # die side
 YFOV = np.radians(45.0)   # vertical field of view, square frames
@@ -53,6 +53,8 @@ MIN_CONTEXT = MIN_QUERY = 3
 MIN_VIEWS = MIN_CONTEXT + MIN_QUERY
 DEFAULT_VIEWS = 12        # a context of up to 6 and as many targets, the protocol's 3 + 3 and more
 MIN_SIZE = 16
+MAX_SIZE = 1024  # frames are rendered whole in memory
+MAX_VIEWS = 1000
 PATTERNS = ("stripes", "checks", "noise", "grain")
 SIDE_ANGLES = np.radians([0.0, 180.0, 90.0, 270.0])  # outward normal headings of faces 0-3
 
@@ -76,6 +78,8 @@ class DiceConfig:
                                  f"context and {MIN_QUERY} query views, so at least {MIN_VIEWS}")
         if self.size < MIN_SIZE:
             raise JumpbenchError(f"--size {self.size} is too small to read a digit; use at least {MIN_SIZE}")
+        if self.size > MAX_SIZE or self.views > MAX_VIEWS:
+            raise JumpbenchError(f"--size {self.size} / --views {self.views}: at most {MAX_SIZE} / {MAX_VIEWS}")
         if self.seed < 0:
             raise JumpbenchError(f"--seed must be non-negative, got {self.seed}")
         if self.mnist_dir is not None:

@@ -155,6 +155,7 @@ class DiceRenderer:
             raise JumpbenchError(f"no working OpenGL for pyrender (EGL) ({why}); install {INSTALL}") from None
         self.room = room_geometry()
         self._reuse_shadow_map()
+        self._fixed_draw_order()
 
     def _reuse_shadow_map(self) -> None:
         """Render the light's shadow map once per scene, not once per view: it depends on the
@@ -170,11 +171,25 @@ class DiceRenderer:
 
         self.gl._renderer._shadow_mapping_pass = shadow_pass
 
+    def _fixed_draw_order(self) -> None:
+        """Draw the meshes in the order they were added. pyrender sorts them by their pose's
+        distance to the camera, a tie for all of ours (identity poses), so the order fell back
+        to a set's, which follows memory addresses: where the die touches the room the
+        depth test then picked one or the other, and about 5% of scenes differed by a few
+        pixels between two renders. Named nodes ("00-room", "01-die", ...) sort the same way
+        every time."""
+        inner = self.gl._renderer._sorted_mesh_nodes
+
+        def sorted_mesh_nodes(scene):
+            return sorted(inner(scene), key=lambda n: (n.mesh.is_transparent, n.name or ""))
+
+        self.gl._renderer._sorted_mesh_nodes = sorted_mesh_nodes
+
     def build(self, spec: dict, digits: np.ndarray):
         """A pyrender.Scene of a spec (room, die, spot light, camera node) and its camera node."""
         pr = self.pr
         scene = pr.Scene(ambient_light=np.full(3, 0.25), bg_color=np.array([0.8, 0.82, 0.86, 1.0]))
-        scene.add(pr.Mesh([_quads(pr, *self.room, _material(pr, room_atlas(spec)))]))
+        scene.add(pr.Mesh([_quads(pr, *self.room, _material(pr, room_atlas(spec)))]), name="00-room")
         corners, normals = dice.die_faces(spec["die_position"], spec["die_yaw"])
         tiles = np.array([divmod(f, 3) for f in range(6)], float)  # (row, column)
         inset = 0.5 / TILE  # keep each face's samples inside its own tile
@@ -182,7 +197,7 @@ class DiceRenderer:
         # atlas row r is image rows r*TILE.., and pyrender flips images: v = 1 is the top row
         uvs = np.stack([(tiles[:, 1, None] + uv0[None, :, 0]) / 3,
                         1 - (tiles[:, 0, None] + 1 - uv0[None, :, 1]) / 2], axis=-1)
-        scene.add(pr.Mesh([_quads(pr, corners, normals, uvs, _material(pr, digit_atlas(digits)))]))
+        scene.add(pr.Mesh([_quads(pr, corners, normals, uvs, _material(pr, digit_atlas(digits)))]), name="01-die")
         light = pr.SpotLight(color=np.ones(3), intensity=30.0, innerConeAngle=0.35, outerConeAngle=1.0)
         aim = spec["die_position"] - spec["light_position"]
         pose = dice.camera_pose(np.array([*spec["light_position"], np.arctan2(aim[1], aim[0]),
@@ -213,7 +228,7 @@ class DiceRenderer:
         for f in range(6):
             mat = pr.MetallicRoughnessMaterial(baseColorFactor=np.ones(4))
             prim = _quads(pr, corners[f:f + 1], normals[f:f + 1], np.zeros((1, 4, 2)), mat)
-            seg[scene.add(pr.Mesh([prim]))] = np.full(3, f + 1, np.uint8)
+            seg[scene.add(pr.Mesh([prim]), name=f"{f:02d}-face")] = np.full(3, f + 1, np.uint8)
         cam = scene.add(pr.PerspectiveCamera(yfov=dice.YFOV, aspectRatio=1.0, znear=dice.ZNEAR, zfar=dice.ZFAR))
         out = []
         for camera in spec["cameras"]:

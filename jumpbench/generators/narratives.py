@@ -32,6 +32,8 @@ COLORS = (  # RGB; palette index = colour id + 1, index 0 is the black backgroun
 )
 PALETTE = bytes(3) + bytes(c for rgb in COLORS for c in rgb)
 MIN_SIZE = 24  # below this the four kinds and sizes are no longer told apart
+MAX_SIZE = 1024  # frames are built whole in memory
+MAX_FRAMES = 1000
 GAP = 2.0      # minimum free pixels between two shapes at 64x64
 
 
@@ -64,6 +66,10 @@ class NarrativesConfig:
             self.frames = spec.default_frames
         if self.frames < spec.min_frames:
             raise JumpbenchError(f"{self.narrative} needs at least {spec.min_frames} frames, got {self.frames}")
+        if self.frames > MAX_FRAMES:
+            raise JumpbenchError(f"--frames {self.frames} is too many; at most {MAX_FRAMES}")
+        if self.size > MAX_SIZE:
+            raise JumpbenchError(f"--size {self.size} is too large; at most {MAX_SIZE}")
         if self.size < MIN_SIZE:
             raise JumpbenchError(f"--size {self.size} is too small to draw {spec.n_shapes} distinguishable "
                                  f"shapes; use at least {MIN_SIZE}")

@@ -1,0 +1,182 @@
+"""The run folder's format, and the checks that keep a resumed run honest.
+
+<run>/config.json            what the run is: written once, when the folder is new; a resume
+                             whose resolved config, dataset fingerprint (the manifest's
+                             sha256), model, seed or world size differ is refused
+<run>/checkpoint.pt          torch.save of {"model", "optimizer", "step", "wall", "rng",
+                             "sums", "count"}; sums/count: the running train_* sums since the
+                             last evaluation, so that the next row is exact after a resume
+<run>/checkpoint.pt.sha256   {"sha256", "previous"}: the checkpoint's sha256 (written before
+                             the checkpoint is renamed into place, so it also keeps the one
+                             before); a checkpoint that matches neither is refused
+<run>/metrics.jsonl          one JSON row per evaluation; a torn last line (a crash in the
+                             middle of an append) is dropped on resume
+<run>/status.json            running | done | diverged | failed, and why
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from jumpbench.errors import JumpbenchError
+from jumpbench.records import MANIFEST, _fsync, atomic_path, file_sha256, read_json, write_json_atomic
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+STATUS = "status.json"
+IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
+
+
+def dataset_sha256(data: str | Path) -> str:
+    """The dataset's fingerprint: the sha256 of its manifest (which holds every shard's)."""
+    return file_sha256(Path(data) / MANIFEST)
+
+
+def _flat(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every differing leaf of the identity keys (config.* shown bare)."""
+    a = _flat({k: old.get(k) for k in IDENTITY if k in old or k in new})
+    b = _flat({k: new.get(k) for k in IDENTITY if k in old or k in new})
+    if "dataset_sha256" not in old:  # a run folder from before fingerprints were recorded
+        a.pop("dataset_sha256", None), b.pop("dataset_sha256", None)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, list) != isinstance(vb, list) and va is not None and vb is not None:
+            va, vb = list(va), list(vb)  # JSON has no tuples
+        if va != vb:
+            out.append(f"{key.removeprefix('config.')}: {_short(va)} -> {_short(vb)}")
+    return out
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 20 else text[:8] + "..." + text[-4:]
+
+
+def open_run(folder: Path, record: dict, write: bool) -> None:
+    """Check `record` (config.json's content) against an existing run folder's config.json, or
+    write it when the folder is new (`write`: rank 0). Never rewrites an existing config.json."""
+    path = Path(folder) / CONFIG
+    if path.is_file():
+        old = read_json(path)
+        if not isinstance(old, dict):
+            raise JumpbenchError(f"{path}: unreadable; this folder is not a run this command can resume")
+        diff = config_diff(old, json.loads(json.dumps(record)))
+        if diff:
+            raise JumpbenchError(f"{folder} is a run with another config; differs: {'; '.join(diff)} "
+                                 f"(resume with the same settings, or give another --name or --out)")
+        return
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, record)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save `state` to `path` atomically, its sha256 recorded in the sidecar first."""
+    import torch
+
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    previous = (read_json(_sidecar(path)) or {}).get("sha256") if path.is_file() else None
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            _fsync(f)
+        write_json_atomic(_sidecar(path), {"sha256": hashlib.sha256(data).hexdigest(), "previous": previous})
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """The checkpoint's dict, after checking its sha256; a one-line error naming the file
+    when it is corrupt or does not load."""
+    import torch
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise JumpbenchError(f"{path}: unreadable checkpoint ({e.strerror or e})") from None
+    sums = read_json(_sidecar(path))
+    if sums is not None:
+        known = {sums.get("sha256"), sums.get("previous")} - {None} if isinstance(sums, dict) else set()
+        if hashlib.sha256(data).hexdigest() not in known:
+            raise JumpbenchError(f"{path}: corrupt checkpoint (its sha256 is not the one in {_sidecar(path).name}); "
+                                 f"delete it to restart the run from its start")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise JumpbenchError(f"{path}: checkpoint does not load ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:120]})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+        raise JumpbenchError(f"{path}: not a jumpbench checkpoint")
+    return state
+
+
+def load_state(path: Path, module, state_dict: dict, what: str = "model") -> None:
+    """module.load_state_dict, failing with one line that names the checkpoint."""
+    try:
+        module.load_state_dict(state_dict)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = " ".join(str(e).split())[:160]
+        raise JumpbenchError(f"{path}: the checkpoint's {what} does not fit this run ({first})") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.jsonl. A torn last line (an append cut short: no newline after it,
+    or not JSON) is dropped; a bad line before the last is an error naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    lines = [(i + 1, ln) for i, ln in enumerate(text.split("\n")) if ln.strip()]
+    if lines and not text.endswith("\n"):
+        lines.pop()  # written without its newline: the append did not finish
+    rows = []
+    for k, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("no step")
+        except ValueError:
+            if k == len(lines) - 1:
+                break
+            raise JumpbenchError(f"{path}: line {number} is not a metrics row") from None
+        rows.append(row)
+    return rows
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the evaluations up to the checkpoint we resume from, without a torn last line."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = [r for r in read_metrics(path) if r["step"] <= step]
+    text = "".join(json.dumps(r) + "\n" for r in keep)
+    if text != path.read_text():
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+
+
+def write_status(folder: Path, status: str, why: str) -> None:
+    write_json_atomic(Path(folder) / STATUS, {"status": status, "why": why, "time": time.time(),
+                                              "pid": os.getpid()})

@@ -1,0 +1,181 @@
+"""Run folders (issue 11): a resume under another config or dataset is refused and config.json
+is never rewritten, checksummed checkpoints, a torn metrics line, exact train_* rows after a
+Ctrl-C, and the run/plot/bench CLI's one-line errors."""
+import json
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from cli_helpers import one_line_error, run
+from jumpbench.benchmarks.train import train
+from jumpbench.errors import JumpbenchError
+from jumpbench.models.jump import JUMP
+
+
+def interrupted(data, out, monkeypatch, at=4, how="crash", overrides=()):
+    """A smoke run of jump stopped in step `at` (KeyboardInterrupt, or a SIGINT that lets the
+    step finish); returns its folder."""
+    real = JUMP.forward
+
+    def forward(self, batch, step):
+        if step == at:
+            if how == "crash":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, batch, step)
+
+    monkeypatch.setattr(JUMP, "forward", forward)
+    with pytest.raises(KeyboardInterrupt):
+        train("jump", data, "smoke", list(overrides), 0, out, name="r", progress=False)
+    monkeypatch.setattr(JUMP, "forward", real)
+    return out / "traveling_salesman" / "jump" / "r" / "seed-0"
+
+
+def status(folder):
+    return json.loads((folder / "status.json").read_text())
+
+
+# ---------------------------------------------------------------- 2. config check on resume
+
+@pytest.mark.parametrize("change, differs", [
+    (dict(overrides=["train.lr=0.01"]), "train.lr"),
+    (dict(overrides=["model.nf_z=4"]), "model.nf_z"),  # another model size: refused before loading
+    (dict(data="other"), "dataset_sha256"),
+])
+def test_resume_under_another_config_or_dataset_is_refused(small_ts, tmp_path, monkeypatch, change, differs):
+    folder = interrupted(small_ts, tmp_path, monkeypatch)
+    config = (folder / "config.json").read_bytes()
+    data = small_ts
+    if "data" in change:  # the same dataset name, other bytes
+        from jumpbench.generators.base import generate
+        from jumpbench.generators.narratives import NarrativesConfig, NarrativesGenerator
+
+        data = generate(NarrativesGenerator(NarrativesConfig(seed=5)), tmp_path / "other",
+                        {"train": 40, "test": 10}, 16, progress=False)
+    with pytest.raises(JumpbenchError, match=f"another config; differs: .*{differs}"):
+        train("jump", data, "smoke", change.get("overrides", []), 0, tmp_path, name="r", progress=False)
+    assert (folder / "config.json").read_bytes() == config
+    r = run("run", "--model", "jump", "--data", data, "--preset", "smoke", "--name", "r", "--out", tmp_path,
+            "--quiet", *[a for o in change.get("overrides", []) for a in ("--set", o)])
+    one_line_error(r, differs)
+    train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)  # the same settings resume
+    assert status(folder)["status"] == "done"
+
+
+# ---------------------------------------------------------------- 5. checksummed checkpoints
+
+def test_a_corrupted_checkpoint_is_refused(small_ts, tmp_path, monkeypatch):
+    folder = interrupted(small_ts, tmp_path, monkeypatch)
+    ckpt = folder / "checkpoint.pt"
+    data = bytearray(ckpt.read_bytes())
+    at = int(len(data) * 0.3)
+    data[at:at + 64] = bytes(64)
+    ckpt.write_bytes(bytes(data))
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", "r", "--out", tmp_path,
+            "--quiet")
+    one_line_error(r, "checkpoint.pt: corrupt checkpoint")
+    assert status(folder)["status"] == "failed" and "checkpoint.pt" in status(folder)["why"]
+
+
+def test_a_checkpoint_that_does_not_load_is_named(small_ts, tmp_path, monkeypatch):
+    folder = interrupted(small_ts, tmp_path, monkeypatch)
+    (folder / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (folder / "checkpoint.pt.sha256").unlink()  # a run folder from before checksums
+    with pytest.raises(JumpbenchError, match="checkpoint.pt: checkpoint does not load"):
+        train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)
+    assert status(folder)["status"] == "failed"
+
+
+def test_the_previous_checkpoint_still_loads_after_a_crash_between_renames(small_ts, tmp_path, monkeypatch):
+    from jumpbench.benchmarks import runs
+
+    path = tmp_path / "checkpoint.pt"
+    state = {"model": {}, "optimizer": {}, "step": 1}
+    runs.save_checkpoint(path, state)
+    old = path.read_bytes()
+    runs.save_checkpoint(path, {**state, "step": 2})
+    path.write_bytes(old)  # as if the crash came after the sidecar and before the rename
+    assert runs.load_checkpoint(path)["step"] == 1
+
+
+# ---------------------------------------------------------------- metrics and running sums
+
+def test_a_torn_metrics_line_is_dropped_on_resume(small_ts, tmp_path, monkeypatch):
+    folder = interrupted(small_ts, tmp_path, monkeypatch)
+    with open(folder / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "wall": 0.1, "train_lo')
+    train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)
+    rows = [json.loads(ln) for ln in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and status(folder)["status"] == "done"
+
+
+def test_train_averages_are_exact_after_ctrl_c(small_ts, tmp_path, monkeypatch):
+    whole = train("jump", small_ts, "smoke", [], 0, tmp_path / "a", name="r", progress=False)
+    folder = interrupted(small_ts, tmp_path / "b", monkeypatch, how="sigint")
+    assert torch.load(folder / "checkpoint.pt", weights_only=False)["count"] == 2  # steps 4 and 5
+    train("jump", small_ts, "smoke", [], 0, tmp_path / "b", name="r", progress=False)
+    a, b = ([json.loads(ln) for ln in (f / "metrics.jsonl").read_text().splitlines()] for f in (whole, folder))
+    keys = [k for k in a[-1] if k.startswith("train_")]
+    assert keys and all(a[-1][k] == pytest.approx(b[-1][k], rel=1e-6) for k in keys)
+
+
+# ---------------------------------------------------------------- the CLI's one-line errors
+
+@pytest.mark.parametrize("item, text", [
+    ("train.eval_every=true", "train.eval_every must be int"),
+    ("train.steps=abc", "train.steps must be int"),
+    ("train.steps=1.5", "train.steps must be int"),
+    ("model.pixel_var_values=3", "model.pixel_var_values must be a list"),
+    ("model.viewpoint_scale=abc", "model.viewpoint_scale must be float or None"),
+])
+def test_set_checks_types(small_ts, tmp_path, item, text):
+    one_line_error(run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--set", item,
+                       "--out", tmp_path), text)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../../escape", "a/b", ".."])
+def test_name_must_be_a_plain_folder_name(small_ts, tmp_path, name):
+    out = tmp_path / "deep" / "runs"
+    one_line_error(run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", name,
+                       "--out", out), "--name")
+    assert not any(tmp_path.rglob("config.json"))
+
+
+@pytest.mark.parametrize("model", ["sv2p", "cdna", "sssm"])
+def test_video_models_need_a_video_dataset(small_ts, tmp_path, model):
+    dice = shutil.copytree(small_ts, tmp_path / "mnist_dice")
+    m = json.loads((dice / "manifest.json").read_text())
+    m.update(dataset="mnist_dice", viewpoint={"key": "cameras", "dim": 7})
+    m["params"]["views"] = 12
+    (dice / "manifest.json").write_text(json.dumps(m))
+    one_line_error(run("run", "--model", model, "--data", dice, "--preset", "smoke", "--out", tmp_path / "r"),
+                   "needs a video dataset")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("frames", range(5, 12))
+def test_bench_jumpy_takes_what_its_check_says(tmp_path, monkeypatch, frames):
+    from jumpbench.benchmarks import speed
+
+    seen = {}
+
+    def fake(models, frames, ts, **kw):
+        seen["ts"] = ts
+        return {"frames": frames, "context": 3, "batch": 1, "image_size": 64, "ts": ts, "seconds": {}}
+
+    monkeypatch.setattr(speed, "jumpy_speed", fake)
+    monkeypatch.setattr(speed, "format_table", lambda r: "table")
+    r = run("bench", "jumpy", "--frames", frames, "--out", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    assert all(3 <= t < frames for t in seen["ts"])
+    one_line_error(run("bench", "jumpy", "--frames", 4, "--out", tmp_path / "s.json"), "--frames must be")
+
+
+def test_plot_refuses_nothing_to_plot(tmp_path):
+    one_line_error(run("plot", "--runs", tmp_path / "nonexistent", "--out", tmp_path / "f"), "no such folder")
+    (tmp_path / "runs").mkdir()
+    one_line_error(run("plot", "--runs", tmp_path / "runs", "--out", tmp_path / "f"), "nothing to plot")
