@@ -2,6 +2,13 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+if "JUMPBENCH_CACHE" not in os.environ:  # decoded-frame caches of the tests' datasets: a temp folder
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JUMPBENCH_CACHE"] = tempfile.mkdtemp(prefix="jumpbench-cache-")
+    atexit.register(shutil.rmtree, os.environ["JUMPBENCH_CACHE"], True)
 
 import pytest
 

@@ -30,11 +30,12 @@ def test_run_writes_the_run_folder(small_ts, tmp_path):
     assert (folder / "samples.png").stat().st_size > 0
 
 
-def _interrupt_and_resume(data, tmp_path, monkeypatch, seed, at_step):
+def _interrupt_and_resume(data, tmp_path, monkeypatch, seed, at_step, overrides=()):
     """Train a seed whole, and again with `at_step(step)` called in the forward pass of every
     step (it interrupts); then resume. Returns the interrupted run's folder and the step of
     the checkpoint it left, after checking both runs end with the same parameters."""
-    whole = train("jump", data, "smoke", [], seed, tmp_path / "a", progress=False)
+    overrides = list(overrides)
+    whole = train("jump", data, "smoke", overrides, seed, tmp_path / "a", progress=False)
     real = JUMP.forward
 
     def interrupted(self, batch, step):
@@ -43,11 +44,11 @@ def _interrupt_and_resume(data, tmp_path, monkeypatch, seed, at_step):
 
     monkeypatch.setattr(JUMP, "forward", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train("jump", data, "smoke", [], seed, tmp_path / "b", progress=False)
-    part = tmp_path / "b" / "traveling_salesman" / "jump" / "smoke" / f"seed-{seed}"
+        train("jump", data, "smoke", overrides, seed, tmp_path / "b", progress=False)
+    part = tmp_path / "b" / whole.relative_to(tmp_path / "a")
     left_at = torch.load(part / "checkpoint.pt", weights_only=False)["step"]
     monkeypatch.setattr(JUMP, "forward", real)
-    train("jump", data, "smoke", [], seed, tmp_path / "b", progress=False)
+    train("jump", data, "smoke", overrides, seed, tmp_path / "b", progress=False)
     a, b = _params(whole), _params(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
     return part, left_at
@@ -64,14 +65,21 @@ def test_interrupted_run_resumes_exactly(small_ts, tmp_path, monkeypatch):
     assert steps == [3, 6]
 
 
-def test_ctrl_c_checkpoints_between_steps_and_resumes_exactly(small_ts, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_ctrl_c_checkpoints_between_steps_and_resumes_exactly(small_ts, tmp_path, monkeypatch, precision):
+    """Bit-exact in fp32; in bf16 too, on the same machine (same kernels, same rounding)."""
     import signal
+
+    from jumpbench.benchmarks.machine import cpu_has_bf16
+
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
 
     def ctrl_c(step):
         if step == 4:
             os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step: the step still completes
 
-    _, left_at = _interrupt_and_resume(small_ts, tmp_path, monkeypatch, 2, ctrl_c)
+    _, left_at = _interrupt_and_resume(small_ts, tmp_path, monkeypatch, 2, ctrl_c, [f"train.precision={precision}"])
     assert left_at == 5  # checkpointed at the next step boundary
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

@@ -8,6 +8,7 @@ non-jumpy video models get the first m frames as context and the rest as targets
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,23 +87,30 @@ def loader(scenes: Scenes, sampler: StepBatches, workers: int):
                                        persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
+def cache_root() -> Path:
+    """Where decoded-frame caches live: $JUMPBENCH_CACHE, else ~/.cache/jumpbench. Safe to
+    delete at any time."""
+    env = os.environ.get("JUMPBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "jumpbench"
+
+
 class FrameCache:
     """A split's decoded, downsampled frames in one uint8 array (N, T, 3, S, S) and its
     viewpoints (N, T, D), so that a training step gathers its batch by indexing instead of
     parsing records and decoding PNGs (about half of a small model's step otherwise).
 
-    Built once with a progress bar and kept in `<dataset>/cache/` as .npy files named by the
-    split, the image size and the manifest's sha256 (a regenerated dataset gets a new cache;
-    stale ones are removed), then read whole into memory on later runs (a memory map is
-    re-read from disk whenever the page cache is squeezed). Where the dataset folder is
-    read-only the cache lives in memory for the run only. `nbytes` gives a split's size, to
-    check it against a budget first."""
+    Built once with a progress bar and kept as .npy files under `cache_root()`, in a folder
+    named by the dataset and its manifest's sha256 (a regenerated dataset gets a new cache;
+    the dataset folder itself is never written), then read whole into memory on later runs
+    (a memory map is re-read from disk whenever the page cache is squeezed). Where the cache
+    folder cannot be written the cache lives in memory for the run only. `nbytes` gives a
+    split's size, to check it against a budget first."""
 
     def __init__(self, scenes: Scenes, progress: bool = True):
         root = Path(scenes.ds.root)
         digest = file_sha256(root / MANIFEST)[:16]
-        stem = f"{scenes.split}-{scenes.size}px-{digest}"
-        folder = root / "cache"
+        stem = f"{scenes.split}-{scenes.size}px"
+        folder = cache_root() / f"{scenes.ds.name}-{digest}"
         fpath, vpath = folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
         if fpath.is_file() and vpath.is_file():
             self.frames = np.load(fpath)  # into memory: a memory map is re-read under memory pressure
@@ -110,9 +118,7 @@ class FrameCache:
         else:
             self.frames, self.viewpoints = self._build(scenes, progress)
             try:
-                folder.mkdir(exist_ok=True)
-                for old in folder.glob(f"{scenes.split}-{scenes.size}px-*.npy"):
-                    old.unlink()  # a cache of an earlier version of this dataset
+                folder.mkdir(parents=True, exist_ok=True)
                 for path, arr in ((fpath, self.frames), (vpath, self.viewpoints)):
                     with atomic_path(path) as tmp:
                         with open(tmp, "wb") as f:

@@ -24,6 +24,29 @@ def _device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
     return p.device if p is not None else fallback
 
 
+# The trivial predictors every score is read against (results/summary.md, Fig. 5a): their
+# names, as written into metrics.jsonl after "test_baseline_".
+BASELINES = {"repeat_last": "repeat the last context frame", "black": "black frames",
+             "mean_context": "the mean context view"}
+
+
+@torch.no_grad()
+def baseline_mse(frames: torch.Tensor, m: int) -> dict[str, float]:
+    """Forward prediction's trivial predictors on videos (B, T, 3, H, W) with m context frames:
+    the MSE over frames m..T-1 of repeating frame m-1, and of black frames, averaged over
+    videos (deterministic, so their min-MSE over samples is their MSE)."""
+    truth = frames[:, m:]
+    return {"repeat_last": float(((truth - frames[:, m - 1:m]) ** 2).mean()),
+            "black": float((truth ** 2).mean())}
+
+
+@torch.no_grad()
+def baseline_view_mse(context: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Scenes (dice): the MSE of the query views to the mean context view, and to black."""
+    mean = context.mean(1, keepdim=True)
+    return {"mean_context": float(((targets - mean) ** 2).mean()), "black": float((targets ** 2).mean())}
+
+
 @torch.no_grad()
 def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samples: int = 30,
             chunk: int = 10) -> torch.Tensor:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jumpbench.benchmarks.results import (PAPER_KL, Run, collect, count_text, counts, curve, main_configs,
+from jumpbench.benchmarks.evaluate import BASELINES
+from jumpbench.benchmarks.results import (PAPER_KL, baselines, Run, collect, count_text, counts, curve, main_configs,
                                           read_best, sem2, write_summary)
 from jumpbench.records import write_json_atomic
 
@@ -98,13 +99,18 @@ def fig5a(main: dict, out: Path) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = _curves(ax, models, "test_min_mse")
+        base = baselines(_all(models)).get(dataset, {})
+        for k, v in base.items():  # the trivial predictors, as in the summary
+            ax.axhline(v, color="0.4", ls="--" if k == "repeat_last" else ":", lw=1,
+                       label=f"baseline: {BASELINES.get(k, k)} ({v:.4g})")
         samples = _eval_samples(_all(models))
         ax.set(xlabel="training steps", ylabel=f"test min-MSE ({samples} samples per video)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         _title(fig, "Fig. 5a: forward-prediction min-MSE", dataset, preset, _all(models))
         fig.text(0.01, -0.02, CARRY, fontsize=7)
-        made.append(save(fig, out, f"fig5a_{dataset}_{preset}", {"metric": "test_min_mse", "models": drawn}))
+        made.append(save(fig, out, f"fig5a_{dataset}_{preset}", {"metric": "test_min_mse", "models": drawn,
+                                                                 "baselines": base}))
     return made
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jumpbench.benchmarks.evaluate import BASELINES
 from jumpbench.records import read_json
 
 # The paper's numbers for the same quantity, where it gives one (section 4.2: 12 JUMP runs).
@@ -191,6 +192,19 @@ def summary_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
+def baselines(runs: list[Run]) -> dict[str, dict[str, float]]:
+    """{dataset: {baseline name: value}}: the trivial predictors' scores that the runs'
+    evaluators wrote (test_baseline_*), on their test subsets; runs whose subsets differ are
+    averaged (they agree when eval_scenes does)."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        last = r.rows[-1] if r.rows else {}
+        for key, v in last.items():
+            if key.startswith("test_baseline_") and v is not None:
+                found.setdefault(r.dataset, {}).setdefault(key[len("test_baseline_"):], []).append(float(v))
+    return {d: {k: float(np.mean(v)) for k, v in b.items()} for d, b in found.items()}
+
+
 def _fmt(v, digits=4) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -222,5 +236,13 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
             r["metric"], f"{_fmt(r['mean'])} ± {_fmt(r['sqrt2_sem'], 2)} (n={r['n_values']})",
             f"{_fmt(r['best'])} ({_fmt(r['best_seed'])})", f"{_fmt(r['worst'])} ({_fmt(r['worst_seed'])})",
             f"{r['steps']}/{_fmt(r['target_steps'])}", wall, *kl, r["paper"]]) + " |")
+    base = baselines(runs)
+    if base:
+        lines += ["", "Sanity baselines on the same test scenes (MSE of a deterministic predictor, so "
+                  "also its min-MSE): every number above is read against these.", "",
+                  "| dataset | baseline | MSE |", "|---|---|---|"]
+        for dataset in sorted(base):
+            for k, v in sorted(base[dataset].items(), key=lambda kv: kv[1]):
+                lines.append(f"| {dataset} | {BASELINES.get(k, k)} | {_fmt(v)} |")
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path

@@ -210,13 +210,19 @@ class Evaluator:
         n = min(tc.eval_scenes, len(scenes))
         self.video = info["viewpoint_key"] == "timestamps"
         device = next(model.parameters()).device
+        from jumpbench.benchmarks.evaluate import baseline_mse, baseline_view_mse
+
         if self.video:
             items = D.stack(scenes, range(n))
             self.frames = D.to_float(items["frames"]).to(device)
             self.batch = {k: v.to(device) for k, v in D.prefix_split(items["frames"], items["viewpoints"],
                                                                      dc.eval_context).items()}
+            base = baseline_mse(self.frames, dc.eval_context)
         else:
             self.batch = {k: v.to(device) for k, v in D.hidden_face_batch(scenes, range(n)).items()}
+            base = baseline_view_mse(self.batch["context_frames"], self.batch["target_frames"])
+        # the trivial predictors on the same test scenes, in every row (plot reads them from here)
+        self.baselines = {f"test_baseline_{k}": v for k, v in base.items()}
 
     @torch.no_grad()
     def __call__(self, step: int, folder: Path) -> dict:
@@ -230,7 +236,7 @@ class Evaluator:
         try:
             with M.autocast(self.precision, device):
                 out = self.model(self.batch, step)
-                row = {f"test_{k}": float(v) for k, v in out.items()}
+                row = {f"test_{k}": float(v) for k, v in out.items()} | self.baselines
                 if self.video:
                     row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
                                                         self.tc.eval_samples).mean())
