@@ -133,7 +133,9 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     else:
         batches = D.loader(train_set, sampler, tc.num_workers)
     evaluator = Evaluator(model, test_set, tc, dc, info, precision)
-    forward = torch.compile(net) if tc.compile else net
+    if tc.compile and not model.compile_loss():
+        raise JumpbenchError(f"train.compile: {model_name} has no loss that compiles once per run; "
+                             "set train.compile=false")
 
     from tqdm import tqdm
 
@@ -156,7 +158,7 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
             for group in opt.param_groups:
                 group["lr"] = tc.lr_at(step)
             with M.autocast(precision, device):
-                out = forward(batch, step)
+                out = net(batch, step)
             loss = out["loss"]
             finite = torch.isfinite(loss.detach()).float()
             if world > 1:  # every rank stops together

@@ -58,7 +58,8 @@ class Stepper:
         torch.manual_seed(0)
         self.model = MODELS[model_name][0](cfg["model"]).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["train"].lr)
-        self.forward = torch.compile(self.model) if compiled else self.model
+        if compiled and not self.model.compile_loss():
+            raise JumpbenchError(f"--compile: {model_name} has no loss that compiles once per run")
         self.cfg, self.device, self.precision = cfg, device, precision
         self.step_no = 0
 
@@ -69,7 +70,7 @@ class Stepper:
 
     def step(self, batch: dict) -> None:
         with M.autocast(self.precision, self.device):
-            out = self.forward(batch, self.step_no)
+            out = self.model(batch, self.step_no)
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -121,6 +122,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
                 data: str | None = None, overrides: list[str] = ()) -> dict:
     """ms per step of each model and variant, medians over interleaved rounds (see above)."""
     from jumpbench.models import MODELS
+    from jumpbench.models.base import Model
 
     if steps < 1 or repeats < 1:
         raise JumpbenchError("--steps and --repeats must be at least 1")
@@ -157,10 +159,8 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         variants = {"fp32": Stepper(name, cfg, dev, "fp32", False)}
         if bf16:
             variants["bf16"] = Stepper(name, cfg, dev, "bf16", False)
-            if compiled:
-                variants["bf16+compile"] = Stepper(name, cfg, dev, "bf16", True)
-        elif compiled:
-            variants["fp32+compile"] = Stepper(name, cfg, dev, "fp32", True)
+        if compiled and MODELS[name][0].compile_loss is not Model.compile_loss:  # models that have one
+            variants[f"{'bf16' if bf16 else 'fp32'}+compile"] = Stepper(name, cfg, dev, "bf16" if bf16 else "fp32", True)
         best = "bf16" if bf16 else "fp32"
         ends = {}
         if data is not None:

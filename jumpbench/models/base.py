@@ -37,6 +37,11 @@ class Model(nn.Module):
 
     jumpy: bool = True
 
+    def compile_loss(self) -> bool:
+        """torch.compile the part of the training loss that compiles once per run (no Python
+        values that change between steps inside it); False where a model has none."""
+        return False
+
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """Training loss (`loss`, a scalar to minimise) and logged scalar terms (`nll`, `kl`,
         `mse`, ...) for a batch at training step `step` (schedules depend on it)."""
@@ -56,6 +61,12 @@ class ELBOModel(Model):
     -> (nll (B,), kl (B,), mean frames (B, K, 3, H, W))` in nats per scene, and their config
     has `pixel_var(step)` and `final_pixel_var`."""
 
+    def compile_loss(self) -> bool:
+        """The ELBO compiled with dynamic shapes (context and target counts vary per batch); the
+        pixel variance enters as a tensor, so its annealing does not recompile."""
+        self._elbo = torch.compile(self._elbo, dynamic=True)
+        return True
+
     def elbo_terms(self, context_frames, context_viewpoints, target_frames, target_viewpoints,
                    pixel_var: float | None = None) -> dict[str, torch.Tensor]:
         """Per-scene `nll` (B,) and `kl` (B,) in nats, with one posterior draw; the negative ELBO
@@ -66,12 +77,12 @@ class ELBOModel(Model):
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """loss: negative ELBO in nats per scene (summed over the targets), averaged over the batch."""
-        pv = self.config.pixel_var(step)
         targets = batch["target_frames"]
+        pv = torch.tensor(self.config.pixel_var(step), device=targets.device)
         nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
                                    targets, batch["target_viewpoints"], pv)
         return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
-                "mse": ((mean.detach().float() - targets) ** 2).mean(), "pixel_var": targets.new_tensor(pv)}
+                "mse": ((mean.detach().float() - targets) ** 2).mean(), "pixel_var": pv}
 
 
 def frame_indices(viewpoints: torch.Tensor) -> torch.Tensor:

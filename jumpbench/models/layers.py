@@ -39,7 +39,8 @@ def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
 def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
     """-log N(x; mean, var) elementwise, in nats, with the normalising constant, in fp32."""
     x, mean = x.float(), mean.float()
-    return 0.5 * ((x - mean) ** 2 / var + math.log(2 * math.pi * var))
+    var = torch.as_tensor(var, dtype=torch.float32, device=x.device)  # a tensor: torch.compile does
+    return 0.5 * ((x - mean) ** 2 / var + torch.log(2 * math.pi * var))  # not recompile as it anneals
 
 
 class Representation(nn.Module):
