@@ -35,8 +35,9 @@ def test_jump_overfits_a_few_videos(small_cr):
     torch.manual_seed(1)
     got = float(min_mse(model, video, 5, n_samples=4).mean())
     base = baseline_mse(video, 5)
-    # measured: 0.0046 after 800 steps, 0.0093 after 400, against 0.0067 for repeat-last
-    assert got < 0.85 * base["repeat_last"], (got, base)
+    # measured: 0.00046 after 800 steps against 0.0067 for repeat-last (with a sigmoid output
+    # head, which learns about 10x slower: 0.0050)
+    assert got < 0.3 * base["repeat_last"], (got, base)
     # the prior follows its context: the contexts of other videos give far worse samples
     shuffled = torch.cat([video[:, :5].roll(1, 0), video[:, 5:]], 1)
     torch.manual_seed(1)

@@ -68,9 +68,9 @@ class GQN(ELBOModel):
     @torch.no_grad()
     def sample(self, context_frames: torch.Tensor, context_viewpoints: torch.Tensor,
                query_viewpoints: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """(B, n_samples, K, 3, H, W) frame means in (0, 1), an independent latent per query."""
+        """(B, n_samples, K, 3, H, W) frame means clamped to [0, 1], an independent latent per query."""
         B, K = query_viewpoints.shape[:2]
         r = self.represent.aggregate(context_frames, context_viewpoints * self.config.vp_scale)
         frames, _ = self._generate(r.repeat_interleave(n_samples, 0),
                                    query_viewpoints.repeat_interleave(n_samples, 0))  # (B*S, K, 3, H, W)
-        return frames.view(B, n_samples, K, *frames.shape[2:])
+        return frames.view(B, n_samples, K, *frames.shape[2:]).clamp(0, 1)

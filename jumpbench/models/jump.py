@@ -149,10 +149,10 @@ class JUMP(ELBOModel):
     @torch.no_grad()
     def sample(self, context_frames: torch.Tensor, context_viewpoints: torch.Tensor,
                query_viewpoints: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """(B, n_samples, K, 3, H, W) frame means in (0, 1). The context is encoded once, the
+        """(B, n_samples, K, 3, H, W) frame means clamped to [0, 1]. The context is encoded once, the
         prior runs once per sample, the renderer once per query of each sample."""
         B, K = query_viewpoints.shape[:2]
         r = self.represent_sum(context_frames, context_viewpoints)   # (B, 32, H/4, W/4)
         _, z, _ = self.latent(r.repeat_interleave(n_samples, 0))     # (B*S, nt*nf_z, G, G)
         frames = self.render(z, query_viewpoints.repeat_interleave(n_samples, 0))  # (B*S, K, 3, H, W)
-        return frames.view(B, n_samples, K, *frames.shape[2:])
+        return frames.view(B, n_samples, K, *frames.shape[2:]).clamp(0, 1)

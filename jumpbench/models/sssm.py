@@ -95,7 +95,7 @@ class SSSM(Model):
             nn.Conv2d(c.state_channels, e3, 3, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(e3, e2, 4, stride=2, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(e2, e1, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(e1, 3, 4, stride=2, padding=1), nn.Sigmoid())
+            nn.ConvTranspose2d(e1, 3, 4, stride=2, padding=1))  # linear, as JUMP's (layers.FrameHead)
 
     def initial_state(self, e: torch.Tensor) -> torch.Tensor:
         """e (B, n0, e3, h, w), the first n0 frames' encodings -> s_{n0-1} (B, S, h, w). With fewer
@@ -165,4 +165,4 @@ class SSSM(Model):
         out = torch.stack([frames[t] for t in order], 1)                  # (B*n, K', 3, H, W)
         out = out.view(B, n_samples, *out.shape[1:])
         lookup = torch.searchsorted(torch.tensor(order, device=index.device), index)  # frame -> row of out
-        return gather_frames(out, lookup)
+        return gather_frames(out, lookup).clamp(0, 1)
