@@ -1,6 +1,7 @@
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("JUMPBENCH_THREADS", "1")  # training in tests: tiny models, one thread each
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 if "JUMPBENCH_CACHE" not in os.environ:  # decoded-frame caches of the tests' datasets: a temp folder
     import atexit

@@ -53,3 +53,24 @@ def test_jumpy_speed_without_jump_has_no_ratios():
     res = jumpy_speed(models=["cdna"], frames=5, ts=(4,), context=1, image_size=16, repeats=1, warmup=0,
                       config_overrides=TINY)
     assert res["ratios"] == {} and "cdna" in format_table(res)
+
+
+def test_bench_train_writes_a_table_and_json(small_ts, tmp_path):
+    """`jumpbench bench train`: every model and variant timed, end to end from the shards and
+    from the frame cache, FLOPs counted, the conv ceiling measured in the same run."""
+    from click.testing import CliRunner
+
+    from jumpbench.cli import cli
+
+    out = tmp_path / "train.json"
+    res = CliRunner().invoke(cli, ["bench", "train", "--preset", "smoke", "--models", "jump,sssm", "--data",
+                                   str(small_ts), "--steps", "1", "--repeats", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert set(r["models"]) == {"jump", "sssm"} and r["conv_ceiling_gflops"]["fp32"] > 0
+    for m in r["models"].values():
+        assert {"fp32", "end-to-end stream", "end-to-end cache"} <= set(m["ms"]) and m["gflop_per_step"] > 0
+        assert all(t > 0 for t in m["ms"].values())
+    assert "ms/step" in res.output
+    bad = CliRunner().invoke(cli, ["bench", "train", "--models", "nope", "--out", str(out)])
+    assert bad.exit_code != 0 and "unknown model" in bad.output

@@ -1,7 +1,7 @@
 """`jumpbench bench train`: milliseconds per training step, per model and variant.
 
 Variants of one step (forward, backward, gradient clipping, Adam) at a preset's sizes:
-  fp32            eager, fp32
+  fp32            eager, fp32 (model only: one batch, with the preset's shapes, every step)
   bf16            eager, bf16 autocast (losses in fp32), where the hardware has bf16
   bf16+compile    the same through torch.compile (with --compile; compiling is not timed)
 and, with --data, end to end (batch from the data path + step, both at the preset's
@@ -174,11 +174,11 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
                 v.step(batch)
         times = {k: [] for k in [*variants, *(f"end-to-end {k}" for k in ends)]}
         for r in range(repeats):
-            for k, v in variants.items():
-                _sync(dev)
+            for k, v in variants.items():  # one batch composition (M, K) for the model-only step:
+                _sync(dev)                    # cuDNN's autotuner then measures each shape once
                 t = time.perf_counter()
                 for i in range(steps):
-                    v.step(v.batch(item, r * steps + i))
+                    v.step(batch)
                 _sync(dev)
                 times[k].append((time.perf_counter() - t) / steps * 1e3)
             for k, (v, batches) in ends.items():
