@@ -165,7 +165,8 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         ends = {}
         if data is not None:
             scenes = D.Scenes(data, "train", size)
-            ends = {"stream": (Stepper(name, cfg, dev, best, False), _stream(scenes, cfg, 0)),
+            ends = {"stream fp32": (Stepper(name, cfg, dev, "fp32", False), _stream(scenes, cfg, 0)),
+                    "stream": (Stepper(name, cfg, dev, best, False), _stream(scenes, cfg, 0)),
                     "cache": (Stepper(name, cfg, dev, best, False), _cached(scenes, cfg, 0))}
         batch = variants["fp32"].batch(item, 0)
         flops = step_flops(variants["fp32"], batch)
@@ -201,9 +202,9 @@ def format_table(result: dict) -> str:
     lines = [f"training step, preset {result['preset']}, {result['dataset']}, {result['device']} "
              f"({result['threads']} threads), median of {result['repeats']} rounds of {result['steps']} steps",
              f"conv ceiling GFLOP/s: {ceiling}",
-             f"{'model':6} {'variant':20} {'ms/step':>9} {'GFLOP/s':>8} {'x fp32':>7}"]
+             f"{'model':6} {'variant':24} {'ms/step':>9} {'GFLOP/s':>8} {'x fp32':>7}"]
     for name, r in result["models"].items():
         for k, t in r["ms"].items():
-            lines.append(f"{name:6} {k:20} {t:9.1f} {r['gflops'][k]:8.1f} {r['speedup_vs_fp32'][k]:7.2f}")
-        lines.append(f"{name:6} {'(GFLOP per step)':20} {r['gflop_per_step']:9.2f}")
+            lines.append(f"{name:6} {k:24} {t:9.1f} {r['gflops'][k]:8.1f} {r['speedup_vs_fp32'][k]:7.2f}")
+        lines.append(f"{name:6} {'(GFLOP per step)':24} {r['gflop_per_step']:9.2f}")
     return "\n".join(lines)
