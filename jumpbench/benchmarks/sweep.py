@@ -33,6 +33,7 @@ from pathlib import Path
 import click
 
 from jumpbench.benchmarks import config as C
+from jumpbench.benchmarks.machine import usable_cores
 from jumpbench.benchmarks.train import check_model_fits, dataset_info, read_status, run_dir, train
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import write_json_atomic
@@ -102,7 +103,7 @@ def _slots(jobs: int) -> list[dict]:
             gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
     except ImportError:
         pass
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    threads = max(1, usable_cores() // jobs)
     slots = []
     for i in range(jobs):
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "JUMPBENCH_THREADS": str(threads)}
@@ -146,7 +147,8 @@ def _train_task(task: dict, threads: int | None = None) -> str:
     import torch
 
     threads = threads or int(os.environ.get("JUMPBENCH_THREADS", "0"))
-    if threads:
+    if threads:  # train() takes its threads from here
+        os.environ["JUMPBENCH_THREADS"] = str(threads)
         torch.set_num_threads(threads)
     folder = _train(task, False)
     return (read_status(folder) or {}).get("status", "unknown")
@@ -168,7 +170,7 @@ def _submitit(todo: list[tuple[dict, Path]], jobs: int, cluster: str) -> list[tu
     params = _slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
     if cluster == "slurm":
         params.setdefault("slurm_array_parallelism", jobs)
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if cluster != "slurm" else None
+    threads = max(1, usable_cores() // jobs) if cluster != "slurm" else None
     try:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
         executor.update_parameters(name="jumpbench", **params)
