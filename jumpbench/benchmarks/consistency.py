@@ -12,40 +12,16 @@ trajectory) over `n_scenes` test scenes, at the model's final pixel variance.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from jumpbench.benchmarks import data as D
-from jumpbench.benchmarks import runs
+from jumpbench.benchmarks.runs import load_run
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import write_json_atomic
 
-
-
-def load_run(run: str | Path):
-    """(model in eval mode with its checkpoint, config.json) of a run folder."""
-    from jumpbench.benchmarks.config import build_config
-    from jumpbench.models import MODELS
-
-    run = Path(run)
-    try:
-        cfg = json.loads((run / "config.json").read_text())
-    except (OSError, ValueError):
-        raise JumpbenchError(f"{run}: not a run folder (no readable config.json)") from None
-    if not (run / "checkpoint.pt").is_file():
-        raise JumpbenchError(f"{run}: no checkpoint.pt (train it first with jumpbench run)")
-    try:
-        cls, cfg_cls = MODELS[cfg["model"]]
-        model_cfg = cfg["config"]["model"]
-    except (KeyError, TypeError):
-        raise JumpbenchError(f"{run}/config.json: not a run's config (no model or config.model)") from None
-    model = cls(build_config(cfg_cls, model_cfg, "model"))
-    path = run / "checkpoint.pt"
-    runs.load_state(path, model, runs.load_checkpoint(path)["model"])
-    return model.eval(), cfg
 
 
 @torch.no_grad()

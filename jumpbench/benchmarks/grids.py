@@ -15,8 +15,6 @@ says which). Test scene 0 by default; the noise is seeded, so the grids are repr
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
@@ -41,17 +39,9 @@ def best_run(runs: list[Run]) -> Run | None:
 
 def load(run: Run):
     """(model in eval mode, config.json) of a run, from its checkpoint."""
-    from jumpbench.models import MODELS
+    from jumpbench.benchmarks.runs import load_run
 
-    cfg = json.loads((run.path / "config.json").read_text())
-    cls, cfg_cls = MODELS[cfg["model"]]
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["config"]["model"].items()}
-    model = cls(cfg_cls(**kwargs))
-    from jumpbench.benchmarks import runs
-
-    path = run.path / "checkpoint.pt"
-    runs.load_state(path, model, runs.load_checkpoint(path)["model"])
-    return model.eval(), cfg
+    return load_run(run.path)
 
 
 def rgb(x) -> np.ndarray:

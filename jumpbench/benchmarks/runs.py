@@ -140,6 +140,31 @@ def load_state(path: Path, module, state_dict: dict, what: str = "model") -> Non
         raise JumpbenchError(f"{path}: the checkpoint's {what} does not fit this run ({first})") from None
 
 
+def load_run(folder: str | Path, device="cpu"):
+    """(model, record) of a run folder: the model (in eval mode, on `device`) with the weights
+    of its checkpoint, and config.json's record: model, data, dataset, preset, overrides, seed
+    and the resolved config ({"train", "data", "model"} sections). The one way a run's model
+    is loaded (consistency, the figures' grids, jumpbench.load_run)."""
+    from jumpbench.benchmarks.config import build_config
+    from jumpbench.models import MODELS
+
+    folder = Path(folder)
+    record = read_json(folder / CONFIG)
+    if not isinstance(record, dict):
+        raise JumpbenchError(f"{folder}: not a run folder (no readable {CONFIG})")
+    path = folder / CHECKPOINT
+    if not path.is_file():
+        raise JumpbenchError(f"{folder}: no {CHECKPOINT} (train it first with jumpbench run)")
+    try:
+        cls, cfg_cls = MODELS[record["model"]]
+        model_cfg = record["config"]["model"]
+    except (KeyError, TypeError):
+        raise JumpbenchError(f"{folder}/{CONFIG}: not a run's config (no model or config.model)") from None
+    model = cls(build_config(cfg_cls, model_cfg, "model"))
+    load_state(path, model, load_checkpoint(path, map_location=device)["model"])
+    return model.to(device).eval(), record
+
+
 def read_metrics(path: Path) -> list[dict]:
     """The rows of metrics.jsonl. A torn last line (an append cut short: no newline after it,
     or not JSON) is dropped; a bad line before the last is an error naming the file."""
