@@ -1,4 +1,26 @@
 """jumpbench: generators and a benchmark harness for consistent, jumpy generative models
-(JUMP: Kumar, Eslami et al., "Consistent Generative Query Networks", ICLR 2019)."""
+(JUMP: Kumar, Eslami et al., "Consistent Generative Query Networks", ICLR 2019).
+
+The public API is what `__all__` names (docs/python.md); every other module, class and
+function is internal and may change without notice. The names load on first use, so that
+`import jumpbench` stays light (no torch until one of them is used).
+"""
 
 __version__ = "0.1.0"
+__all__ = ["open_dataset", "load_run", "generate", "train", "JumpbenchError"]
+
+
+def __getattr__(name):
+    if name == "JumpbenchError":
+        from jumpbench.errors import JumpbenchError
+
+        return JumpbenchError
+    if name in __all__:
+        from jumpbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'jumpbench' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

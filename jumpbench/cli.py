@@ -95,10 +95,11 @@ def generation_options(default_n: int, default_test_n: int, default_shard: int):
     return deco
 
 
-def _run_generation(gen, n, test_n, shard_size, workers, out, overwrite, quiet):
-    from jumpbench.generators.base import generate as write
+def _run_generation(generator, n, test_n, shard_size, workers, out, overwrite, quiet, **options):
+    from jumpbench.api import generate as write
 
-    root = write(gen, out, {"train": n, "test": test_n}, shard_size, workers, overwrite, not quiet)
+    root = write(generator, out, n, test_n, shard_size=shard_size, workers=workers, overwrite=overwrite,
+                 progress=not quiet, **options)
     click.echo(f"{root}: {n} train + {test_n} test scenes")
 
 
@@ -110,10 +111,8 @@ def _run_generation(gen, n, test_n, shard_size, workers, out, overwrite, quiet):
 @one_line_errors
 def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet):
     """The Narratives videos (Traveling Salesman, Color Reaction), paper section 4.1."""
-    from jumpbench.generators.narratives import NarrativesConfig, NarrativesGenerator
-
-    gen = NarrativesGenerator(NarrativesConfig(narrative, frames, size, seed))
-    _run_generation(gen, n, test_n, shard_size, workers, out, overwrite, quiet)
+    _run_generation("narratives", n, test_n, shard_size, workers, out, overwrite, quiet, size=size, seed=seed,
+                    narrative=narrative, frames=frames)
 
 
 @generate.command("dice")
@@ -126,11 +125,8 @@ def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard
 @one_line_errors
 def generate_dice(views, digit_pool, mnist_dir, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet):
     """The MNIST Dice 3D scenes (a die engraved with MNIST digits in a room), paper section 4.2."""
-    from jumpbench.generators.dice import DiceConfig, DiceGenerator
-
-    gen = DiceGenerator(DiceConfig(views, size, seed, digit_pool, mnist_dir))
-    gen.renderer()  # fails here, before anything is written, without a working OpenGL
-    _run_generation(gen, n, test_n, shard_size, workers, out, overwrite, quiet)
+    _run_generation("dice", n, test_n, shard_size, workers, out, overwrite, quiet, size=size, seed=seed,
+                    views=views, digit_pool=digit_pool, mnist_dir=mnist_dir)
 
 
 @cli.command()
