@@ -197,8 +197,10 @@ class LazyChoice(click.Choice):
               help="slurm: submit through submitit (parameters from $JUMPBENCH_SLURM).")
 @click.option("--config", "config", default=None, metavar="best|FILE",
               help="Preset and overrides of a sweep's winner (OUT/<dataset>/<model>/best.json, or a file).")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events into each run folder "
+              "(tensorboard --logdir OUT); needs jumpbench[tensorboard].")
 @one_line_errors
-def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet, jobs, launcher, config):
+def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet, jobs, launcher, config, tensorboard):
     """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
     from jumpbench.benchmarks.sweep import load_best, run_seeds
 
@@ -216,7 +218,7 @@ def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet, jo
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet,
-                       jobs=jobs, launcher=launcher)
+                       jobs=jobs, launcher=launcher, tensorboard=tensorboard)
     if failed:
         raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
                              "; ".join(f"seed {k}: {why}" for k, why in failed))

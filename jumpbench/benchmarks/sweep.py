@@ -41,13 +41,14 @@ from jumpbench.records import write_json_atomic
 LAUNCHERS = ("local", "slurm")
 
 
-def _task(model, data, preset, overrides, seed, out, name) -> dict:
+def _task(model, data, preset, overrides, seed, out, name, tensorboard: bool = False) -> dict:
     return {"model": model, "data": str(data), "preset": preset, "overrides": list(overrides),
-            "seed": int(seed), "out": str(out), "name": name}
+            "seed": int(seed), "out": str(out), "name": name, "tensorboard": bool(tensorboard)}
 
 
 def _train(t: dict, progress: bool) -> Path:
-    return train(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"], t["name"], progress)
+    return train(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"], t["name"], progress,
+                 tensorboard=t.get("tensorboard", False))
 
 
 def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progress: bool = True,
@@ -195,13 +196,18 @@ def _submitit(todo: list[tuple[dict, Path]], jobs: int, cluster: str) -> list[tu
 
 def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
               progress: bool = True, jobs: int = 1, launcher: str = "local",
-              cluster: str | None = None) -> list[tuple[int, str]]:
-    """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed."""
+              cluster: str | None = None, tensorboard: bool = False) -> list[tuple[int, str]]:
+    """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed.
+    `tensorboard`: each run also writes TensorBoard events (train()'s keyword)."""
     info = dataset_info(data)
     check_model_fits(model, info)
     C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
     name = name or C.config_name(preset, overrides)
-    tasks = [_task(model, data, preset, overrides, s, out, name) for s in seeds]
+    if tensorboard:
+        from jumpbench.benchmarks.board import require
+
+        require()  # the one-line hint before any seed starts
+    tasks = [_task(model, data, preset, overrides, s, out, name, tensorboard) for s in seeds]
     return [(t["seed"], why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jumpbench.benchmarks import board
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
@@ -75,13 +76,17 @@ def _dist() -> tuple[int, int]:
 
 
 def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: list[str] = (), seed: int = 0,
-          out: str | Path = "results/runs", name: str | None = None, progress: bool = True) -> Path:
+          out: str | Path = "results/runs", name: str | None = None, progress: bool = True,
+          tensorboard: bool = False) -> Path:
     """Train one seed of one model; returns its run folder. Resumes a checkpoint if present;
-    does nothing for a run already done."""
+    does nothing for a run already done. `tensorboard`: also write TensorBoard events into the
+    run folder (board.py; not part of the config)."""
     from jumpbench.models import MODELS
 
     info = dataset_info(data)
     check_model_fits(model_name, info)
+    if tensorboard:
+        board.require()
     cfg = C.resolve(model_name, preset, info["name"], info, list(overrides))
     tc, dc = cfg["train"], cfg["data"]
     if info["size"] % dc.image_size:
@@ -139,6 +144,7 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
 
     from tqdm import tqdm
 
+    writer = board.open_writer(folder, step) if tensorboard and rank == 0 else None
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{model_name} seed {seed}")
     (sums, count), t0 = resumed, time.perf_counter()
@@ -188,6 +194,8 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
                            **{f"train_{k}": v / count for k, v in sums.items()}, **evaluator(step, folder)}
                     with open(folder / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
+                    if writer is not None:
+                        board.log_row(writer, row, folder)
                     _checkpoint(ckpt_path, model, opt, step, wall)
                     _status(folder, "running", f"step {step} of {tc.steps}")
                 sums, count = {}, 0
@@ -198,6 +206,8 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     finally:
         stop.restore()
         bar.close()
+        if writer is not None:
+            writer.close()
     if rank == 0:
         _status(folder, "done", f"{tc.steps} steps in {wall:.0f} s")
     return folder
