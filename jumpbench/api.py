@@ -75,12 +75,20 @@ def open_dataset(path: str | Path, split: str = "train", image_size: int | None 
 
 def generate(generator: str, out: str | Path = "data", n: int | None = None, test_n: int | None = None, *,
              size: int = 64, seed: int = 0, workers: int = 1, shard_size: int | None = None,
-             overwrite: bool = False, progress: bool = True, **options) -> Path:
+             overwrite: bool = False, progress: bool = True, parts: int = 1, part: int | None = None,
+             launcher: str = "local", **options) -> Path:
     """Write a dataset under out/<dataset>/ and return that folder (resumable; a finished set
     with the same parameters is left as it is). generator: "narratives" (options: narrative=
     "traveling_salesman" | "color_reaction", frames=None) or "dice" (options: views=12,
-    digit_pool=100, mnist_dir=None). n, test_n, shard_size default to the CLI's defaults."""
+    digit_pool=100, mnist_dir=None). n, test_n, shard_size default to the CLI's defaults.
+    parts > 1: the shards in that many parts, each its own job (launcher="slurm", through
+    submitit) or written one after another here ("local"); part=K writes part K alone (to
+    re-run a part that failed); the manifest comes when every part is written."""
     from jumpbench.generators.base import generate as write
+    from jumpbench.generators.base import generate_parts
+
+    if launcher not in ("local", "slurm"):
+        raise JumpbenchError(f"unknown launcher {launcher!r}; choose from local, slurm")
 
     if generator not in GENERATORS:
         raise JumpbenchError(f"unknown generator {generator!r}; choose from {', '.join(GENERATORS)}")
@@ -99,4 +107,8 @@ def generate(generator: str, out: str | Path = "data", n: int | None = None, tes
     if generator == "dice":
         gen.renderer()  # fails here, before anything is written, without a working OpenGL
     counts = {"train": default_n if n is None else n, "test": default_test_n if test_n is None else test_n}
-    return write(gen, out, counts, default_shard if shard_size is None else shard_size, workers, overwrite, progress)
+    shard_size = default_shard if shard_size is None else shard_size
+    if parts == 1 and part is None and launcher == "local":
+        return write(gen, out, counts, shard_size, workers, overwrite, progress)
+    return generate_parts(gen, out, counts, shard_size, parts, "slurm" if launcher == "slurm" else None, part,
+                          workers, overwrite, progress)

@@ -87,6 +87,13 @@ def generation_options(default_n: int, default_test_n: int, default_shard: int):
             click.option("--out", type=click.Path(file_okay=False), default="data", show_default=True,
                          help="Root folder; the dataset goes in OUT/<dataset>/."),
             click.option("--overwrite", is_flag=True, help="Replace a dataset made with other parameters."),
+            click.option("--parts", type=int, default=1, show_default=True,
+                         help="Split the shards into N parts, each written by its own job (see --launcher)."),
+            click.option("--part", type=int, default=None,
+                         help="Write part K of --parts alone (re-run a failed part)."),
+            click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+                         help="slurm: each part is a submitit job (parameters from $JUMPBENCH_SLURM); "
+                              "local: the parts one after another here."),
             click.option("--quiet", is_flag=True, help="No progress bar."),
         ]):
             fn = opt(fn)
@@ -95,12 +102,18 @@ def generation_options(default_n: int, default_test_n: int, default_shard: int):
     return deco
 
 
-def _run_generation(generator, n, test_n, shard_size, workers, out, overwrite, quiet, **options):
+def _run_generation(generator, n, test_n, shard_size, workers, out, overwrite, quiet, parts, part, launcher,
+                    **options):
+    from jumpbench import records
     from jumpbench.api import generate as write
 
     root = write(generator, out, n, test_n, shard_size=shard_size, workers=workers, overwrite=overwrite,
-                 progress=not quiet, **options)
-    click.echo(f"{root}: {n} train + {test_n} test scenes")
+                 progress=not quiet, parts=parts, part=part, launcher=launcher, **options)
+    if (root / records.MANIFEST).is_file():
+        click.echo(f"{root}: {n} train + {test_n} test scenes")
+    else:  # --part K: one part written
+        click.echo(f"{root}: part {part} of {parts} written; the same command without --part writes the "
+                   f"parts still missing, then the manifest")
 
 
 @generate.command("narratives")
@@ -109,10 +122,11 @@ def _run_generation(generator, n, test_n, shard_size, workers, out, overwrite, q
 @click.option("--frames", type=int, default=None, help="Frames per video [20 salesman, 12 colour reaction].")
 @generation_options(98000, 1000, 1000)
 @one_line_errors
-def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet):
+def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet,
+                        parts, part, launcher):
     """The Narratives videos (Traveling Salesman, Color Reaction), paper section 4.1."""
-    _run_generation("narratives", n, test_n, shard_size, workers, out, overwrite, quiet, size=size, seed=seed,
-                    narrative=narrative, frames=frames)
+    _run_generation("narratives", n, test_n, shard_size, workers, out, overwrite, quiet, parts, part, launcher,
+                    size=size, seed=seed, narrative=narrative, frames=frames)
 
 
 @generate.command("dice")
@@ -123,10 +137,11 @@ def generate_narratives(narrative, frames, n, test_n, size, seed, workers, shard
               help="A folder of MNIST IDX files (train-* or t10k-*, .gz or not) [the shipped test split].")
 @generation_options(20000, 1000, 500)
 @one_line_errors
-def generate_dice(views, digit_pool, mnist_dir, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet):
+def generate_dice(views, digit_pool, mnist_dir, n, test_n, size, seed, workers, shard_size, out, overwrite, quiet,
+                  parts, part, launcher):
     """The MNIST Dice 3D scenes (a die engraved with MNIST digits in a room), paper section 4.2."""
-    _run_generation("dice", n, test_n, shard_size, workers, out, overwrite, quiet, size=size, seed=seed,
-                    views=views, digit_pool=digit_pool, mnist_dir=mnist_dir)
+    _run_generation("dice", n, test_n, shard_size, workers, out, overwrite, quiet, parts, part, launcher,
+                    size=size, seed=seed, views=views, digit_pool=digit_pool, mnist_dir=mnist_dir)
 
 
 @cli.command()

@@ -155,8 +155,9 @@ def _train_task(task: dict, threads: int | None = None) -> str:
     return (read_status(folder) or {}).get("status", "unknown")
 
 
-def _slurm_params() -> dict:
-    params = {"timeout_min": 3 * 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4}  # the paper: 3 days a run
+def _slurm_params(defaults: dict | None = None) -> dict:
+    """submitit's slurm parameters: `defaults` (a training run's by default), then $JUMPBENCH_SLURM."""
+    params = dict(defaults or {"timeout_min": 3 * 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4})  # 3 days a run
     for item in filter(None, os.environ.get("JUMPBENCH_SLURM", "").split(",")):
         key, value = C.parse_override(item)
         params[key] = value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,14 @@ def generate(gen: Generator, out: str | Path, counts: dict[str, int], shard_size
     run, doing nothing over a finished one with the same parameters (but repairing a missing
     index), refusing other parameters unless `overwrite`. One writer at a time per dataset
     folder (a lock file; see `dataset_lock`). Returns the dataset folder."""
+    _check_request(counts, shard_size, workers)
+    root, params, proof = _identity(gen, out, counts, shard_size)
+    root.mkdir(parents=True, exist_ok=True)
+    with dataset_lock(root):
+        return _generate(gen, root, params, proof, counts, shard_size, workers, overwrite, progress)
+
+
+def _check_request(counts: dict[str, int], shard_size: int, workers: int) -> None:
     if shard_size < 1:
         raise JumpbenchError(f"--shard-size must be at least 1, got {shard_size}")
     if not 1 <= workers <= MAX_WORKERS:
@@ -60,52 +69,78 @@ def generate(gen: Generator, out: str | Path, counts: dict[str, int], shard_size
             raise JumpbenchError(f"the {split} split needs at least 1 scene, got {n}")
         if n > MAX_SCENES:
             raise JumpbenchError(f"the {split} split asks for {n} scenes; at most {MAX_SCENES} are supported")
-    root = Path(out) / gen.dataset
+
+
+def _identity(gen: Generator, out, counts: dict[str, int], shard_size: int) -> tuple[Path, dict, str]:
+    """The dataset folder, the parameters the manifest records and their hash (the proof)."""
     params = {**gen.params(), "counts": dict(counts), "shard_size": shard_size}
     proof = records.params_sha256({"generator": gen.name, "version": gen.version, "dataset": gen.dataset,
                                    **params})
-    root.mkdir(parents=True, exist_ok=True)
-    with dataset_lock(root):
-        return _generate(gen, root, params, proof, counts, shard_size, workers, overwrite, progress)
+    return Path(out) / gen.dataset, params, proof
 
 
 def _generate(gen, root: Path, params: dict, proof: str, counts: dict[str, int], shard_size: int,
               workers: int, overwrite: bool, progress: bool) -> Path:
-    if not _claim(root, params, overwrite):
-        repaired = _repair_indexes(root)
-        _say(progress, f"{root}: already generated with these parameters; "
-                       + (f"repaired {repaired} missing index file(s)" if repaired else "nothing to do"))
+    shards = _prepare(root, params, proof, counts, shard_size, overwrite, progress)
+    if shards is None:
         return root
-    expected = {split: records.shard_names(math.ceil(n / shard_size)) for split, n in counts.items()}
-    _check_shards(root, expected, proof, overwrite)
-    records.write_json_atomic(root / PARAMS_LOCK, params)  # what an interrupted run was making
-
-    jobs = []  # (split, shard path, first index, stop index, proof) still to write
-    for split, n in counts.items():
-        (root / split).mkdir(parents=True, exist_ok=True)
-        for tmp in (root / split).glob(".*.tmp"):
-            tmp.unlink()  # left by an interrupted run (we hold the lock: no other writer)
-        for k, name in enumerate(expected[split]):
-            path = root / split / name
-            if not _proven(path, proof):
-                jobs.append((split, path, k * shard_size, min(n, (k + 1) * shard_size), proof))
+    jobs = [job for job in shards if not _proven(job[1], proof)]  # still to write
     todo = sum(b - a for _, _, a, b, _ in jobs)
     total = sum(counts.values())
     if todo < total:
         _say(progress, f"{root}: resuming, {total - todo} of {total} scenes already written")
 
+    _write_jobs(gen, jobs, workers, progress)
+    return _write_manifest(gen, root, params, proof, counts, shard_size)
+
+
+def _prepare(root: Path, params: dict, proof: str, counts: dict[str, int], shard_size: int, overwrite: bool,
+             progress: bool) -> list[tuple] | None:
+    """Claim the folder (under its lock) for these parameters; every shard's job (split, shard
+    path, first index, stop index, proof), or None when the set is finished already."""
+    if not _claim(root, params, overwrite):
+        repaired = _repair_indexes(root)
+        _say(progress, f"{root}: already generated with these parameters; "
+                       + (f"repaired {repaired} missing index file(s)" if repaired else "nothing to do"))
+        return None
+    expected = {split: records.shard_names(math.ceil(n / shard_size)) for split, n in counts.items()}
+    _check_shards(root, expected, proof, overwrite)
+    records.write_json_atomic(root / PARAMS_LOCK, params)  # what an interrupted run was making
+    shards = []
+    for split, n in counts.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for tmp in (root / split).glob(".*.tmp"):
+            tmp.unlink()  # left by an interrupted run (we hold the lock: no other writer)
+        for k, name in enumerate(expected[split]):
+            shards.append((split, root / split / name, k * shard_size, min(n, (k + 1) * shard_size), proof))
+    return shards
+
+
+def _write_jobs(gen: Generator, jobs: list[tuple], workers: int, progress: bool) -> int:
+    """Write the shards of `jobs`, `workers` processes at a time; returns the scenes written."""
     from tqdm import tqdm
 
-    with tqdm(total=todo, unit="scene", disable=not progress, dynamic_ncols=True) as bar:
+    written = 0
+    with tqdm(total=sum(b - a for _, _, a, b, _ in jobs), unit="scene", disable=not progress,
+              dynamic_ncols=True) as bar:
         if workers == 1 or len(jobs) <= 1:
             for job in jobs:
-                bar.update(_write_shard(gen, *job)["records"])
+                n = _write_shard(gen, *job)["records"]
+                written += n
+                bar.update(n)
         else:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(gen,)) as pool:
                 for info in pool.imap_unordered(_write_job, jobs):
+                    written += info["records"]
                     bar.update(info["records"])
+    return written
 
+
+def _write_manifest(gen: Generator, root: Path, params: dict, proof: str, counts: dict[str, int],
+                    shard_size: int) -> Path:
+    """The manifest of a set whose shards are all written (last: the set is then complete)."""
+    expected = {split: records.shard_names(math.ceil(n / shard_size)) for split, n in counts.items()}
     manifest = {
         "generator": gen.name, "version": gen.version, "dataset": gen.dataset,
         "seed": params.get("seed"), "params": params, "params_sha256": proof, "schema": gen.schema(),
@@ -127,6 +162,83 @@ def _generate(gen, root: Path, params: dict, proof: str, counts: dict[str, int],
     records.write_json_atomic(root / records.MANIFEST, manifest)  # last: the set is complete
     (root / PARAMS_LOCK).unlink(missing_ok=True)
     return root
+
+
+def generate_parts(gen: Generator, out: str | Path, counts: dict[str, int], shard_size: int, parts: int,
+                   cluster: str | None = "slurm", part: int | None = None, workers: int = 1,
+                   overwrite: bool = False, progress: bool = True) -> Path:
+    """`generate`, with the shards (a scene range of each split, in order) split into `parts`
+    contiguous parts, each written by its own submitit job (`cluster`: "slurm", or "local" and
+    "debug" as in tests; None: one after another in this process) into the same dataset
+    folder; then this process writes the manifest. The bytes are those of `generate`: a part
+    writes the very shards `generate` would. This process holds the folder's lock throughout
+    (the jobs are its workers). Shards already written are kept, so re-running the command
+    re-runs only the parts that failed; `part` (1-based) runs that one part alone."""
+    _check_request(counts, shard_size, workers)
+    n_shards = sum(math.ceil(n / shard_size) for n in counts.values())
+    if not 1 <= parts <= n_shards:
+        raise JumpbenchError(f"--parts must be in 1..{n_shards} (the number of shards), got {parts}")
+    if part is not None and not 1 <= part <= parts:
+        raise JumpbenchError(f"--part must be in 1..{parts}, got {part}")
+    root, params, proof = _identity(gen, out, counts, shard_size)
+    root.mkdir(parents=True, exist_ok=True)
+    with dataset_lock(root):
+        shards = _prepare(root, params, proof, counts, shard_size, overwrite, progress)
+        if shards is None:
+            return root
+        plan = [list(p) for p in np.array_split(np.arange(len(shards)), parts)]  # shard numbers per part
+        todo = {k + 1: [shards[i] for i in p if not _proven(shards[i][1], proof)] for k, p in enumerate(plan)}
+        todo = {k: jobs for k, jobs in todo.items() if jobs and (part is None or k == part)}
+        failed = _run_parts(gen, todo, parts, cluster, workers, progress, root.parent / ".submitit")
+        if failed:
+            raise JumpbenchError(f"{len(failed)} of {parts} part(s) failed ({'; '.join(failed)}); the shards "
+                                 f"written are kept: re-run the same command, or one part with --part K")
+        missing = [k + 1 for k, p in enumerate(plan) if not all(_proven(shards[i][1], proof) for i in p)]
+        if missing:
+            _say(progress, f"{root}: part {part} of {parts} written; part(s) {', '.join(map(str, missing))} "
+                           f"still to write (re-run without --part to write them and the manifest)")
+            return root
+        return _write_manifest(gen, root, params, proof, counts, shard_size)
+
+
+def _run_parts(gen: Generator, todo: dict[int, list[tuple]], parts: int, cluster: str | None, workers: int,
+               progress: bool, folder: Path) -> list[str]:
+    """Write each part's shards, as submitit jobs or here; "part K: why" for each that failed."""
+    if cluster is None:
+        for k, jobs in todo.items():
+            _say(progress, f"part {k} of {parts}: {len(jobs)} shard(s)")
+            _write_jobs(gen, jobs, workers, progress)
+        return []
+    import submitit
+
+    from jumpbench.benchmarks.sweep import _slurm_params
+
+    params = (_slurm_params({"timeout_min": 24 * 60, "cpus_per_task": workers}) if cluster == "slurm"
+              else {"timeout_min": 24 * 60})
+    try:
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+        executor.update_parameters(name=f"jumpbench-{gen.dataset}", **params)
+        with executor.batch():
+            submitted = [(k, executor.submit(_write_jobs, gen, jobs, workers, False)) for k, jobs in todo.items()]
+    except (RuntimeError, ValueError, TypeError, OSError) as e:  # no slurm here, a bad JUMPBENCH_SLURM
+        raise JumpbenchError(f"--launcher slurm: {' '.join(str(e).split())}") from None
+    for k, job in submitted:
+        _say(progress, f"part {k} of {parts}: {len(todo[k])} shard(s), job {job.job_id}")
+    failed = []
+    for k, job in submitted:
+        try:
+            job.result()
+        except Exception as e:  # submitit re-raises the job's error, its traceback as text
+            failed.append(f"part {k}: {_job_error(e)}")
+    return failed
+
+
+def _job_error(e: Exception) -> str:
+    """The last "SomeError: why" line of a failed job's traceback text (else its first line)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b", ln)]
+    line = errors[-1] if errors else (lines[0] if lines else type(e).__name__)
+    return line[:200]
 
 
 MAX_WORKERS = 1024
