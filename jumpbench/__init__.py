@@ -8,17 +8,15 @@ function is internal and may change without notice. The names load on first use,
 
 __version__ = "0.1.0"
 __all__ = ["open_dataset", "load_run", "generate", "train", "JumpbenchError"]
+_HOMES = {"open_dataset": "jumpbench.api", "generate": "jumpbench.api", "load_run": "jumpbench.benchmarks.runs",
+          "train": "jumpbench.benchmarks.train", "JumpbenchError": "jumpbench.errors"}
 
 
 def __getattr__(name):
-    if name == "JumpbenchError":
-        from jumpbench.errors import JumpbenchError
+    if name in _HOMES:
+        import importlib
 
-        return JumpbenchError
-    if name in __all__:
-        from jumpbench import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'jumpbench' has no attribute {name!r}")
 
 

@@ -64,6 +64,45 @@ class Scenes(torch.utils.data.Dataset):
         return self.ds.features(self.split, i)
 
 
+class SceneDataset(Scenes):
+    """jumpbench.open_dataset: one split as a `torch.utils.data.Dataset`; item i is a dict of
+    frames (T, 3, S, S) uint8 (float32 in [0, 1] with dtype="float32"), viewpoints (T, D)
+    float32, index (int) and meta: the scene's ground truth (every fixed-shape metadata array
+    of the manifest's schema, as tensors). `metadata(i)` gives every key as numpy arrays,
+    including the variable-length ones (`ragged_keys`), which a default collate cannot batch."""
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None,
+                 dtype: str = "uint8"):
+        if dtype not in ("uint8", "float32"):
+            raise JumpbenchError(f"dtype must be 'uint8' or 'float32', got {dtype!r}")
+        native = Dataset(root).manifest["params"]["size"]
+        size = native if image_size is None else image_size
+        if not isinstance(size, int) or size < 1 or native % size:
+            raise JumpbenchError(f"image_size {image_size!r} must divide the dataset's frame size {native}")
+        super().__init__(root, split, size)
+        self.ds._split(split)  # an unknown split fails here, in one line
+        self.dtype = dtype
+        schema = self.ds.schema
+        self.ragged_keys = sorted(k for k, s in schema.items() if k != "frames" and -1 in s["shape"])
+        self.meta_keys = sorted(k for k in schema if k != "frames" and k not in self.ragged_keys)
+
+    def __getitem__(self, i):
+        if not -self.n <= int(i) < self.n:
+            raise IndexError(f"{self.split} has {self.n} scenes, no index {i}")
+        i = int(i) % self.n
+        scene = self.ds.scene(self.split, i)
+        frames = torch.from_numpy(downsample(scene.frames, self.size).copy()).permute(0, 3, 1, 2)
+        if self.dtype == "float32":
+            frames = to_float(frames)
+        meta = {k: torch.as_tensor(np.asarray(scene.meta[k])) for k in self.meta_keys}
+        return {"frames": frames, "viewpoints": torch.from_numpy(viewpoints(scene.meta, self.key)),
+                "index": i, "meta": meta}
+
+    def metadata(self, i: int) -> dict:
+        """Every metadata key of scene i (numpy arrays), the variable-length ones included."""
+        return {k: v for k, v in self.ds.features(self.split, int(i)).items() if k != "frames"}
+
+
 class StepBatches(torch.utils.data.Sampler):
     """The scene indices of every training step from `start`: a pure function of (seed, step),
     so a resumed run sees exactly the batches an uninterrupted one would."""
