@@ -215,7 +215,7 @@ def test_sssm_free_nats_and_warmup():
 def test_sssm_prior_rollouts_stay_finite():
     """A prior that asks for a huge std (log std clamped at log_std_max) and a transition that
     would amplify the state: the bounded residual step keeps a long rollout finite."""
-    model = make("sssm", frames=T)
+    model = make("sssm")
     with torch.no_grad():
         head = model.prior[-1]
         head.bias[model.config.z_channels:] = 50.0           # log std far above the bound
