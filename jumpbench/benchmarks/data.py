@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import MANIFEST, Dataset, atomic_path, file_sha256
+from jumpbench.records import Dataset, atomic_path
 
 
 def viewpoints(meta: dict, key: str) -> np.ndarray:
@@ -55,10 +55,12 @@ class Scenes(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i):
-        scene = self.ds.scene(self.split, int(i))
+        return self._item(self.ds.scene(self.split, int(i)), int(i))
+
+    def _item(self, scene, i: int) -> dict:
+        """A decoded scene as the item: frames downsampled, (T, 3, S, S) uint8; viewpoints (T, D)."""
         frames = torch.from_numpy(downsample(scene.frames, self.size).copy()).permute(0, 3, 1, 2)
-        return {"frames": frames, "viewpoints": torch.from_numpy(viewpoints(scene.meta, self.key)),
-                "index": int(i)}
+        return {"frames": frames, "viewpoints": torch.from_numpy(viewpoints(scene.meta, self.key)), "index": i}
 
     def meta(self, i: int) -> dict:
         return self.ds.features(self.split, i)
@@ -91,12 +93,11 @@ class SceneDataset(Scenes):
             raise IndexError(f"{self.split} has {self.n} scenes, no index {i}")
         i = int(i) % self.n
         scene = self.ds.scene(self.split, i)
-        frames = torch.from_numpy(downsample(scene.frames, self.size).copy()).permute(0, 3, 1, 2)
+        item = self._item(scene, i)
         if self.dtype == "float32":
-            frames = to_float(frames)
-        meta = {k: torch.as_tensor(np.asarray(scene.meta[k])) for k in self.meta_keys}
-        return {"frames": frames, "viewpoints": torch.from_numpy(viewpoints(scene.meta, self.key)),
-                "index": i, "meta": meta}
+            item["frames"] = to_float(item["frames"])
+        item["meta"] = {k: torch.as_tensor(np.asarray(scene.meta[k])) for k in self.meta_keys}
+        return item
 
     def metadata(self, i: int) -> dict:
         """Every metadata key of scene i (numpy arrays), the variable-length ones included."""
@@ -146,8 +147,9 @@ class FrameCache:
     split's size, to check it against a budget first."""
 
     def __init__(self, scenes: Scenes, progress: bool = True):
-        root = Path(scenes.ds.root)
-        digest = file_sha256(root / MANIFEST)[:16]
+        from jumpbench.benchmarks.runs import dataset_sha256
+
+        digest = dataset_sha256(scenes.ds.root)[:16]
         stem = f"{scenes.split}-{scenes.size}px"
         folder = cache_root() / f"{scenes.ds.name}-{digest}"
         fpath, vpath = folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
