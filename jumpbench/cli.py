@@ -202,6 +202,8 @@ class LazyChoice(click.Choice):
 @click.option("--seeds", type=int, default=None, help="Run seeds 0..N-1, skipping those already done.")
 @click.option("--seed", type=int, default=None, help="Run this one seed [0].")
 @click.option("--steps", type=int, default=None, help="Training steps (overrides the preset's).")
+@click.option("--extend", is_flag=True, help="Continue the runs named by the other options (done or not) "
+              "to --steps in total; nothing else may differ. The folder keeps its name.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key; repeatable.")
 @click.option("--name", default=None, help="Config name of the run folder [preset, plus the overrides].")
 @click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True)
@@ -215,7 +217,8 @@ class LazyChoice(click.Choice):
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events into each run folder "
               "(tensorboard --logdir OUT); needs jumpbench[tensorboard].")
 @one_line_errors
-def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet, jobs, launcher, config, tensorboard):
+def run(model, data, preset, seeds, seed, steps, extend, overrides, name, out, quiet, jobs, launcher, config,
+        tensorboard):
     """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
     from jumpbench.benchmarks.sweep import load_best, run_seeds
 
@@ -230,10 +233,16 @@ def run(model, data, preset, seeds, seed, steps, overrides, name, out, quiet, jo
         raise JumpbenchError(f"--seeds must be at least 1, got {seeds}")
     if seed is not None and seed < 0:
         raise JumpbenchError(f"--seed must be non-negative, got {seed}")
+    if extend and steps is None:
+        raise JumpbenchError("--extend needs --steps N: the total number of steps to continue the runs to")
+    if extend:  # the folder of the run being continued: named without the new step count
+        from jumpbench.benchmarks.config import config_name
+
+        name = name or config_name(preset, list(overrides))
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet,
-                       jobs=jobs, launcher=launcher, tensorboard=tensorboard)
+                       jobs=jobs, launcher=launcher, tensorboard=tensorboard, extend=extend)
     if failed:
         raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
                              "; ".join(f"seed {k}: {why}" for k, why in failed))

@@ -179,3 +179,47 @@ def test_plot_refuses_nothing_to_plot(tmp_path):
     one_line_error(run("plot", "--runs", tmp_path / "nonexistent", "--out", tmp_path / "f"), "no such folder")
     (tmp_path / "runs").mkdir()
     one_line_error(run("plot", "--runs", tmp_path / "runs", "--out", tmp_path / "f"), "nothing to plot")
+
+
+# ---------------------------------------------------------------- continuing a run: --extend
+
+def test_extend_continues_a_done_run_to_the_weights_of_a_longer_one(small_ts, tmp_path):
+    folder = train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)
+    assert status(folder)["status"] == "done"
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", "r", "--out", tmp_path,
+            "--quiet", "--steps", "9")  # without --extend: another config, refused
+    one_line_error(r, "train.steps: 6 -> 9")
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--extend")
+    one_line_error(r, "--extend needs --steps")
+    shutil.move(str(tmp_path / "traveling_salesman/jump/r"), str(tmp_path / "traveling_salesman/jump/smoke"))
+    folder = tmp_path / "traveling_salesman/jump/smoke/seed-0"
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--steps", "9", "--extend")
+    assert r.exit_code == 0, r.output
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["train"]["steps"] == 9 and config["extended_from"] == [6]
+    assert status(folder)["status"] == "done"
+    assert [row["step"] for row in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())] == [3, 6, 9]
+    straight = train("jump", small_ts, "smoke", ["train.steps=9"], 0, tmp_path, name="s", progress=False)
+    a = torch.load(folder / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--steps", "5", "--extend")  # fewer steps is no extension
+    one_line_error(r, "train.steps: 9 -> 5")
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--steps", "12", "--extend", "--set", "train.lr=0.01", "--name", "smoke")  # nothing else may change
+    one_line_error(r, "train.lr")
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--steps", "12", "--extend", "--set", "train.lr=0.01")  # a folder with no run in it
+    one_line_error(r, "no run to continue")
+
+
+def test_a_finished_run_under_another_config_is_refused_not_skipped(small_ts, tmp_path):
+    train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", "r", "--out", tmp_path,
+            "--quiet", "--set", "train.lr=0.01")
+    one_line_error(r, "train.lr")
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", "r", "--out", tmp_path)
+    assert r.exit_code == 0 and "done already" in r.output

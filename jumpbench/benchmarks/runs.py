@@ -2,7 +2,9 @@
 
 <run>/config.json            what the run is: written once, when the folder is new; a resume
                              whose resolved config, dataset fingerprint (the manifest's
-                             sha256), model, seed or world size differ is refused
+                             sha256), model, seed or world size differ is refused. The one
+                             rewrite: `run --extend` continues a run to a larger train.steps
+                             and lists the earlier counts in "extended_from"
 <run>/checkpoint.pt          torch.save of {"model", "optimizer", "step", "wall", "rng",
                              "sums", "count"}; sums/count: the running train_* sums since the
                              last evaluation, so that the next row is exact after a resume
@@ -67,22 +69,36 @@ def _short(v) -> str:
     return text if len(text) <= 20 else text[:8] + "..." + text[-4:]
 
 
-def open_run(folder: Path, record: dict, write: bool) -> None:
+def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> bool:
     """Check `record` (config.json's content) against an existing run folder's config.json, or
-    write it when the folder is new (`write`: rank 0). Never rewrites an existing config.json."""
+    write it when the folder is new (`write`: rank 0). Returns True when the run is being
+    extended. `extend`: the one difference allowed is a larger train.steps (every schedule is a
+    function of the step, never of train.steps, so a run continued from S to N steps is the
+    run that had asked for N from the start); config.json is then rewritten with the new steps
+    and the old count appended to its "extended_from" list. Otherwise config.json is never
+    rewritten."""
     path = Path(folder) / CONFIG
     if path.is_file():
         old = read_json(path)
         if not isinstance(old, dict):
             raise JumpbenchError(f"{path}: unreadable; this folder is not a run this command can resume")
-        diff = config_diff(old, json.loads(json.dumps(record)))
-        if diff:
-            raise JumpbenchError(f"{folder} is a run with another config; differs: {'; '.join(diff)} "
-                                 f"(resume with the same settings, or give another --name or --out)")
-        return
+        new = json.loads(json.dumps(record))
+        diff = config_diff(old, new)
+        if not diff:
+            return False
+        before = ((old.get("config") or {}).get("train") or {}).get("steps")
+        after = new["config"]["train"]["steps"]
+        if extend and [d.split(":")[0] for d in diff] == ["train.steps"] and after > before:
+            if write:
+                write_json_atomic(path, {**new, "extended_from": old.get("extended_from", []) + [before]})
+            return True
+        hint = ("--extend continues a run to more steps, with nothing else changed" if extend else
+                "resume with the same settings, or give another --name or --out")
+        raise JumpbenchError(f"{folder} is a run with another config; differs: {'; '.join(diff)} ({hint})")
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
+    return False
 
 
 def _sidecar(path: Path) -> Path:

@@ -34,21 +34,22 @@ import click
 
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.machine import usable_cores
-from jumpbench.benchmarks.train import check_model_fits, dataset_info, read_status, run_dir, train
+from jumpbench.benchmarks.train import check_model_fits, dataset_info, pending, read_status, train
 from jumpbench.errors import JumpbenchError
 from jumpbench.records import write_json_atomic
 
 LAUNCHERS = ("local", "slurm")
 
 
-def _task(model, data, preset, overrides, seed, out, name, tensorboard: bool = False) -> dict:
+def _task(model, data, preset, overrides, seed, out, name, tensorboard: bool = False, extend: bool = False) -> dict:
     return {"model": model, "data": str(data), "preset": preset, "overrides": list(overrides),
-            "seed": int(seed), "out": str(out), "name": name, "tensorboard": bool(tensorboard)}
+            "seed": int(seed), "out": str(out), "name": name, "tensorboard": bool(tensorboard),
+            "extend": bool(extend)}
 
 
 def _train(t: dict, progress: bool) -> Path:
     return train(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"], t["name"], progress,
-                 tensorboard=t.get("tensorboard", False))
+                 tensorboard=t.get("tensorboard", False), extend=t.get("extend", False))
 
 
 def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progress: bool = True,
@@ -61,10 +62,10 @@ def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progres
     if launcher not in LAUNCHERS:
         raise JumpbenchError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
     todo = []
-    for t in tasks:
-        folder = run_dir(t["out"], dataset_info(t["data"])["name"], t["model"], t["name"], t["seed"])
-        status = read_status(folder)
-        if status and status["status"] in ("done", "diverged"):
+    for t in tasks:  # a finished run under another config is refused here, not skipped
+        folder, status = pending(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"],
+                                 t["name"], t.get("extend", False))
+        if status:
             click.echo(f"{folder}: {status['status']} already ({status['why']}); skipped")
         else:
             todo.append((t, folder))
@@ -197,9 +198,9 @@ def _submitit(todo: list[tuple[dict, Path]], jobs: int, cluster: str) -> list[tu
 
 def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
               progress: bool = True, jobs: int = 1, launcher: str = "local",
-              cluster: str | None = None, tensorboard: bool = False) -> list[tuple[int, str]]:
+              cluster: str | None = None, tensorboard: bool = False, extend: bool = False) -> list[tuple[int, str]]:
     """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed.
-    `tensorboard`: each run also writes TensorBoard events (train()'s keyword)."""
+    `tensorboard`, `extend`: train()'s keywords."""
     info = dataset_info(data)
     check_model_fits(model, info)
     C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
@@ -208,7 +209,7 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
         from jumpbench.benchmarks.board import require
 
         require()  # the one-line hint before any seed starts
-    tasks = [_task(model, data, preset, overrides, s, out, name, tensorboard) for s in seeds]
+    tasks = [_task(model, data, preset, overrides, s, out, name, tensorboard, extend) for s in seeds]
     return [(t["seed"], why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
 
 

@@ -75,12 +75,40 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+def _record(model_name: str, data, preset: str, overrides: list[str], seed: int, world: int,
+            info: dict, cfg: dict) -> dict:
+    """config.json's content: what a resume must match (runs.IDENTITY) and how the run was asked for."""
+    return {"model": model_name, "data": str(data), "dataset": info["name"], "dataset_sha256": runs.dataset_sha256(data),
+            "preset": preset, "overrides": list(overrides), "seed": seed, "world_size": world,
+            "config": C.to_dict(cfg)}
+
+
+def pending(model_name: str, data, preset: str, overrides: list[str], seed: int, out, name: str,
+            extend: bool = False) -> tuple[Path, dict | None]:
+    """(run folder, its status if the run is finished under this very config, else None). A
+    finished run under another config is refused naming the keys, unless `extend` asks for more
+    steps of it (then None: it has work to do)."""
+    info = dataset_info(data)
+    cfg = C.resolve(model_name, preset, info["name"], info, list(overrides))
+    folder = run_dir(out, info["name"], model_name, name, seed)
+    if extend and not (folder / runs.CONFIG).is_file():
+        raise JumpbenchError(f"--extend: no run to continue at {folder}")
+    status = read_status(folder)
+    if not status or status["status"] not in ("done", "diverged"):
+        return folder, None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    extended = runs.open_run(folder, _record(model_name, data, preset, overrides, seed, world, info, cfg),
+                             write=False, extend=extend)
+    return folder, None if extended and status["status"] == "done" else status
+
+
 def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: list[str] = (), seed: int = 0,
           out: str | Path = "results/runs", name: str | None = None, progress: bool = True,
-          tensorboard: bool = False) -> Path:
+          tensorboard: bool = False, extend: bool = False) -> Path:
     """Train one seed of one model; returns its run folder. Resumes a checkpoint if present;
     does nothing for a run already done. `tensorboard`: also write TensorBoard events into the
-    run folder (board.py; not part of the config)."""
+    run folder (board.py; not part of the config). `extend`: continue a run (done or not) to a
+    larger train.steps, everything else unchanged (runs.open_run)."""
     from jumpbench.models import MODELS
 
     info = dataset_info(data)
@@ -92,6 +120,8 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
     if info["size"] % dc.image_size:
         raise JumpbenchError(f"data.image_size {dc.image_size} must divide the dataset's {info['size']}")
     folder = run_dir(out, info["name"], model_name, name or C.config_name(preset, list(overrides)), seed)
+    if extend and not (folder / runs.CONFIG).is_file():
+        raise JumpbenchError(f"--extend: no run to continue at {folder}")
     rank, world = _dist()
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
@@ -99,12 +129,10 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
         torch.set_num_threads(tc.threads or M.default_threads())
     precision = M.resolve_precision(tc.precision, device)
     # config.json is written once; a resume under another config or dataset is refused
-    runs.open_run(folder, {
-        "model": model_name, "data": str(data), "dataset": info["name"], "dataset_sha256": runs.dataset_sha256(data),
-        "preset": preset, "overrides": list(overrides), "seed": seed, "world_size": world,
-        "config": C.to_dict(cfg)}, write=rank == 0)
+    extended = runs.open_run(folder, _record(model_name, data, preset, overrides, seed, world, info, cfg),
+                             write=rank == 0, extend=extend)
     status = read_status(folder)
-    if status and status["status"] in ("done", "diverged"):
+    if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
         return folder
 
     # Model, optimizer, and the checkpoint to resume from.
