@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from jumpbench.benchmarks.config import PRESETS
 from jumpbench.errors import JumpbenchError
 
 
@@ -193,12 +194,16 @@ class LazyChoice(click.Choice):
         self.choices = self.source()
         return super().convert(value, param, ctx)
 
+    def get_metavar(self, *args, **kwargs):  # --help lists the registry's names
+        self.choices = self.source()
+        return super().get_metavar(*args, **kwargs)
+
 
 @cli.command()
-@click.option("--model", type=LazyChoice(_model_names), required=True, help="jump, gqn, sssm, sv2p or cdna.")
+@click.option("--model", type=LazyChoice(_model_names), required=True, help="A model of the registry.")
 @click.option("--data", type=click.Path(), default="data/traveling_salesman", show_default=True,
               help="A dataset folder (with manifest.json).")
-@click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="cpu", show_default=True)
 @click.option("--seeds", type=int, default=None, help="Run seeds 0..N-1, skipping those already done.")
 @click.option("--seed", type=int, default=None, help="Run this one seed [0].")
 @click.option("--steps", type=int, default=None, help="Training steps (overrides the preset's).")
@@ -249,9 +254,9 @@ def run(model, data, preset, seeds, seed, steps, extend, overrides, name, out, q
 
 
 @cli.command()
-@click.option("--model", type=LazyChoice(_model_names), required=True, help="jump, gqn, sssm, sv2p or cdna.")
+@click.option("--model", type=LazyChoice(_model_names), required=True, help="A model of the registry.")
 @click.option("--data", type=click.Path(), default="data/traveling_salesman", show_default=True)
-@click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="cpu", show_default=True)
 @click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2",
               help="Values of one config key (any --set key); repeat for the cross product.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fixed overrides for every point.")
@@ -316,7 +321,7 @@ def consistency(run_dir, data, scenes, draws):
 
 @cli.group()
 def bench():
-    """Benchmarks that print a figure (speed)."""
+    """Speed benchmarks: each prints a table of its timings and writes them as JSON."""
 
 
 @bench.command("jumpy")
@@ -332,7 +337,7 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
     import torch
 
     from jumpbench.benchmarks.speed import format_table, jumpy_speed
-    from jumpbench.records import write_json_atomic
+    from jumpbench.files import write_json_atomic
 
     if device == "cuda" and not torch.cuda.is_available():
         raise JumpbenchError("--device cuda: no CUDA device here")
@@ -354,7 +359,7 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
 
 
 @bench.command("train")
-@click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu", show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="cpu", show_default=True)
 @click.option("--models", default="jump,gqn,sssm,sv2p,cdna", show_default=True, help="Comma-separated names.")
 @click.option("--dataset", default="traveling_salesman", show_default=True,
               help="The shapes to mimic with synthetic batches (ignored with --data).")
@@ -373,7 +378,7 @@ def bench_train(preset, models, dataset, data, device, steps, repeats, compiled,
 
     from jumpbench.benchmarks.machine import default_threads
     from jumpbench.benchmarks.train_speed import format_table, train_speed
-    from jumpbench.records import write_json_atomic
+    from jumpbench.files import write_json_atomic
 
     torch.set_num_threads(default_threads())
     result = train_speed([m for m in models.split(",") if m], preset, dataset, device, steps, repeats,

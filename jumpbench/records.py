@@ -19,7 +19,6 @@ import os
 import struct
 import sys
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from jumpbench.errors import JumpbenchError
+from jumpbench.files import atomic_path, file_sha256, fsync, read_json, write_json_atomic, write_text_atomic
 
 SPLITS = ("train", "test")
 MANIFEST = "manifest.json"
@@ -185,25 +185,6 @@ def index_path(shard: Path) -> Path:
     return shard.with_suffix(".tfindex")
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary name beside `path` (".<name>.<pid>.tmp") to write to: renamed over `path`
-    when the block ends, removed when it raises. Every file jumpbench writes goes through it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync(f) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def write_shard(path: Path, records: Iterator[bytes], params_sha256: str | None = None) -> dict:
     """Write serialized Examples to `path` atomically (temp name, fsync, rename), with its
     .tfindex; returns {"file", "records", "sha256", "bytes", "index_sha256"}. A failure leaves
@@ -220,20 +201,14 @@ def write_shard(path: Path, records: Iterator[bytes], params_sha256: str | None 
                 index_lines.append(f"{offset} {len(rec)}\n")
                 offset += len(rec)
                 count += 1
-            _fsync(f)
+            fsync(f)
         index_text = "".join(index_lines)
-        _write_text(index_path(path), index_text)  # the index first
+        write_text_atomic(index_path(path), index_text)  # the index first
     info = {"file": path.name, "records": count, "sha256": sha.hexdigest(), "bytes": offset,
             "index_sha256": hashlib.sha256(index_text.encode()).hexdigest()}
     if params_sha256 is not None:
         write_json_atomic(meta_path(path), {**info, "params_sha256": params_sha256})
     return info
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
-        _fsync(f)
 
 
 def meta_path(shard: Path) -> Path:
@@ -270,15 +245,7 @@ def repair_index(path: Path, expected_sha256: str | None) -> None:
     if expected_sha256 and hashlib.sha256(text.encode()).hexdigest() != expected_sha256:
         raise JumpbenchError(f"{path}: the shard does not match its recorded index (shard changed?); "
                              f"re-run with --overwrite")
-    _write_text(index_path(path), text)
-
-
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
+    write_text_atomic(index_path(path), text)
 
 
 def describe_shard(path: Path) -> dict:
@@ -288,21 +255,6 @@ def describe_shard(path: Path) -> dict:
     return {"file": path.name, "records": sum(1 for line in text.splitlines() if line.strip()),
             "sha256": file_sha256(path), "bytes": path.stat().st_size,
             "index_sha256": hashlib.sha256(text.encode()).hexdigest()}
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        _fsync(f)
-
-
-def read_json(path: Path) -> Any:
-    """The JSON in `path`, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------- reading
@@ -457,15 +409,6 @@ class Dataset:
         feats = self.features(split, i)
         frames = decode_frames(feats.pop("frames"), f"{self.root}/{split} record {i}")
         return Scene(frames, feats)
-
-    def scenes(self, split: str) -> Iterator[Scene]:
-        for i in range(self.num(split)):
-            yield self.scene(split, i)
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
 
     def __getstate__(self):  # DataLoader workers reopen their own files
         state = self.__dict__.copy()

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import Dataset, atomic_path
+from jumpbench.records import Dataset
+from jumpbench.files import atomic_path
 
 MAX_SCALE = 32  # a 64x64 frame becomes 2048x2048
 
@@ -40,28 +41,3 @@ def write_scene(dataset: str | Path, split: str, index: int, out: str | Path, sc
             ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=200, loop=0)
         else:
             Image.fromarray(contact_sheet(frames, scale=scale)).save(tmp, format="PNG")
-
-
-def write_samples(path: str | Path, context, truth, samples) -> None:
-    """A grid per scene: its context frames, then the true targets, then each sample's
-    targets, one row each. context (B, M, 3, H, W), truth (B, K, 3, H, W) and samples
-    (B, S, K, 3, H, W): tensors or arrays in [0, 1]."""
-    from PIL import Image
-
-    def rgb(x):
-        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
-        return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
-
-    b, s, k = samples.shape[:3]
-    h, w = truth.shape[-2:]
-    blank = np.full((1, h, w, 3), 255, np.uint8)
-    rows = []
-    for i in range(b):
-        ctx = rgb(context[i])
-        width = max(len(ctx), k)
-        pad = lambda f: np.concatenate([f] + [blank] * (width - len(f)))  # noqa: E731
-        rows += [pad(ctx), pad(rgb(truth[i]))] + [pad(rgb(samples[i, j])) for j in range(s)]
-        rows.append(np.repeat(blank, width, 0))  # a gap between scenes
-    sheet = contact_sheet(np.concatenate(rows[:-1]), columns=width, scale=2)
-    with atomic_path(path) as tmp:
-        Image.fromarray(sheet).save(tmp, format="PNG")

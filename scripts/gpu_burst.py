@@ -35,7 +35,7 @@ def main() -> None:
 
     from jumpbench.benchmarks import config as C
     from jumpbench.benchmarks import data as D
-    from jumpbench.benchmarks.train import dataset_info
+    from jumpbench.benchmarks.data import dataset_info
 
     runs = []
     for spec in args.run:

@@ -12,6 +12,22 @@ if "JUMPBENCH_CACHE" not in os.environ:  # decoded-frame caches of the tests' da
     atexit.register(shutil.rmtree, os.environ["JUMPBENCH_CACHE"], True)
 
 import pytest
+from click.testing import CliRunner
+
+from jumpbench.cli import cli
+
+
+def run(*args):
+    """The jumpbench command line in this process (click's CliRunner); arguments str()-ed."""
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(result, text):
+    """A user-facing failure: a non-zero exit and one line of output naming `text`, no traceback."""
+    out = result.output.strip()
+    assert result.exit_code != 0, out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    assert text in out, out
 
 
 @pytest.fixture(scope="session")

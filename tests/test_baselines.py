@@ -5,7 +5,8 @@ from torch import nn
 
 from jumpbench.benchmarks.evaluate import min_mse
 from jumpbench.models import MODELS
-from jumpbench.models.cdna import CDNAConfig, ground_truth_fraction
+from jumpbench.models.base import ground_truth_fraction
+from jumpbench.models.cdna import CDNAConfig
 from jumpbench.models.sv2p import SV2PConfig
 
 torch.set_num_threads(1)

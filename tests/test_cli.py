@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from jumpbench.cli import cli
+from conftest import one_line_error
 
 
 def run(*args):
@@ -24,13 +25,6 @@ def test_generate_verify_view(tmp_path):
 
     with Image.open(tmp_path / "sheet.png") as im:
         assert im.size[0] > 64 * 10
-
-
-def one_line_error(result, text):
-    assert result.exit_code != 0
-    out = result.output.strip()
-    assert "Traceback" not in out and len(out.splitlines()) == 1, out
-    assert text in out, out
 
 
 @pytest.mark.parametrize("args, text", [

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from jumpbench.benchmarks.train import train
 from jumpbench.cli import cli
+from conftest import one_line_error, run
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,5 @@ def test_train_on_dice_then_consistency(dice, tmp_path, model):
 
 def test_consistency_refuses_videos_and_non_runs(small_ts, tmp_path):
     folder = train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False)
-    r = CliRunner().invoke(cli, ["consistency", str(folder)])
-    assert r.exit_code != 0 and "MNIST Dice" in r.output and len(r.output.strip().splitlines()) == 1
-    r = CliRunner().invoke(cli, ["consistency", str(tmp_path)])
-    assert r.exit_code != 0 and "not a run folder" in r.output
+    one_line_error(run("consistency", folder), "MNIST Dice")
+    one_line_error(run("consistency", tmp_path), "not a run folder")

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from jumpbench.cli import cli
 from jumpbench.errors import JumpbenchError
 from jumpbench.generators import dice
-from jumpbench.generators.dice import DiceConfig, DiceGenerator, camera_pose, die_faces, sample_scene
+from jumpbench.generators.dice import DiceConfig, DiceGenerator, sample_scene
+from jumpbench.generators.dice_scene import ROOM, camera_pose, die_faces
 from jumpbench.records import Dataset
 
 SIZE, VIEWS = 48, 8
@@ -44,7 +45,7 @@ def test_spec_cameras_and_visibility(split):
         s = sample_scene(np.random.default_rng(seed), 100, VIEWS, split)
         cams, vis = s["cameras"], s["face_visibility"]
         assert cams.shape == (VIEWS, 5) and vis.shape == (VIEWS, 6)
-        assert (np.abs(cams[:, :2]) < dice.ROOM).all() and (cams[:, 2] > 0).all()
+        assert (np.abs(cams[:, :2]) < ROOM).all() and (cams[:, 2] > 0).all()
         assert (vis >= 0).all() and (vis <= 1).all()
         assert (vis[facing(cams, s["die_position"], s["die_yaw"]) <= 0] == 0).all()  # turned away: 0
         assert (vis[:, 5] == 0).all()  # the bottom face lies on the floor

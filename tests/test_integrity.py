@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from cli_helpers import one_line_error, run
+from conftest import one_line_error, run
 from jumpbench import records
 from jumpbench.errors import JumpbenchError
 from jumpbench.generators import narratives as nar

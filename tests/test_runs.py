@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from cli_helpers import one_line_error, run
+from conftest import one_line_error, run
 from jumpbench.benchmarks.train import train
 from jumpbench.errors import JumpbenchError
 from jumpbench.models.jump import JUMP

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from jumpbench.benchmarks.sweep import parse_grid, run_seeds
 from jumpbench.cli import cli
 from jumpbench.errors import JumpbenchError
+from conftest import one_line_error
 
 
 def _cli(*args):
@@ -94,7 +95,5 @@ def test_parse_grid_splits_outside_brackets():
 ])
 def test_bad_input_is_one_line(small_ts, tmp_path, args, text):
     r = _cli(*args, "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
-    out = r.output.strip()
-    assert r.exit_code != 0 and "Traceback" not in out and len(out.splitlines()) == 1, out
-    assert text in out, out
+    one_line_error(r, text)
     assert not any(tmp_path.rglob("status.json"))

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from jumpbench.benchmarks.train import train
 from jumpbench.cli import cli
 from jumpbench.models.jump import JUMP
+from conftest import one_line_error
 
 
 def _params(folder):
@@ -134,9 +135,7 @@ def test_run_bad_input(small_ts, tmp_path, args, text):
     if "--data" not in args:
         args = args + ["--data", small_ts]
     r = _cli("run", *args, "--out", tmp_path)
-    out = r.output.strip()
-    assert r.exit_code != 0 and "Traceback" not in out and len(out.splitlines()) == 1, out
-    assert text in out, out
+    one_line_error(r, text)
     assert not any(tmp_path.rglob("checkpoint.pt"))
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from jumpbench.benchmarks import data as D
-from jumpbench.benchmarks.runs import load_run
+from jumpbench.benchmarks.runs import CONSISTENCY, load_run
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import write_json_atomic
+from jumpbench.files import write_json_atomic
 
 
 
@@ -32,9 +32,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     if not hasattr(model, "elbo_terms"):
         raise JumpbenchError(f"{cfg['model']} has no ELBO over query views; consistency needs jump or gqn")
     data = Path(data or cfg["data"])
-    from jumpbench.benchmarks.train import dataset_info
-
-    info = dataset_info(data)
+    info = D.dataset_info(data)
     if info["viewpoint_key"] != "cameras":
         raise JumpbenchError(f"{data} is {info['name']}; consistency needs an MNIST Dice set (--data DIR/mnist_dice)")
     scenes = D.Scenes(data, "test", cfg["config"]["data"]["image_size"])
@@ -59,7 +57,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     result.update(n_scenes=n, draws=draws, units="nats per scene", model=cfg["model"], data=str(data),
                   kl3_over_kl1=result["kl3"] / result["kl1"] if result["kl1"] > 0 else None,
                   per_scene=per_scene)
-    write_json_atomic(run / "consistency.json", result)
+    write_json_atomic(run / CONSISTENCY, result)
     return result
 
 

@@ -1,5 +1,5 @@
 """Shards to batches: decoded, downsampled scenes; context/target splits for training and
-the fixed evaluation splits (DESIGN.md, "Viewpoints in the models").
+the fixed evaluation splits (docs/architecture.md, "The model interface", has the viewpoints).
 
 Viewpoints: dice `(x, y, z, sin yaw, cos yaw, sin pitch, cos pitch)` (gqn-datasets order),
 narratives the frame time t (a (T, 1) float). Training batches for jumpy models draw a
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import Dataset, atomic_path
+from jumpbench.files import atomic_path, file_sha256
+from jumpbench.records import MANIFEST, Dataset, load_manifest
 
 
 def viewpoints(meta: dict, key: str) -> np.ndarray:
@@ -28,7 +29,29 @@ def viewpoints(meta: dict, key: str) -> np.ndarray:
     raise JumpbenchError(f"unknown viewpoint key {key!r}")
 
 
-VIEWPOINT_DIMS = {"cameras": 7, "timestamps": 1}
+MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
+    "traveling_salesman": "jumpbench generate narratives",
+    "color_reaction": "jumpbench generate narratives --narrative color_reaction",
+    "mnist_dice": "jumpbench generate dice",
+}
+
+
+def dataset_info(data: str | Path) -> dict:
+    """What a run needs of a dataset's manifest: its name, viewpoint key and dimension, frames
+    per scene and frame size; a one-line error with the command that makes it when missing."""
+    data = Path(data)
+    if not (data / "manifest.json").is_file():
+        hint = MISSING_DATA.get(data.name, "jumpbench generate ...")
+        raise JumpbenchError(f"no dataset at {data} (make it with: {hint} --out {data.parent})")
+    m = load_manifest(data)
+    frames = m["params"].get("frames") or m["params"].get("views")
+    return {"name": m["dataset"], "viewpoint_key": m["viewpoint"]["key"], "viewpoint_dim": int(m["viewpoint"]["dim"]),
+            "frames": int(frames), "size": int(m["params"]["size"])}
+
+
+def dataset_sha256(data: str | Path) -> str:
+    """The dataset's fingerprint: the sha256 of its manifest (which holds every shard's)."""
+    return file_sha256(Path(data) / MANIFEST)
 
 
 def downsample(frames: np.ndarray, size: int) -> np.ndarray:
@@ -147,8 +170,6 @@ class FrameCache:
     split's size, to check it against a budget first."""
 
     def __init__(self, scenes: Scenes, progress: bool = True):
-        from jumpbench.benchmarks.runs import dataset_sha256
-
         digest = dataset_sha256(scenes.ds.root)[:16]
         stem = f"{scenes.split}-{scenes.size}px"
         folder = cache_root() / f"{scenes.ds.name}-{digest}"

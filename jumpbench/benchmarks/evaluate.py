@@ -4,13 +4,21 @@ Forward prediction (section 4.1, Fig. 5a): for each test video, take n_samples =
 continuations from the first m frames and score the video by the minimum over samples of
 the MSE to the true continuation. A model that collapses onto one mode rarely draws a
 sample near the truth and scores badly (the metric is similar to SV2P's, Babaeizadeh et al.
-2018). One function serves all five models, jumpy or not, through `Model.sample`.
+2018). One function serves all five models, jumpy or not, through `Model.sample`. `Evaluator` is
+the training loop's periodic evaluation; `write_samples` draws its samples.png.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
+from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks import machine as M
+from jumpbench.files import atomic_path
 from jumpbench.models.base import Model
+from jumpbench.view import contact_sheet
 
 # Traveling Salesman (20 frames): the salesman finishes its visits at frames 5, 10, 14 and 19
 # (generators/narratives.py). Five context frames (0-4) show it on its way to the first
@@ -84,3 +92,75 @@ def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samp
     finally:
         model.train(was_training)
     return best.to(frames.device)
+
+
+class Evaluator:
+    """The training loop's evaluation: on a fixed subset of the test split with fixed noise,
+    every loss term of the model as `test_<term>` (`test_loss`, and e.g. `test_kl`, `test_mse`),
+    `test_min_mse` (30 samples, forward prediction) on videos, the sanity baselines as
+    `test_baseline_<name>`, and samples.png."""
+
+    def __init__(self, model, scenes: D.Scenes, tc, dc, info, precision: str = "fp32"):
+        self.model, self.tc, self.dc, self.precision = model, tc, dc, precision
+        n = min(tc.eval_scenes, len(scenes))
+        self.video = info["viewpoint_key"] == "timestamps"
+        device = next(model.parameters()).device
+        if self.video:
+            items = D.stack(scenes, range(n))
+            self.frames = D.to_float(items["frames"]).to(device)
+            self.batch = {k: v.to(device) for k, v in D.prefix_split(items["frames"], items["viewpoints"],
+                                                                     dc.eval_context).items()}
+            base = baseline_mse(self.frames, dc.eval_context)
+        else:
+            self.batch = {k: v.to(device) for k, v in D.hidden_face_batch(scenes, range(n)).items()}
+            base = baseline_view_mse(self.batch["context_frames"], self.batch["target_frames"])
+        # the trivial predictors on the same test scenes, in every row (plot reads them from here)
+        self.baselines = {f"test_baseline_{k}": v for k, v in base.items()}
+
+    @torch.no_grad()
+    def __call__(self, step: int, folder: Path) -> dict:
+        state = torch.get_rng_state()
+        torch.manual_seed(0)
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        try:
+            with M.autocast(self.precision, device):
+                out = self.model(self.batch, step)
+                row = {f"test_{k}": float(v) for k, v in out.items()} | self.baselines
+                if self.video:
+                    row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
+                                                        self.tc.eval_samples).mean())
+                k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
+                b = {key: v[:k] for key, v in self.batch.items()}
+                samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
+                                            b["target_viewpoints"], 2).float()
+            write_samples(folder / "samples.png", b["context_frames"], b["target_frames"], samples)
+        finally:
+            self.model.train()
+            torch.set_rng_state(state)
+        return row
+
+
+def write_samples(path: str | Path, context, truth, samples) -> None:
+    """A grid per scene: its context frames, then the true targets, then each sample's
+    targets, one row each. context (B, M, 3, H, W), truth (B, K, 3, H, W) and samples
+    (B, S, K, 3, H, W): tensors or arrays in [0, 1]."""
+    from PIL import Image
+
+    def rgb(x):
+        x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+        return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+
+    b, s, k = samples.shape[:3]
+    h, w = truth.shape[-2:]
+    blank = np.full((1, h, w, 3), 255, np.uint8)
+    rows = []
+    for i in range(b):
+        ctx = rgb(context[i])
+        width = max(len(ctx), k)
+        pad = lambda f: np.concatenate([f] + [blank] * (width - len(f)))  # noqa: E731
+        rows += [pad(ctx), pad(rgb(truth[i]))] + [pad(rgb(samples[i, j])) for j in range(s)]
+        rows.append(np.repeat(blank, width, 0))  # a gap between scenes
+    sheet = contact_sheet(np.concatenate(rows[:-1]), columns=width, scale=2)
+    with atomic_path(path) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")

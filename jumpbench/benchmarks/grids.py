@@ -20,6 +20,7 @@ import torch
 
 from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks.results import Run, count_text, primary_metric
+from jumpbench.benchmarks.runs import load_run
 
 HINTS = {
     "fig3": "jumpbench generate narratives --narrative color_reaction, then jumpbench run --model jump "
@@ -37,13 +38,6 @@ def best_run(runs: list[Run]) -> Run | None:
     return min(ok, key=lambda r: (r.final(metric) is None, r.final(metric) or 0.0, r.seed)) if ok else None
 
 
-def load(run: Run):
-    """(model in eval mode, config.json) of a run, from its checkpoint."""
-    from jumpbench.benchmarks.runs import load_run
-
-    return load_run(run.path)
-
-
 def rgb(x) -> np.ndarray:
     """(K, 3, H, W) float in [0, 1] -> (K, H, W, 3) uint8."""
     return (np.clip(np.asarray(x), 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
@@ -59,10 +53,10 @@ def framed(frames: np.ndarray, color) -> np.ndarray:
 
 def _draw(rows: list[tuple[str, np.ndarray]], title: str):
     """One labelled image row per (name, (K, H, W, 3)) entry."""
-    from jumpbench.benchmarks.plot import _plt
+    from jumpbench.benchmarks.figures import plt as pyplot
     from jumpbench.view import contact_sheet
 
-    plt = _plt()
+    plt = pyplot()
     width = max(len(f) for _, f in rows)
     fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, 0.6 * width), 0.75 * len(rows) + 0.8), squeeze=False)
     for ax, (name, frames) in zip(axes[:, 0], rows):
@@ -86,7 +80,7 @@ def fig3(models: dict, dataset: str, preset: str):
     run = best_run(models.get("jump", []))
     if run is None:
         return None
-    model, cfg = load(run)
+    model, cfg = load_run(run.path)
     s = _scene(cfg)
     frames, vps = s["frames"], s["viewpoints"]                       # (1, T, 3, H, W), (1, T, 1)
     t = frames.shape[1]
@@ -112,12 +106,12 @@ def fig4(models: dict, dataset: str, preset: str):
     chosen = {m: r for m, r in chosen.items() if r is not None}
     if not chosen:
         return None
-    from jumpbench.benchmarks.plot import ordered
+    from jumpbench.benchmarks.figures import ordered
 
     rows, info = None, {}
     for model_name in ordered(chosen):
         run = chosen[model_name]
-        model, cfg = load(run)
+        model, cfg = load_run(run.path)
         s = _scene(cfg)
         m = cfg["config"]["data"]["eval_context"]
         frames, vps = s["frames"], s["viewpoints"]
@@ -140,7 +134,7 @@ def fig6(models: dict, dataset: str, preset: str):
         return None
     rows, info = None, {}
     for model_name, run in chosen.items():
-        model, cfg = load(run)
+        model, cfg = load_run(run.path)
         scenes = D.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
         b = D.hidden_face_batch(scenes, [0])
         if rows is None:
@@ -156,7 +150,7 @@ def fig6(models: dict, dataset: str, preset: str):
 
 def sample_grids(main: dict, out) -> list[str]:
     """Every grid whose runs, checkpoints and test data exist; a line per output or skip."""
-    from jumpbench.benchmarks.plot import save
+    from jumpbench.benchmarks.figures import save
 
     lines = []
     for name, dataset, make in (("fig3", "color_reaction", fig3), ("fig4", "traveling_salesman", fig4),

@@ -24,9 +24,8 @@ import numpy as np
 from jumpbench.benchmarks.evaluate import BASELINES
 from jumpbench.benchmarks.results import (PAPER_KL, baselines, Run, collect, count_text, counts, curve, main_configs,
                                           read_best, sem2, write_summary)
-from jumpbench.records import write_json_atomic
+from jumpbench.benchmarks.figures import ordered, plt as _plt, save
 
-MODEL_ORDER = ("jump", "gqn", "sssm", "sv2p", "cdna")
 HINTS = {
     "fig5a": "jumpbench run --model M --data data/traveling_salesman --seeds 15 "
              "(M = jump, gqn, sssm, sv2p, cdna)",
@@ -38,29 +37,6 @@ HINTS = {
 }
 CARRY = ("mean ± √2·SEM over seeds; every run counted: a run that stopped early carries its last value, "
          "× = diverged")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def ordered(models) -> list[str]:
-    return [m for m in MODEL_ORDER if m in models] + sorted(m for m in models if m not in MODEL_ORDER)
-
-
-def save(fig, out: Path, name: str, data: dict) -> Path:
-    """name.png, name.pdf and name.json (what was drawn) in out; closes the figure."""
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png", dpi=130, bbox_inches="tight")
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
-    _plt().close(fig)
-    write_json_atomic(out / f"{name}.json", data)
-    return out / f"{name}.png"
 
 
 def _all(models: dict[str, list[Run]]) -> list[Run]:
@@ -116,8 +92,7 @@ def fig5a(main: dict, out: Path) -> list[Path]:
 
 def _eval_samples(runs: list[Run]) -> str:
     for r in runs:
-        cfg = json.loads((r.path / "config.json").read_text()) if (r.path / "config.json").is_file() else {}
-        n = cfg.get("config", {}).get("train", {}).get("eval_samples")
+        n = (r.record.get("config") or {}).get("train", {}).get("eval_samples")
         if n:
             return str(n)
     return "?"

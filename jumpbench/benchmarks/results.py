@@ -11,15 +11,17 @@ only counted in the labels. The summary's "final" value of a run is its last fin
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from jumpbench.benchmarks import runs as R
 from jumpbench.benchmarks.evaluate import BASELINES
-from jumpbench.records import read_json
+from jumpbench.errors import JumpbenchError
+from jumpbench.files import read_json, write_text_atomic
 
 # The paper's numbers for the same quantity, where it gives one (section 4.2: 12 JUMP runs).
 PAPER = {("mnist_dice", "jump"): "KL1 4.19, KL3 4.25 (12 runs); NELBO: Fig. 5b plot only",
@@ -43,6 +45,7 @@ class Run:
     consistency: dict | None = None                     # consistency.json
     target_steps: int | None = None
     overrides: tuple = ()                               # config.json's --set items
+    record: dict = field(default_factory=dict)          # config.json
 
     def values(self, metric: str) -> tuple[list[int], list[float]]:
         """(steps, values) of the finite evaluations of `metric`."""
@@ -66,18 +69,18 @@ def collect(root: str | Path) -> list[Run]:
             continue
         dataset, model, config = folder.parts[-4:-1]
         run = Run(folder, dataset, model, config, int(folder.name[5:]))
-        cfg = read_json(folder / "config.json") or {}
+        cfg = read_json(folder / R.CONFIG)
+        run.record = cfg = cfg if isinstance(cfg, dict) else {}
         run.preset = cfg.get("preset", config.split("+")[0])
         run.target_steps = (cfg.get("config") or {}).get("train", {}).get("steps")
         run.overrides = tuple(cfg.get("overrides", ()))
-        status = read_json(folder / "status.json") or {}
+        status = R.read_status(folder) or {}
         run.status, run.why = status.get("status", "missing"), status.get("why", "")
         try:
-            text = (folder / "metrics.jsonl").read_text()
-            run.rows = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
-        except (OSError, ValueError):
+            run.rows = R.read_metrics(folder / R.METRICS)
+        except (OSError, JumpbenchError):
             run.rows = []
-        run.consistency = read_json(folder / "consistency.json")
+        run.consistency = read_json(folder / R.CONSISTENCY)
         runs.append(run)
     return runs
 
@@ -218,10 +221,11 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = prefix.with_suffix(".csv"), prefix.with_suffix(".md")
     cols = list(rows[0]) if rows else ["dataset", "model", "config"]
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, cols)
-        w.writeheader()
-        w.writerows(rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, cols)
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(csv_path, text.getvalue())
     head = ["dataset", "model", "config", "runs", "done/div/failed", "metric", "mean ± √2·SEM", "best (seed)",
             "worst (seed)", "steps", "wall/run", "KL1", "KL3", "paper"]
     lines = ["# Summary", "",
@@ -244,5 +248,5 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
         for dataset in sorted(base):
             for k, v in sorted(base[dataset].items(), key=lambda kv: kv[1]):
                 lines.append(f"| {dataset} | {BASELINES.get(k, k)} | {_fmt(v)} |")
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
     return md_path, csv_path

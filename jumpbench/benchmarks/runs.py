@@ -1,4 +1,8 @@
-"""The run folder's format, and the checks that keep a resumed run honest.
+"""The run folder: its format, and every read and write of it (the training loop, sweeps,
+figures, the Python API and the consistency analysis all go through here).
+
+A run is a `RunSpec` (what `jumpbench run` was asked), in the folder
+<out>/<dataset>/<model>/<config name>/seed-<k>/:
 
 <run>/config.json            what the run is: written once, when the folder is new; a resume
                              whose resolved config, dataset fingerprint (the manifest's
@@ -14,29 +18,96 @@
 <run>/metrics.jsonl          one JSON row per evaluation; a torn last line (a crash in the
                              middle of an append) is dropped on resume
 <run>/status.json            running | done | diverged | failed, and why
+<run>/samples.png            the last evaluation's samples (evaluate.write_samples)
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from jumpbench.benchmarks import config as C
+from jumpbench.benchmarks.data import dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import MANIFEST, _fsync, atomic_path, file_sha256, read_json, write_json_atomic
+from jumpbench.files import append_line, atomic_path, fsync, read_json, write_json_atomic
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 STATUS = "status.json"
+CONSISTENCY = "consistency.json"  # written by `jumpbench consistency` (consistency.py)
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
 
 
-def dataset_sha256(data: str | Path) -> str:
-    """The dataset's fingerprint: the sha256 of its manifest (which holds every shard's)."""
-    return file_sha256(Path(data) / MANIFEST)
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of one seed: what `jumpbench run` was asked for. `name` is the config
+    name of its folder (the preset, plus the overrides, when not given); `tensorboard` and
+    `extend` change how it trains, not what it is (they are not in config.json)."""
+    model: str
+    data: str
+    preset: str = "cpu"
+    overrides: tuple = ()
+    seed: int = 0
+    out: str = "results/runs"
+    name: str | None = None
+    tensorboard: bool = False
+    extend: bool = False
+
+    def __post_init__(self):
+        for key, value in (("data", str(self.data)), ("out", str(self.out)), ("overrides", tuple(self.overrides)),
+                           ("seed", int(self.seed)), ("name", self.name or C.config_name(self.preset, list(self.overrides)))):
+            object.__setattr__(self, key, value)
+
+    def folder(self, dataset: str | None = None) -> Path:
+        """The run folder (`dataset`: the dataset's name, read from its manifest when not given)."""
+        return run_dir(self.out, dataset or dataset_info(self.data)["name"], self.model, self.name, self.seed)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunSpec":
+        return cls(**json.loads(text))
+
+
+def run_dir(out: str | Path, dataset: str, model: str, name: str, seed: int) -> Path:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise JumpbenchError(f"--name {name!r}: give a plain folder name (no path separators, not '.' or '..')")
+    return Path(out) / dataset / model / name / f"seed-{seed}"
+
+
+def record(spec: RunSpec, world: int, info: dict, cfg: dict) -> dict:
+    """config.json's content: what a resume must match (IDENTITY) and how the run was asked for."""
+    return {"model": spec.model, "data": spec.data, "dataset": info["name"], "dataset_sha256": dataset_sha256(spec.data),
+            "preset": spec.preset, "overrides": list(spec.overrides), "seed": spec.seed, "world_size": world,
+            "config": C.to_dict(cfg)}
+
+
+def read_status(folder: Path) -> dict | None:
+    return read_json(Path(folder) / STATUS)
+
+
+def pending(spec: RunSpec) -> tuple[Path, dict | None]:
+    """(run folder, its status if the run is finished under this very config, else None). A
+    finished run under another config is refused naming the keys, unless `spec.extend` asks for
+    more steps of it (then None: it has work to do)."""
+    info = dataset_info(spec.data)
+    cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
+    folder = spec.folder(info["name"])
+    if spec.extend and not (folder / CONFIG).is_file():
+        raise JumpbenchError(f"--extend: no run to continue at {folder}")
+    status = read_status(folder)
+    if not status or status["status"] not in ("done", "diverged"):
+        return folder, None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
+    return folder, None if extended and status["status"] == "done" else status
 
 
 def _flat(d, prefix: str = "") -> dict:
@@ -117,8 +188,18 @@ def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-            _fsync(f)
+            fsync(f)
         write_json_atomic(_sidecar(path), {"sha256": hashlib.sha256(data).hexdigest(), "previous": previous})
+
+
+def save_training_state(path: Path, model, opt, step: int, wall: float, sums: dict | None = None,
+                        count: int = 0) -> None:
+    """The training loop's checkpoint (see the module's docstring). sums/count: the running
+    train_* sums since the last evaluation (none right after one)."""
+    import torch
+
+    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
+                           "rng": torch.get_rng_state(), "sums": dict(sums or {}), "count": count})
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -204,6 +285,19 @@ def read_metrics(path: Path) -> list[dict]:
             raise JumpbenchError(f"{path}: line {number} is not a metrics row") from None
         rows.append(row)
     return rows
+
+
+def append_metrics(folder: Path, row: dict) -> None:
+    append_line(Path(folder) / METRICS, json.dumps(row))
+
+
+def last_value(folder: Path, metric: str) -> tuple[float | None, int | None]:
+    """The last evaluation's (value, step) of `metric` in a run's metrics.jsonl."""
+    try:
+        rows = [r for r in read_metrics(Path(folder) / METRICS) if metric in r]
+    except JumpbenchError:
+        return None, None
+    return (float(rows[-1][metric]), int(rows[-1]["step"])) if rows else (None, None)
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -18,7 +18,6 @@ import torch
 
 from jumpbench.models import MODELS
 
-ORDER = ("jump", "gqn", "sssm", "sv2p", "cdna")  # table order; other registry names follow
 
 
 def build(name: str, frames: int, image_size: int = 64, overrides: dict | None = None):
@@ -46,8 +45,7 @@ def jumpy_speed(models=None, frames: int = 40, ts=(4, 9, 19, 29, 39), context: i
     sample each. `models`: registry names (default: all registered, JUMP first).
     `config_overrides`: {name: {field: value}} (tests use tiny configs). Returns a
     JSON-serialisable dict; `ratios` holds <model>/jump at the last t when JUMP was timed."""
-    models = list(models) if models is not None else (
-        [n for n in ORDER if n in MODELS] + sorted(n for n in MODELS if n not in ORDER))
+    models = list(models) if models is not None else list(MODELS)
     missing = [n for n in models if n not in MODELS]
     if missing:
         raise ValueError(f"unknown models {missing}; registered: {sorted(MODELS)}")

@@ -2,7 +2,7 @@
 model size, learning rate, and stochasticity parameters ... selected the best hyperparameter
 configuration ... over 15 random seeds").
 
-Every run is the same `train(...)` call. Seed sweeps skip runs already done (or diverged),
+Every run is a `runs.RunSpec` trained by the same `train_run(spec)` call. Seed sweeps skip runs already done (or diverged),
 resume interrupted ones from their checkpoint, and go on when one diverges or fails (its
 status.json says why). Launchers:
 - `local`, jobs = 1: the runs one after another in this process;
@@ -33,29 +33,21 @@ from pathlib import Path
 import click
 
 from jumpbench.benchmarks import config as C
+from jumpbench.benchmarks import runs
+from jumpbench.benchmarks.data import dataset_info
 from jumpbench.benchmarks.machine import usable_cores
-from jumpbench.benchmarks.train import check_model_fits, dataset_info, pending, read_status, train
+from jumpbench.benchmarks.runs import RunSpec, read_status
+from jumpbench.benchmarks.train import check_model_fits, train_run
 from jumpbench.errors import JumpbenchError
-from jumpbench.records import write_json_atomic
+from jumpbench.files import write_json_atomic
 
 LAUNCHERS = ("local", "slurm")
 
 
-def _task(model, data, preset, overrides, seed, out, name, tensorboard: bool = False, extend: bool = False) -> dict:
-    return {"model": model, "data": str(data), "preset": preset, "overrides": list(overrides),
-            "seed": int(seed), "out": str(out), "name": name, "tensorboard": bool(tensorboard),
-            "extend": bool(extend)}
-
-
-def _train(t: dict, progress: bool) -> Path:
-    return train(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"], t["name"], progress,
-                 tensorboard=t.get("tensorboard", False), extend=t.get("extend", False))
-
-
-def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progress: bool = True,
-              cluster: str | None = None) -> list[tuple[dict, str]]:
-    """Train each task (train()'s keyword arguments) unless it is done or diverged already;
-    returns [(task, why)] for those that failed. `cluster` picks submitit's executor for the
+def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", progress: bool = True,
+              cluster: str | None = None) -> list[tuple[RunSpec, str]]:
+    """Train each run unless it is done or diverged already; returns [(spec, why)] for those
+    that failed. `cluster` picks submitit's executor for the
     slurm launcher ("slurm" by default; "local" and "debug" for tests)."""
     if jobs < 1:
         raise JumpbenchError(f"--jobs must be at least 1, got {jobs}")
@@ -63,8 +55,7 @@ def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progres
         raise JumpbenchError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
     todo = []
     for t in tasks:  # a finished run under another config is refused here, not skipped
-        folder, status = pending(t["model"], t["data"], t["preset"], t["overrides"], t["seed"], t["out"],
-                                 t["name"], t.get("extend", False))
+        folder, status = runs.pending(t)
         if status:
             click.echo(f"{folder}: {status['status']} already ({status['why']}); skipped")
         else:
@@ -77,7 +68,7 @@ def run_tasks(tasks: list[dict], jobs: int = 1, launcher: str = "local", progres
         failed = []
         for t, folder in todo:
             try:
-                _train(t, progress)
+                train_run(t, progress)
             except JumpbenchError:
                 raise
             except Exception as e:  # recorded in status.json by train(); the sweep goes on
@@ -96,15 +87,12 @@ def _report(folder: Path) -> str | None:
 
 def _slots(jobs: int) -> list[dict]:
     """The environment of each of `jobs` parallel processes: its GPU, or its share of cores."""
-    gpus = []
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
+    gpus = []
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
     threads = max(1, usable_cores() // jobs)
     slots = []
     for i in range(jobs):
@@ -115,16 +103,16 @@ def _slots(jobs: int) -> list[dict]:
     return slots
 
 
-def _processes(todo: list[tuple[dict, Path]], jobs: int) -> list[tuple[dict, str]]:
+def _processes(todo: list[tuple[RunSpec, Path]], jobs: int) -> list[tuple[RunSpec, str]]:
     """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.sweep`."""
     free = queue.Queue()
     for env in _slots(jobs):
         free.put(env)
 
-    def one(t: dict, folder: Path) -> str | None:
+    def one(t: RunSpec, folder: Path) -> str | None:
         env = free.get()
         try:
-            proc = subprocess.run([sys.executable, "-m", "jumpbench.benchmarks.sweep", json.dumps(t)],
+            proc = subprocess.run([sys.executable, "-m", "jumpbench.benchmarks.sweep", t.to_json()],
                                   env={**os.environ, **env}, capture_output=True, text=True)
         finally:
             free.put(env)
@@ -144,7 +132,7 @@ def _processes(todo: list[tuple[dict, Path]], jobs: int) -> list[tuple[dict, str
     return failed
 
 
-def _train_task(task: dict, threads: int | None = None) -> str:
+def _train_task(task: RunSpec, threads: int | None = None) -> str:
     """One run in a worker process (subprocess or submitit job); returns its final status."""
     import torch
 
@@ -152,7 +140,7 @@ def _train_task(task: dict, threads: int | None = None) -> str:
     if threads:  # train() takes its threads from here
         os.environ["JUMPBENCH_THREADS"] = str(threads)
         torch.set_num_threads(threads)
-    folder = _train(task, False)
+    folder = train_run(task, False)
     return (read_status(folder) or {}).get("status", "unknown")
 
 
@@ -165,11 +153,11 @@ def _slurm_params(defaults: dict | None = None) -> dict:
     return params
 
 
-def _submitit(todo: list[tuple[dict, Path]], jobs: int, cluster: str) -> list[tuple[dict, str]]:
+def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list[tuple[RunSpec, str]]:
     """Submit the tasks through submitit as one array (at most `jobs` at a time) and wait."""
     import submitit
 
-    folder = Path(todo[0][0]["out"]) / ".submitit"
+    folder = Path(todo[0][0].out) / ".submitit"
     params = _slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
     if cluster == "slurm":
         params.setdefault("slurm_array_parallelism", jobs)
@@ -209,8 +197,8 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
         from jumpbench.benchmarks.board import require
 
         require()  # the one-line hint before any seed starts
-    tasks = [_task(model, data, preset, overrides, s, out, name, tensorboard, extend) for s in seeds]
-    return [(t["seed"], why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
+    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend) for s in seeds]
+    return [(t.seed, why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -245,16 +233,6 @@ def default_metric(info: dict) -> str:
     return "test_min_mse" if info["viewpoint_key"] == "timestamps" else "test_loss"
 
 
-def last_value(folder: Path, metric: str) -> tuple[float | None, int | None]:
-    """The last evaluation's (value, step) of `metric` in a run's metrics.jsonl."""
-    try:
-        rows = [json.loads(ln) for ln in (folder / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    except OSError:
-        return None, None
-    rows = [r for r in rows if metric in r]
-    return (float(rows[-1][metric]), int(rows[-1]["step"])) if rows else (None, None)
-
-
 def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str | None = None,
           base_overrides: list[str] = (), seed: int = 0, jobs: int = 1, launcher: str = "local",
           progress: bool = True, cluster: str | None = None) -> dict:
@@ -272,16 +250,16 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
               for combo in itertools.product(*grid.values())]
     for p in points:  # every point must be a valid config before anything trains
         C.resolve(model, preset, info["name"], info, p)
-    tasks = [_task(model, data, preset, p, seed, out, C.config_name(preset, p)) for p in points]
-    failed = {t["name"]: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
+    tasks = [RunSpec(model, data, preset, tuple(p), seed, out) for p in points]
+    failed = {t.name: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
     ranking = []
     for t in tasks:
-        folder = run_dir(out, info["name"], model, t["name"], seed)
-        value, step = last_value(folder, metric)
+        folder = t.folder(info["name"])
+        value, step = runs.last_value(folder, metric)
         status = (read_status(folder) or {}).get("status", "missing")
         ok = status == "done" and value is not None and math.isfinite(value)
-        ranking.append({"overrides": t["overrides"], "name": t["name"], "value": value, "step": step,
-                        "status": status, "why": failed.get(t["name"]), "ok": ok})
+        ranking.append({"overrides": list(t.overrides), "name": t.name, "value": value, "step": step,
+                        "status": status, "why": failed.get(t.name), "ok": ok})
     if not any(r["value"] is not None for r in ranking):
         raise JumpbenchError(f"metric {metric!r} is in no run's metrics.jsonl; see the keys there "
                              f"(e.g. {default_metric(info)})")
@@ -313,4 +291,4 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
 
 
 if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.sweep TASK_JSON
-    _train_task(json.loads(sys.argv[1]))
+    _train_task(RunSpec.from_json(sys.argv[1]))

@@ -27,8 +27,10 @@ from jumpbench.benchmarks import machine as M
 from jumpbench.errors import JumpbenchError
 
 # The datasets a synthetic batch can mimic: viewpoint key, frames per scene
-SHAPES = {"traveling_salesman": ("timestamps", 20), "color_reaction": ("timestamps", 12),
-          "mnist_dice": ("cameras", 12)}
+SHAPES = {  # dataset_info() of each dataset's default set, for synthetic batches
+    "traveling_salesman": {"viewpoint_key": "timestamps", "viewpoint_dim": 1, "frames": 20},
+    "color_reaction": {"viewpoint_key": "timestamps", "viewpoint_dim": 1, "frames": 12},
+    "mnist_dice": {"viewpoint_key": "cameras", "viewpoint_dim": 7, "frames": 12}}
 
 
 def _sync(device: torch.device) -> None:
@@ -38,7 +40,7 @@ def _sync(device: torch.device) -> None:
 
 def synthetic_item(dataset: str, batch: int, size: int, seed: int = 0) -> dict:
     """What the data path yields for one step: random uint8 frames and real-looking viewpoints."""
-    key, t = SHAPES[dataset]
+    key, t = SHAPES[dataset]["viewpoint_key"], SHAPES[dataset]["frames"]
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (batch, t, 3, size, size), dtype=torch.uint8, generator=g)
     if key == "timestamps":
@@ -136,15 +138,12 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
     bf16 = M.resolve_precision("auto", dev) == "bf16"
     scenes = None
     if data is not None:
-        from jumpbench.benchmarks.train import dataset_info
-
-        info = dataset_info(data)
+        info = D.dataset_info(data)
         dataset = info["name"]
     else:
         if dataset not in SHAPES:
             raise JumpbenchError(f"unknown dataset {dataset!r}; choose from {', '.join(SHAPES)}")
-        key, t = SHAPES[dataset]
-        info = {"viewpoint_dim": D.VIEWPOINT_DIMS[key], "frames": t}
+        info = dict(SHAPES[dataset])
     result = {"preset": preset, "dataset": dataset, "device": str(dev), "threads": torch.get_num_threads(),
               "steps": steps, "repeats": repeats, "bf16_supported": bf16,
               "conv_ceiling_gflops": {"fp32": round(conv_ceiling(dev, "fp32"), 1)}, "models": {}}

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jumpbench import records
+from jumpbench import files, records
 from jumpbench.errors import JumpbenchError
 
 SPLIT_IDS = {"train": 0, "test": 1}  # train and test never share a seed
@@ -105,7 +105,7 @@ def _prepare(root: Path, params: dict, proof: str, counts: dict[str, int], shard
         return None
     expected = {split: records.shard_names(math.ceil(n / shard_size)) for split, n in counts.items()}
     _check_shards(root, expected, proof, overwrite)
-    records.write_json_atomic(root / PARAMS_LOCK, params)  # what an interrupted run was making
+    files.write_json_atomic(root / PARAMS_LOCK, params)  # what an interrupted run was making
     shards = []
     for split, n in counts.items():
         (root / split).mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _write_manifest(gen: Generator, root: Path, params: dict, proof: str, counts
             raise JumpbenchError(f"{root}/{split}: shard record counts do not add up to {n}; "
                                  f"re-run with --overwrite")
         manifest["splits"][split] = {"scenes": n, "shards": shards}
-    records.write_json_atomic(root / records.MANIFEST, manifest)  # last: the set is complete
+    files.write_json_atomic(root / records.MANIFEST, manifest)  # last: the set is complete
     (root / PARAMS_LOCK).unlink(missing_ok=True)
     return root
 
@@ -325,7 +325,7 @@ def _claim(root: Path, params: dict, overwrite: bool) -> bool:
     if manifest.is_file():
         previous = records.load_manifest(root).get("params")
     elif lock.is_file():
-        previous = records.read_json(lock)
+        previous = files.read_json(lock)
     if previous is not None and previous != params:
         if not overwrite:
             diff = ", ".join(f"{k}: {previous.get(k)!r} -> {params.get(k)!r}"

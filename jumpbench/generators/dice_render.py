@@ -1,6 +1,6 @@
 """pyrender rendering of MNIST Dice scene specs (JUMP, Kumar, Eslami et al., ICLR 2019, sec. 4.2).
 
-Headless on the CPU through EGL on Mesa llvmpipe (see shared ENVIRONMENT.md): PYOPENGL_PLATFORM
+Headless on the CPU through EGL on Mesa llvmpipe (docs/architecture.md, "Headless rendering"): PYOPENGL_PLATFORM
 is set to egl before OpenGL is imported, NumPy 2's missing `np.infty` is restored for
 pyrender 0.1.45, and the spot light's shadow map is SHADOW_MAP texels square. One
 OffscreenRenderer per process, reused for every scene; a scene is a fresh pyrender.Scene
@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.generators import dice
+from jumpbench.generators import dice_scene as geo
 
 SHADOW_MAP = 2048  # texels (pyrender's default); rendered once per scene, see _reuse_shadow_map
 TILE = 32          # texels per die face (a 28x28 digit with a 2-texel margin)
@@ -43,9 +43,9 @@ def _import_pyrender():
 
 
 def room_texture(rng: np.random.Generator, pattern: int, color: np.ndarray, n: int = ROOM_TILE) -> np.ndarray:
-    """An (n, n, 3) uint8 tile of a procedural pattern (dice.PATTERNS) in shades of `color`."""
+    """An (n, n, 3) uint8 tile of a procedural pattern (geo.PATTERNS) in shades of `color`."""
     y, x = np.mgrid[0:n, 0:n] / n
-    name = dice.PATTERNS[pattern]
+    name = geo.PATTERNS[pattern]
     k = int(rng.integers(2, 5))
     if name == "stripes":
         shade = ((x if rng.integers(2) else y) * k % 1 < 0.5).astype(float)
@@ -101,7 +101,7 @@ def _quads(pyrender, corners: np.ndarray, normals: np.ndarray, uvs: np.ndarray, 
 
 def room_geometry() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walls x+, x-, y+, y- then the floor: corners (5, 4, 3) facing inwards, normals, uvs."""
-    R, H = dice.ROOM, dice.WALL
+    R, H = geo.ROOM, geo.WALL
     corners = np.array([
         [[R, R, 0], [R, -R, 0], [R, -R, H], [R, R, H]],
         [[-R, -R, 0], [-R, R, 0], [-R, R, H], [-R, -R, H]],
@@ -190,7 +190,7 @@ class DiceRenderer:
         pr = self.pr
         scene = pr.Scene(ambient_light=np.full(3, 0.25), bg_color=np.array([0.8, 0.82, 0.86, 1.0]))
         scene.add(pr.Mesh([_quads(pr, *self.room, _material(pr, room_atlas(spec)))]), name="00-room")
-        corners, normals = dice.die_faces(spec["die_position"], spec["die_yaw"])
+        corners, normals = geo.die_faces(spec["die_position"], spec["die_yaw"])
         tiles = np.array([divmod(f, 3) for f in range(6)], float)  # (row, column)
         inset = 0.5 / TILE  # keep each face's samples inside its own tile
         uv0 = np.array([[inset, inset], [1 - inset, inset], [1 - inset, 1 - inset], [inset, 1 - inset]])
@@ -200,11 +200,11 @@ class DiceRenderer:
         scene.add(pr.Mesh([_quads(pr, corners, normals, uvs, _material(pr, digit_atlas(digits)))]), name="01-die")
         light = pr.SpotLight(color=np.ones(3), intensity=30.0, innerConeAngle=0.35, outerConeAngle=1.0)
         aim = spec["die_position"] - spec["light_position"]
-        pose = dice.camera_pose(np.array([*spec["light_position"], np.arctan2(aim[1], aim[0]),
+        pose = geo.camera_pose(np.array([*spec["light_position"], np.arctan2(aim[1], aim[0]),
                                           np.arctan2(aim[2], np.hypot(aim[0], aim[1]))]))
         scene.add(light, pose=pose)
-        cam = scene.add(pr.PerspectiveCamera(yfov=dice.YFOV, aspectRatio=1.0, znear=dice.ZNEAR,
-                                             zfar=dice.ZFAR))
+        cam = scene.add(pr.PerspectiveCamera(yfov=geo.YFOV, aspectRatio=1.0, znear=geo.ZNEAR,
+                                             zfar=geo.ZFAR))
         return scene, cam
 
     def render(self, spec: dict, digits: np.ndarray) -> np.ndarray:
@@ -213,7 +213,7 @@ class DiceRenderer:
         flags = self.pr.RenderFlags.SHADOWS_SPOT
         out = np.empty((len(spec["cameras"]), self.size, self.size, 3), np.uint8)
         for t, camera in enumerate(spec["cameras"]):
-            scene.set_pose(cam, dice.camera_pose(camera))
+            scene.set_pose(cam, geo.camera_pose(camera))
             color, _ = self.gl.render(scene, flags=flags)
             out[t] = color  # a copy: pyrender's arrays have negative strides
         return out
@@ -223,16 +223,16 @@ class DiceRenderer:
         face_visibility, not used to write records."""
         pr = self.pr
         scene = pr.Scene()
-        corners, normals = dice.die_faces(spec["die_position"], spec["die_yaw"])
+        corners, normals = geo.die_faces(spec["die_position"], spec["die_yaw"])
         seg = {}
         for f in range(6):
             mat = pr.MetallicRoughnessMaterial(baseColorFactor=np.ones(4))
             prim = _quads(pr, corners[f:f + 1], normals[f:f + 1], np.zeros((1, 4, 2)), mat)
             seg[scene.add(pr.Mesh([prim]), name=f"{f:02d}-face")] = np.full(3, f + 1, np.uint8)
-        cam = scene.add(pr.PerspectiveCamera(yfov=dice.YFOV, aspectRatio=1.0, znear=dice.ZNEAR, zfar=dice.ZFAR))
+        cam = scene.add(pr.PerspectiveCamera(yfov=geo.YFOV, aspectRatio=1.0, znear=geo.ZNEAR, zfar=geo.ZFAR))
         out = []
         for camera in spec["cameras"]:
-            scene.set_pose(cam, dice.camera_pose(camera))
+            scene.set_pose(cam, geo.camera_pose(camera))
             color, _ = self.gl.render(scene, flags=pr.RenderFlags.SEG, seg_node_map=seg)
             out.append(color[..., 0].astype(int) - 1)
         return np.stack(out)

@@ -20,7 +20,7 @@ from jumpbench.errors import JumpbenchError
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_POOL = 100  # "out of 100 digits" (section 4.2)
-SPLITS = ("t10k", "train")  # file name prefixes looked for, in this order
+FILE_PREFIXES = ("t10k", "train")  # MNIST file name prefixes looked for, in this order
 IMAGES = "{}-images-idx3-ubyte"
 LABELS = "{}-labels-idx1-ubyte"
 
@@ -50,12 +50,12 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
 
 
 def _find(folder: Path, pattern: str) -> Path:
-    for split in SPLITS:
+    for split in FILE_PREFIXES:
         for suffix in (".gz", ""):
             path = folder / (pattern.format(split) + suffix)
             if path.is_file():
                 return path
-    names = " or ".join(pattern.format(s) + "[.gz]" for s in SPLITS)
+    names = " or ".join(pattern.format(s) + "[.gz]" for s in FILE_PREFIXES)
     raise JumpbenchError(f"{folder}: no MNIST file {names}")
 
 

@@ -1,16 +1,16 @@
-"""The model registry: name -> (model class, config dataclass). Names are the CLI's choices."""
-MODELS: dict = {}
+"""The model registry: name -> (model class, config dataclass). Names are the CLI's choices;
+the order is the order of tables and legends (JUMP first). docs/architecture.md says how to
+add a model."""
+from jumpbench.models.cdna import CDNA, CDNAConfig
+from jumpbench.models.gqn import GQN, GQNConfig
+from jumpbench.models.jump import JUMP, JUMPConfig
+from jumpbench.models.sssm import SSSM, SSSMConfig
+from jumpbench.models.sv2p import SV2P, SV2PConfig
 
-from jumpbench.models.gqn import GQN, GQNConfig  # noqa: E402
-from jumpbench.models.jump import JUMP, JUMPConfig  # noqa: E402
-
-MODELS["jump"] = (JUMP, JUMPConfig)
-MODELS["gqn"] = (GQN, GQNConfig)
-
-from jumpbench.models.cdna import CDNA, CDNAConfig  # noqa: E402
-from jumpbench.models.sssm import SSSM, SSSMConfig  # noqa: E402
-from jumpbench.models.sv2p import SV2P, SV2PConfig  # noqa: E402
-
-MODELS["sssm"] = (SSSM, SSSMConfig)
-MODELS["sv2p"] = (SV2P, SV2PConfig)
-MODELS["cdna"] = (CDNA, CDNAConfig)
+MODELS: dict = {
+    "jump": (JUMP, JUMPConfig),
+    "gqn": (GQN, GQNConfig),
+    "sssm": (SSSM, SSSMConfig),
+    "sv2p": (SV2P, SV2PConfig),
+    "cdna": (CDNA, CDNAConfig),
+}

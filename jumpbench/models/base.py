@@ -1,5 +1,5 @@
 """The interface every model of jumpbench shares, so that one training loop and one
-evaluation serve them all (DESIGN.md, "Model interface").
+evaluation serve them all (docs/architecture.md, "The model interface").
 
 A batch is a dict of float tensors (frames in [0, 1]):
     context_frames      (B, M, 3, H, W)   M >= 1 context views / time steps
@@ -10,6 +10,8 @@ Narrative viewpoints are frame times (0, 1, ..., T-1) as floats; video models re
 know which frames a context and queries are (see `frame_indices`).
 """
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass
 
@@ -104,3 +106,34 @@ def check_prefix(context_viewpoints: torch.Tensor, query_viewpoints: torch.Tenso
         raise ValueError(f"this model is not jumpy: queries must come after the context (frame >= {m}), "
                          f"got {qry[0].tolist()}")
     return m, int(qry.max()) + 1
+
+
+# ---------------------------------------------------------------- video models (CDNA, SV2P, sSSM)
+
+def training_video(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """A non-jumpy model's training batch -> (video (B, T, 3, H, W), m). The batch must carry
+    context = frames 0..m-1 and targets = frames m..T-1 of each video, in order (the data
+    pipeline provides this when `model.jumpy` is False); anything else raises a ValueError."""
+    ctx, tgt = frame_indices(batch["context_viewpoints"]), frame_indices(batch["target_viewpoints"])
+    m, k = ctx.shape[1], tgt.shape[1]
+    want = torch.arange(m + k, device=ctx.device).expand(ctx.shape[0], -1)
+    if not (torch.equal(ctx, want[:, :m]) and torch.equal(tgt, want[:, m:])):
+        raise ValueError("non-jumpy models train on consecutive frames: the batch must carry context = "
+                         f"frames 0..m-1 and targets = frames m..T-1, got context {ctx[0].tolist()} "
+                         f"and targets {tgt[0].tolist()}")
+    return torch.cat([batch["context_frames"], batch["target_frames"]], dim=1), m
+
+
+def gather_frames(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """frames (B, N, T, 3, H, W), index (B, K) into T -> (B, N, K, 3, H, W)."""
+    B, N, T, C, H, W = frames.shape
+    idx = index[:, None, :, None, None, None].expand(B, N, index.shape[1], C, H, W)
+    return frames.gather(2, idx)
+
+
+def ground_truth_fraction(step: int, k: float) -> float:
+    """Scheduled sampling (Bengio et al. 2015, inverse sigmoid decay as in Finn et al.): the
+    fraction of a batch fed ground truth at `step`, k / (k + exp(step / k)); k <= 0: none."""
+    if k <= 0:
+        return 0.0
+    return k / (k + math.exp(min(step / k, 700.0)))

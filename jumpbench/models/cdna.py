@@ -9,52 +9,24 @@ Deterministic; trained with an L2 loss and scheduled sampling. Defaults follow t
 code, tensorflow/models research/video_prediction (prediction_model.py, prediction_train.py).
 
 The predictor (`CDNAPredictor`) is shared with SV2P, which feeds it a latent as well.
-Autoregressive video models train on consecutive frames: `training_video` turns a batch with
-context = frames 0..m-1 and targets = frames m..T-1 into one video and raises otherwise.
+Like SV2P and sSSM it trains on consecutive frames (base.training_video).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jumpbench.models.base import Model, ModelConfig, check_prefix, frame_indices
+from jumpbench.models.base import (Model, ModelConfig, check_prefix, frame_indices, gather_frames,
+                                   ground_truth_fraction, training_video)
 
 
-def training_video(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """A non-jumpy model's training batch -> (video (B, T, 3, H, W), m). The batch must carry
-    context = frames 0..m-1 and targets = frames m..T-1 of each video, in order (the data
-    pipeline provides this when `model.jumpy` is False); anything else raises a ValueError."""
-    ctx, tgt = frame_indices(batch["context_viewpoints"]), frame_indices(batch["target_viewpoints"])
-    m, k = ctx.shape[1], tgt.shape[1]
-    want = torch.arange(m + k, device=ctx.device).expand(ctx.shape[0], -1)
-    if not (torch.equal(ctx, want[:, :m]) and torch.equal(tgt, want[:, m:])):
-        raise ValueError("non-jumpy models train on consecutive frames: the batch must carry context = "
-                         f"frames 0..m-1 and targets = frames m..T-1, got context {ctx[0].tolist()} "
-                         f"and targets {tgt[0].tolist()}")
-    return torch.cat([batch["context_frames"], batch["target_frames"]], dim=1), m
-
-
-def gather_frames(frames: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """frames (B, N, T, 3, H, W), index (B, K) into T -> (B, N, K, 3, H, W)."""
-    B, N, T, C, H, W = frames.shape
-    idx = index[:, None, :, None, None, None].expand(B, N, index.shape[1], C, H, W)
-    return frames.gather(2, idx)
-
-
-def ground_truth_fraction(step: int, k: float) -> float:
-    """Scheduled sampling (Bengio et al. 2015, inverse sigmoid decay as in Finn et al.): the
-    fraction of a batch fed ground truth at `step`, k / (k + exp(step / k)); k <= 0: none."""
-    if k <= 0:
-        return 0.0
-    return k / (k + math.exp(min(step / k, 700.0)))
-
-
-class ConvLSTMCell(nn.Module):
-    """Convolutional LSTM cell (Shi et al. 2015), state (h, c) each (B, hidden, H, W)."""
+class CDNALSTMCell(nn.Module):
+    """The CDNA stack's convolutional LSTM cell (Shi et al. 2015): forget-gate bias 1 as in the
+    reference; forward(x, state) -> (h, (h, c)), each (B, hidden, H, W); state None = zeros.
+    (JUMP and GQN's conv-DRAW cell is draw.ConvLSTMCell.)"""
 
     def __init__(self, in_channels: int, hidden: int, kernel: int = 5):
         super().__init__()
@@ -85,11 +57,11 @@ class CDNAPredictor(nn.Module):
         norm = lambda c: nn.GroupNorm(1, c)  # layer norm over (C, H, W), per-channel affine
         self.enc0 = nn.Sequential(nn.Conv2d(3, 32, 5, stride=2, padding=2), norm(32))          # H/2
         self.lstm = nn.ModuleList([
-            ConvLSTMCell(32, s[0], k), ConvLSTMCell(s[0], s[1], k),                            # H/2
-            ConvLSTMCell(s[1], s[2], k), ConvLSTMCell(s[2], s[3], k),                          # H/4
-            ConvLSTMCell(s[3], s[4], k),                                                       # H/8
-            ConvLSTMCell(s[4], s[5], k),                                                       # H/4
-            ConvLSTMCell(s[5] + s[1], s[6], k),                                                # H/2
+            CDNALSTMCell(32, s[0], k), CDNALSTMCell(s[0], s[1], k),                            # H/2
+            CDNALSTMCell(s[1], s[2], k), CDNALSTMCell(s[2], s[3], k),                          # H/4
+            CDNALSTMCell(s[3], s[4], k),                                                       # H/8
+            CDNALSTMCell(s[4], s[5], k),                                                       # H/4
+            CDNALSTMCell(s[5] + s[1], s[6], k),                                                # H/2
         ])
         self.norms = nn.ModuleList([norm(c) for c in s])
         self.enc1 = nn.Conv2d(s[1], s[1], 3, stride=2, padding=1)                              # H/4

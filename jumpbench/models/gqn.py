@@ -22,7 +22,7 @@ import torch
 
 from .base import ELBOModel
 from .jump import JUMPConfig
-from .layers import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from .draw import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
 
 @dataclass

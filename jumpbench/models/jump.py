@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import ELBOModel, ModelConfig
-from .layers import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from .draw import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
 PIXEL_VAR_SCHEDULES = ("linear", "piecewise")
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from jumpbench.models.base import Model, ModelConfig, check_prefix, frame_indices
-from jumpbench.models.cdna import gather_frames, training_video
+from jumpbench.models.base import Model, ModelConfig, check_prefix, frame_indices, gather_frames, training_video
 
 
 @dataclass
@@ -99,7 +98,7 @@ class SSSM(Model):
             nn.Conv2d(c.state_channels, e3, 3, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(e3, e2, 4, stride=2, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(e2, e1, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(e1, 3, 4, stride=2, padding=1))  # linear, as JUMP's (layers.FrameHead)
+            nn.ConvTranspose2d(e1, 3, 4, stride=2, padding=1))  # linear, as JUMP's (draw.FrameHead)
 
     def initial_state(self, e: torch.Tensor) -> torch.Tensor:
         """e (B, n0, e3, h, w), the first n0 frames' encodings -> s_{n0-1} (B, S, h, w). With fewer

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from jumpbench.models.base import Model, check_prefix, frame_indices
-from jumpbench.models.cdna import CDNAConfig, CDNAPredictor, gather_frames, ground_truth_fraction, training_video
+from jumpbench.models.base import Model, check_prefix, frame_indices, gather_frames, ground_truth_fraction, training_video
+from jumpbench.models.cdna import CDNAConfig, CDNAPredictor
 
 
 @dataclass

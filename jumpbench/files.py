@@ -1,0 +1,65 @@
+"""Every file jumpbench writes goes through here: whole files appear atomically (a temporary
+name beside the target, fsync, rename; removed when the write fails), so an interrupted
+command never leaves a half-written file under its final name."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` (".<name>.<pid>.tmp") to write to: renamed over `path`
+    when the block ends, removed when it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync(f) -> None:
+    """Flush an open file to the disk."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        fsync(f)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line durably (a log such as metrics.jsonl): a crash can tear only this last
+    line, which its readers drop (no newline after it)."""
+    with open(path, "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+        fsync(f)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON in `path`, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def file_sha256(path: str | Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
