@@ -48,39 +48,52 @@ def baseline_view_mse(context: torch.Tensor, targets: torch.Tensor) -> dict[str,
 
 
 @torch.no_grad()
+def sample_chunks(model: Model, context: torch.Tensor, context_viewpoints: torch.Tensor,
+                  query_viewpoints: torch.Tensor, n_samples: int, chunk: int = 10):
+    """Yields `n_samples` samples for the queries, `chunk` at a time to bound memory, as float
+    (B, n, K, 3, H, W) on the model's device, with the model in eval mode meanwhile."""
+    if n_samples < 1 or chunk < 1:
+        raise ValueError(f"n_samples and chunk must be positive, got {n_samples} and {chunk}")
+    B, K = query_viewpoints.shape[:2]
+    was_training = model.training
+    model.eval()
+    try:
+        done = 0
+        while done < n_samples:
+            n = min(chunk, n_samples - done)
+            s = model.sample(context, context_viewpoints, query_viewpoints, n)   # (B, n, K, 3, H, W)
+            if s.shape != (B, n, K, *context.shape[2:]):
+                raise ValueError(f"{type(model).__name__}.sample returned {tuple(s.shape)}, "
+                                 f"expected {(B, n, K, *context.shape[2:])}")
+            yield s.float()
+            done += n
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samples: int = 30,
-            chunk: int = 10) -> torch.Tensor:
+            chunk: int = 10, visit=None) -> torch.Tensor:
     """Minimum over `n_samples` sampled continuations of the MSE to the true one, per video.
 
     frames: (B, T, 3, H, W) float in [0, 1]. The context is frames 0..m-1 (viewpoints, i.e.
     frame times, 0..m-1); the queries are frames m..T-1. The paper does not state m; the
     default m = 5 of 20 for Traveling Salesman is explained at DEFAULT_CONTEXT above. The
     MSE of one sample is the mean over its frames, channels and pixels. Samples are drawn
-    `chunk` at a time to bound memory. Returns (B,) on the frames' device.
+    `chunk` at a time to bound memory; `visit(chunk)`, when given, sees each chunk (B, n, T-m,
+    3, H, W) too (the ground-truth scores read the same samples, scores.py). Returns (B,) on
+    the frames' device.
     """
     B, T = frames.shape[:2]
     if not 1 <= m < T:
         raise ValueError(f"m must be in [1, T-1] = [1, {T - 1}], got {m}")
-    if n_samples < 1 or chunk < 1:
-        raise ValueError(f"n_samples and chunk must be positive, got {n_samples} and {chunk}")
     device = _device(model, frames.device)
     x = frames.to(device)
     times = torch.arange(T, dtype=x.dtype, device=device).view(1, T, 1).expand(B, T, 1)  # (B, T, 1)
     context, truth = x[:, :m], x[:, m:]                                  # (B, m, ...), (B, T-m, ...)
-    was_training = model.training
-    model.eval()
-    try:
-        best = torch.full((B,), float("inf"), device=device)
-        done = 0
-        while done < n_samples:
-            n = min(chunk, n_samples - done)
-            s = model.sample(context, times[:, :m], times[:, m:], n)       # (B, n, T-m, 3, H, W)
-            if s.shape != (B, n, *truth.shape[1:]):
-                raise ValueError(f"{type(model).__name__}.sample returned {tuple(s.shape)}, "
-                                 f"expected {(B, n, *truth.shape[1:])}")
-            mse = ((s.float() - truth[:, None]) ** 2).flatten(2).mean(2)           # (B, n)
-            best = torch.minimum(best, mse.min(1).values)
-            done += n
-    finally:
-        model.train(was_training)
+    best = torch.full((B,), float("inf"), device=device)
+    for s in sample_chunks(model, context, times[:, :m], times[:, m:], n_samples, chunk):
+        best = torch.minimum(best, ((s - truth[:, None]) ** 2).flatten(2).mean(2).min(1).values)
+        if visit is not None:
+            visit(s)
     return best.to(frames.device)
