@@ -248,6 +248,7 @@ class Evaluator:
     def __init__(self, model, scenes: D.Scenes, tc, dc, info, precision: str = "fp32"):
         self.model, self.tc, self.dc, self.precision = model, tc, dc, precision
         n = min(tc.eval_scenes, len(scenes))
+        self.scenes, self.n = scenes, n
         self.video = info["viewpoint_key"] == "timestamps"
         device = next(model.parameters()).device
         from jumpbench.benchmarks.evaluate import baseline_mse, baseline_view_mse
@@ -267,6 +268,7 @@ class Evaluator:
     @torch.no_grad()
     def __call__(self, step: int, folder: Path) -> dict:
         from jumpbench.benchmarks.evaluate import min_mse
+        from jumpbench.benchmarks.scores import for_evaluator
         from jumpbench.view import write_samples
 
         state = torch.get_rng_state()
@@ -277,9 +279,15 @@ class Evaluator:
             with M.autocast(self.precision, device):
                 out = self.model(self.batch, step)
                 row = {f"test_{k}": float(v) for k, v in out.items()} | self.baselines
+                # the ground-truth scores at the end of a run, where a probe is trained (scores.py)
+                scores = for_evaluator(self.scenes, self.n, self.dc.image_size, self.dc.eval_context,
+                                       self.tc.eval_samples) if step == self.tc.steps else None
                 if self.video:
                     row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
-                                                        self.tc.eval_samples).mean())
+                                                        self.tc.eval_samples,
+                                                        visit=scores.visit if scores else None).mean())
+                if scores:
+                    row.update(scores.finish(self.model))
                 k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
                 b = {key: v[:k] for key, v in self.batch.items()}
                 samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
