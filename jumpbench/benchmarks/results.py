@@ -41,6 +41,7 @@ class Run:
     why: str = ""
     rows: list = field(default_factory=list)            # metrics.jsonl, one dict per evaluation
     consistency: dict | None = None                     # consistency.json
+    scores: dict | None = None                          # scores.json (jumpbench score)
     target_steps: int | None = None
     overrides: tuple = ()                               # config.json's --set items
 
@@ -54,6 +55,8 @@ class Run:
         if metric in CONSISTENCY_KEYS:
             v = (self.consistency or {}).get(metric)
             return float(v) if v is not None and math.isfinite(float(v)) else None
+        if metric.startswith("test_score_") and (self.scores or {}).get(metric) is not None:
+            return float(self.scores[metric])  # jumpbench score's, else the final evaluation's
         vals = self.values(metric)[1]
         return vals[-1] if vals else None
 
@@ -78,6 +81,7 @@ def collect(root: str | Path) -> list[Run]:
         except (OSError, ValueError):
             run.rows = []
         run.consistency = read_json(folder / "consistency.json")
+        run.scores = read_json(folder / "scores.json")
         runs.append(run)
     return runs
 
@@ -244,5 +248,8 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
         for dataset in sorted(base):
             for k, v in sorted(base[dataset].items(), key=lambda kv: kv[1]):
                 lines.append(f"| {dataset} | {BASELINES.get(k, k)} | {_fmt(v)} |")
+    from jumpbench.benchmarks.scores import summary_lines
+
+    lines += summary_lines(group(runs))
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path
