@@ -52,6 +52,8 @@ def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_p
     assert refs["truth"]["route_coverage"] == 1.0  # one continuation: one order
     assert refs["shuffled"]["route_validity"] <= 0.2
     assert refs["repeat"]["route_validity"] == 0.0 and refs["black"]["route_validity"] == 0.0
+    assert refs["truth"]["route_visits"] == 1.0 and refs["black"]["route_visits"] == 0.0
+    assert refs["repeat"]["route_visits"] <= 0.25  # at most the first target, which it is next to
     assert S.references(ts_probe, scenes, range(len(scenes)), 5) == refs  # deterministic
 
 

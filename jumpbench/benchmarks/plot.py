@@ -206,7 +206,7 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
         if dataset not in KEYS or not models:
             continue
         refs = split_row(next(run_row(r) for rs in models.values() for r in rs if run_row(r)))[1]
-        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        fig, axes = plt.subplots(1, len(KEYS[dataset]), figsize=(4.5 * len(KEYS[dataset]), 4))
         data = {"models": {}, "references": refs}
         for ax, key in zip(axes, KEYS[dataset]):
             data["models"][key] = _points(ax, models, [f"test_score_{key}"], [LABELS[key]])

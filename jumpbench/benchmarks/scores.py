@@ -10,7 +10,9 @@ understands, whether the samples tell a story the dataset could have told:
   the context), then each of the other three shapes once, in some order, and in between it is
   present in every frame and moves in a straight line at a steady pace (within CONT_TOL of
   the line between its visits); `route_coverage`, the number of distinct valid orders among
-  the samples of a video (at most 3! = 6), averaged over videos.
+  the samples of a video (at most 3! = 6), averaged over videos; `route_visits`, a partial
+  credit: the fraction of the sampled visit frames at which the salesman touches a shape it
+  has not visited yet (the first target at the first).
 - Color Reaction: `reaction_forward`, from the first m frames, the fraction of samples in
   which shape 1 (the mover, shape 0 in the records) touches shape 2 from the narrative's
   arrival frame on and shape 2 keeps its colour until then and changes to one other colour
@@ -43,10 +45,11 @@ from jumpbench.generators import narratives as N
 from jumpbench.records import write_json_atomic
 
 CONT_TOL = 6.0  # native pixels (3 at 32x32): the salesman's distance from its straight path
-KEYS = {"traveling_salesman": ("route_validity", "route_coverage"),
+KEYS = {"traveling_salesman": ("route_validity", "route_coverage", "route_visits"),
         "color_reaction": ("reaction_forward", "reaction_backward"),
         "mnist_dice": ("agreement", "diversity")}
 LABELS = {"route_validity": "route validity", "route_coverage": "route coverage (of 6)",
+          "route_visits": "visits to a new shape",
           "reaction_forward": "reaction, forwards", "reaction_backward": "reaction, backwards",
           "agreement": "hidden-face agreement", "diversity": "digits per scene"}
 REFERENCES = {"truth": "ground truth", "repeat": "repeat the nearest context frame", "black": "black frames",
@@ -56,9 +59,10 @@ SCORES_FILE = "scores.json"
 
 # ---------------------------------------------------------------- one scene's samples -> verdicts
 
-def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple]]:
+def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple], np.ndarray]:
     """Readings of n composed videos (n, T) of one Traveling Salesman scene -> (valid (n,),
-    the visiting order of each valid sample, else None)."""
+    the visiting order of each valid sample, else None, the fraction of the sampled visit
+    frames at which the salesman touches a shape it has not visited yet (n,))."""
     t = r["touch"].shape[1]
     order, ends = [int(o) for o in meta["order"]], N.visit_frames(t)
     fixed = [k for k, e in enumerate(ends) if e <= m]           # visits the context decides
@@ -66,8 +70,15 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple]]:
     native = meta.get("_native", 64)
     tol = CONT_TOL * native / 64
     pos, rad = np.asarray(meta["positions"])[0, 1:], P.radii(meta, native)
-    valid, orders = [], []
+    valid, orders, visits = [], [], []
     for j in range(len(r["touch"])):
+        seen, new = {order[k] for k in fixed if ends[k] < m}, 0
+        for k, e in enumerate(ends):
+            if e >= m:
+                hit = [s for s in np.flatnonzero(r["touch"][j, e]) if s not in seen and (k not in fixed or s == order[k])]
+                new += bool(hit)
+                seen.update(hit[:1])
+        visits.append(new / sum(e >= m for e in ends))
         seq = None
         for rest in itertools.permutations(sorted(set(order) - {order[k] for k in fixed})):
             cand = [order[k] for k in fixed] + list(rest)
@@ -84,7 +95,7 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple]]:
                 ok = ok and bool(r["present"][j, f]) and float(np.linalg.norm(c[f] - line)) <= tol
         valid.append(ok)
         orders.append(seq if ok else None)
-    return np.asarray(valid, bool), orders
+    return np.asarray(valid, bool), orders, np.asarray(visits)
 
 
 def reaction(r: dict, meta: dict) -> np.ndarray:
@@ -120,6 +131,7 @@ class Scorer:
             self.query = list(range(m, t)) if direction == "forward" else list(range(t - m))
         self.valid = [[] for _ in self.indices]
         self.found = [[] for _ in self.indices]  # visiting orders / digits read
+        self.visits = [[] for _ in self.indices]
 
     def add(self, samples: torch.Tensor) -> None:
         """samples (B, n, Q, 3, S, S) for the scenes' queries."""
@@ -136,8 +148,9 @@ class Scorer:
             video[:, self.query] = samples[b]
             r = self.probe.read_video(video, meta)
             if self.dataset == "traveling_salesman":
-                ok, orders = route(r, meta, self.m)
+                ok, orders, visits = route(r, meta, self.m)
                 self.valid[b] += list(ok)
+                self.visits[b] += list(visits)
                 self.found[b] += [o for o in orders if o is not None]
             else:
                 self.valid[b] += list(reaction(r, meta))
@@ -146,7 +159,8 @@ class Scorer:
         """The scores (module docstring) over the scenes added so far."""
         frac = float(np.mean([v for vs in self.valid for v in vs]))
         if self.dataset == "traveling_salesman":
-            return {"route_validity": frac, "route_coverage": float(np.mean([len(set(f)) for f in self.found]))}
+            return {"route_validity": frac, "route_coverage": float(np.mean([len(set(f)) for f in self.found])),
+                    "route_visits": float(np.mean([v for vs in self.visits for v in vs]))}
         if self.dataset == "color_reaction":
             return {f"reaction_{self.direction}": frac}
         return {"agreement": frac, "diversity": float(np.mean([len(set(f)) for f in self.found]))}
@@ -310,13 +324,16 @@ def format_table(result: dict) -> str:
     model, refs = split_row(result)
     keys = KEYS[result["dataset"]]
     cols = [result["model"]] + list(refs)
+    width = max(10, *(len(c) + 2 for c in cols))
+    how = ("hidden-face protocol, 3 context and 3 query views" if result["dataset"] == "mnist_dice"
+           else f"context {result['context']} frames")
     lines = [f"{result['model']} on {result['dataset']} test: {result['n_scenes']} scenes x {result['n_samples']} "
-             f"samples, {result['image_size']}px, context {result['context']}"
+             f"samples, {result['image_size']}px, {how}"
              + (f"; min-MSE of the same samples {result['test_min_mse']:.4f}" if "test_min_mse" in result else ""),
-             f"{'':<26}" + "".join(f"{c:>10}" for c in cols)]
+             f"{'':<24}" + "".join(f"{c:>{width}}" for c in cols)]
     for k in keys:
         vals = [model.get(k)] + [refs[r].get(k) for r in refs]
-        lines.append(f"{LABELS[k]:<26}" + "".join(f"{'-' if v is None else f'{v:.3f}':>10}" for v in vals))
+        lines.append(f"{LABELS[k]:<24}" + "".join(f"{'-' if v is None else f'{v:.3f}':>{width}}" for v in vals))
     lines.append("references: " + "; ".join(f"{r} = {REFERENCES[r]}" for r in refs))
     return "\n".join(lines)
 
