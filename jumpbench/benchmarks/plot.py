@@ -214,12 +214,15 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
                 if vals.get(key) is not None:
                     ax.axhline(vals[key], color="0.3", lw=1, ls=("-", "--", ":", "-.")[j % 4],
                                label=f"{REFERENCES.get(ref, ref)} ({vals[key]:.2f})")
-            ax.set_ylim(bottom=0)
-            ax.legend(fontsize=6)
-        _title(fig, "Ground-truth consistency scores of samples (higher is better)", dataset, preset, _all(models))
-        fig.subplots_adjust(top=0.82)
-        fig.text(0.01, -0.02, "mean ± √2·SEM over seeds, dots = seeds; lines: the truth and the sanity baselines "
-                 "on the same test scenes", fontsize=7)
+            for bars in ax.containers:  # the value on each bar (a zero bar is otherwise invisible)
+                if hasattr(bars, "patches"):
+                    ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+            ax.set_ylim(0, 1.15 * max(1.0, ax.get_ylim()[1]))
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+        _title(fig, "Ground-truth consistency scores of samples (higher is better): mean ± √2·SEM over seeds,\n"
+               "dots = seeds; lines: the truth and the sanity baselines on the same test scenes", dataset, preset,
+               _all(models))
+        fig.subplots_adjust(top=0.78)
         made.append(save(fig, out, f"scores_{dataset}_{preset}", data))
     return made
 

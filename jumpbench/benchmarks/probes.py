@@ -201,7 +201,8 @@ def warp(frames: torch.Tensor, grids) -> torch.Tensor:
 
 class DigitNet(nn.Module):
     """(B, 3, PATCH, PATCH) face square -> 11 logits: the digits 0-9 and NONE (no digit there: a
-    face turned away, a flat frame); each square is standardised first (lighting varies)."""
+    face turned away, a flat frame, a face blurred past reading); each square is standardised
+    first (lighting varies)."""
 
     def __init__(self):
         super().__init__()
@@ -485,7 +486,8 @@ def narrative_accuracy(probe: Probe, scenes: D.Scenes, indices, transform=lambda
             visits = [(f, 1) for f in range(N.reaction_frames(t)[0], t)]
         hits["visit"].append(np.asarray([r["touch"][f, j] for f, j in visits]))
         pos, rad = np.asarray(meta["positions"])[0], radii(meta, probe.native)
-        resid = np.abs(np.linalg.norm(true_c[:, None] - pos[None, 1:], axis=-1) - (rad[0] + rad[1:] + probe.native / 64))
+        dist = np.linalg.norm(true_c[:, None] - pos[None, 1:], axis=-1)
+        resid = np.abs(dist - (rad[0] + rad[1:] + probe.native / 64))
         apart = (resid >= 2 * TOUCH_TOL * probe.native / 64).all(1)
         hits["apart"].append(~r["touch"][apart].any(1))
         gap = np.linalg.norm(true_c[:, None] - pos[None], axis=-1) - rad[0] - rad  # (T, n): < 0 overlaps
@@ -513,7 +515,8 @@ def _dice_set(data, split: str, size: int, n: int, min_vis: float) -> dict:
         base = sum(len(f) for f in frames)
         frames.append(scenes[i]["frames"])
         rows.append(base + views)
-        grids.append(face_grids(np.asarray(meta["cameras"])[views], meta["die_position"], float(meta["die_yaw"]), faces))
+        grids.append(face_grids(np.asarray(meta["cameras"])[views], meta["die_position"], float(meta["die_yaw"]),
+                                faces))
         labels.append(np.where(v[views, faces] > 0, np.asarray(meta["digit_labels"])[faces], NONE))
         vis.append(v[views, faces])
     return {"frames": torch.cat(frames), "rows": torch.as_tensor(np.concatenate(rows)),
@@ -534,7 +537,9 @@ def _train_dice(data, size, native, steps, n_scenes, seed, progress, batch=None)
         y = train["labels"][idx].clone()
         blank = torch.rand(batch, generator=g) < 0.05  # flat frames (black, a colour): no digit either
         x[blank] = torch.rand(int(blank.sum()), 3, 1, 1, generator=g).expand(-1, -1, *x.shape[2:])
-        y[blank] = NONE
+        smear = (torch.rand(batch, generator=g) < 0.1) & ~blank  # blurred past reading: a blank face
+        x[smear] = _blur(x[smear], 2.5 + 1.5 * torch.rand(int(smear.sum()), generator=g))
+        y[blank | smear] = NONE
         return warp(augment(x, g), grids[idx]), y
 
     _fit(net, steps, batch_fn, lambda x, y: F.cross_entropy(net(x), y), f"probe {Path(data).name} {size}px",

@@ -75,7 +75,8 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple], np.ndar
         seen, new = {order[k] for k in fixed if ends[k] < m}, 0
         for k, e in enumerate(ends):
             if e >= m:
-                hit = [s for s in np.flatnonzero(r["touch"][j, e]) if s not in seen and (k not in fixed or s == order[k])]
+                hit = [s for s in np.flatnonzero(r["touch"][j, e])
+                       if s not in seen and (k not in fixed or s == order[k])]
                 new += bool(hit)
                 seen.update(hit[:1])
         visits.append(new / sum(e >= m for e in ends))
@@ -269,11 +270,12 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     scores.json into `out` (the run folder by default)."""
     from jumpbench.benchmarks import machine as M
     from jumpbench.benchmarks.evaluate import min_mse
-    from jumpbench.benchmarks.runs import load_run
+    from jumpbench.benchmarks.runs import CHECKPOINT, load_checkpoint, load_run
     from jumpbench.benchmarks.train import dataset_info
 
     run = Path(run)
     model, record = load_run(run)
+    step = load_checkpoint(run / CHECKPOINT).get("step")  # the checkpoint scored (a run may go on)
     cfg = record["config"]
     data = Path(data or record["data"])
     info = dataset_info(data)
@@ -296,7 +298,7 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
             frames = D.to_float(D.stack(scenes, range(n))["frames"])
             row["test_min_mse"] = float(min_mse(model, frames, m, n_samples, visit=scorer.visit).mean())
         row.update(scorer.finish(model))
-    result = {"model": record["model"], "dataset": info["name"], "run": str(run), "data": str(data),
+    result = {"model": record["model"], "dataset": info["name"], "run": str(run), "step": step, "data": str(data),
               "image_size": size, "context": m, "n_scenes": n, "n_samples": n_samples, "precision": precision,
               "probe": {k: probe.report.get(k) for k in ("clean", "degraded")}, **row}
     out = Path(out) if out else run
@@ -327,8 +329,8 @@ def format_table(result: dict) -> str:
     width = max(10, *(len(c) + 2 for c in cols))
     how = ("hidden-face protocol, 3 context and 3 query views" if result["dataset"] == "mnist_dice"
            else f"context {result['context']} frames")
-    lines = [f"{result['model']} on {result['dataset']} test: {result['n_scenes']} scenes x {result['n_samples']} "
-             f"samples, {result['image_size']}px, {how}"
+    lines = [f"{result['model']} (step {result.get('step')}) on {result['dataset']} test: {result['n_scenes']} scenes "
+             f"x {result['n_samples']} samples, {result['image_size']}px, {how}"
              + (f"; min-MSE of the same samples {result['test_min_mse']:.4f}" if "test_min_mse" in result else ""),
              f"{'':<24}" + "".join(f"{c:>{width}}" for c in cols)]
     for k in keys:
@@ -370,7 +372,8 @@ def summary_lines(groups: dict) -> list[str]:
             cells = []
             for k in keys:
                 vals = [r[f"test_score_{k}"] for r in rows if r.get(f"test_score_{k}") is not None]
-                cells.append(f"{np.mean(vals):.3f} ± {sem2(vals):.2g}" if vals else "-")
+                err = f" ± {sem2(vals):.2g}" if len(vals) > 1 else ""
+                cells.append(f"{np.mean(vals):.3f}{err}" if vals else "-")
             lines.append(f"| {model} | {config} | {len(rows)} | " + " | ".join(cells) + " |")
         for ref, vals in refs_of[dataset].items():
             cells = [f"{vals[k]:.3f}" if vals.get(k) is not None else "-" for k in keys]
