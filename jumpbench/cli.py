@@ -320,6 +320,50 @@ def consistency(run_dir, data, scenes, draws):
 
 
 @cli.group()
+def probe():
+    """Probes trained on ground truth that read frames for the consistency scores (jumpbench score)."""
+
+
+@probe.command("train")
+@click.argument("dataset", type=click.Path())
+@click.option("--size", type=int, default=32, show_default=True,
+              help="The frame size it reads: a run's data.image_size (the cpu preset's 32).")
+@click.option("--steps", type=int, default=None, help="Training steps [1500 narratives, 2000 dice].")
+@click.option("--scenes", type=int, default=None, help="Train scenes to learn from [1500 narratives, 3000 dice].")
+@click.option("--force", is_flag=True, help="Train again over an existing probe.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def probe_train(dataset, size, steps, scenes, force, quiet):
+    """Train DATASET's probe at --size, cached by the dataset's manifest sha256; prints its accuracy."""
+    from jumpbench.benchmarks.probes import format_report, probe_path, train_probe
+
+    if (steps is not None and steps < 1) or (scenes is not None and scenes < 1):
+        raise JumpbenchError("--steps and --scenes must be at least 1")
+    click.echo(format_report(train_probe(dataset, size, steps, scenes, progress=not quiet, force=force)))
+    click.echo(f"probe: {probe_path(dataset, size)}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", type=click.Path(), default=None, help="The run's dataset folder [config.json's data].")
+@click.option("--scenes", type=int, default=None, help="Test scenes [the run's train.eval_scenes].")
+@click.option("--samples", type=int, default=None, help="Samples per scene [the run's train.eval_samples].")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for scores.json [RUN_DIR].")
+@one_line_errors
+def score(run_dir, data, scenes, samples, out):
+    """Ground-truth consistency scores of a run's samples (route validity, reaction, dice agreement)."""
+    from jumpbench.benchmarks.evaluate import score_run
+    from jumpbench.benchmarks.runs import SCORES as SCORES_FILE
+    from jumpbench.benchmarks.scores import format_table
+
+    if (scenes is not None and scenes < 1) or (samples is not None and samples < 1):
+        raise JumpbenchError("--scenes and --samples must be at least 1")
+    result = score_run(run_dir, out, data, scenes, samples)
+    click.echo(format_table(result))
+    click.echo(f"wrote {Path(out or run_dir) / SCORES_FILE}")
+
+
+@cli.group()
 def bench():
     """Speed benchmarks: each prints a table of its timings and writes them as JSON."""
 

@@ -16,6 +16,10 @@ CURVES = {("jump", 0): [0.30, 0.20, 0.10], ("jump", 1): [0.32, 0.24, 0.12], ("ju
           ("gqn", 0): [0.40, 0.35, 0.30], ("gqn", 1): [0.42, 0.33, 0.31]}
 KL = {("jump", 0): (4.1, 4.3, 900.0), ("jump", 1): (4.3, 4.2, 950.0), ("gqn", 0): (4.0, 11.9, 990.0),
       ("gqn", 1): (4.2, 12.7, 1010.0)}
+# hidden-face agreement in the final evaluation row (scores.py), with the truth and a baseline
+AGREE = {("jump", 0): 0.9, ("jump", 1): 0.8, ("gqn", 0): 0.1, ("gqn", 1): 0.2}
+REFS = {"test_score_truth_agreement": 1.0, "test_score_truth_diversity": 1.0,
+        "test_score_black_agreement": 0.0, "test_score_black_diversity": 0.0}
 
 
 def make_run(root, dataset, model, seed, status, rows, consistency=None, config="cpu"):
@@ -39,7 +43,8 @@ def runs(tmp_path):
                 for i, v in enumerate(vals)]
         make_run(root, "traveling_salesman", model, seed, "diverged" if len(vals) == 1 else "done", rows)
     for (model, seed), (kl1, kl3, nelbo) in KL.items():
-        rows = [{"step": 10, "wall": 1.0, "test_loss": nelbo * 2}, {"step": 20, "wall": 2.0, "test_loss": nelbo}]
+        rows = [{"step": 10, "wall": 1.0, "test_loss": nelbo * 2}, {"step": 20, "wall": 2.0, "test_loss": nelbo,
+                 "test_score_agreement": AGREE[model, seed], "test_score_diversity": 1.5, **REFS}]
         make_run(root, "mnist_dice", model, seed, "done", rows,
                  {"kl1": kl1, "kl3": kl3, "nelbo": nelbo, "n_scenes": 10, "units": "nats per scene"})
     speed = tmp_path / "results" / "speed"
@@ -102,6 +107,13 @@ def test_fig5b_consistency_and_speed(runs, tmp_path):
     assert b["curves"]["gqn"]["mean"] == pytest.approx([2000.0, 1000.0])
     speed = _figure(out, "speed_jumpy")
     assert speed["seconds"]["sv2p"] == [0.02, 0.12]
+    scores = _figure(out, "scores_mnist_dice_cpu")
+    agree = scores["models"]["agreement"]
+    assert agree["jump"]["test_score_agreement"]["mean"] == pytest.approx(0.85)
+    assert agree["gqn"]["test_score_agreement"]["err"] == pytest.approx(sem2([0.1, 0.2]))
+    assert scores["references"]["truth"] == {"agreement": 1.0, "diversity": 1.0}
+    md = (runs.parent / "summary.md").read_text()
+    assert "| jump | cpu | 2 | 0.850 ± " in md and "| ground truth | - | - | 1.000 | 1.000 |" in md
 
 
 def test_missing_inputs_are_skipped_with_the_command_that_makes_them(tmp_path):
@@ -109,6 +121,7 @@ def test_missing_inputs_are_skipped_with_the_command_that_makes_them(tmp_path):
     text = "\n".join(lines)
     for name, hint in [("fig5a", "jumpbench run"), ("fig5b", "jumpbench generate dice"),
                        ("consistency", "jumpbench consistency"), ("speed", "jumpbench bench jumpy"),
+                       ("scores", "jumpbench score"),
                        ("fig3", "color_reaction"), ("fig4", "jumpbench run"), ("fig6", "jumpbench generate dice"),
                        ("summary", "jumpbench run")]:
         line = [ln for ln in lines if ln.startswith(f"skipped {name}")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -187,3 +188,13 @@ def config_name(preset: str, overrides: list[str]) -> str:
 
 def to_dict(cfg: dict) -> dict:
     return {k: dataclasses.asdict(v) for k, v in cfg.items()}
+
+
+def slurm_params(defaults: dict | None = None) -> dict:
+    """submitit's slurm parameters: `defaults` (a training run's by default), then the
+    environment variable JUMPBENCH_SLURM ("key=value,key=value", values as in --set)."""
+    params = dict(defaults or {"timeout_min": 3 * 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4})  # 3 days a run
+    for item in filter(None, os.environ.get("JUMPBENCH_SLURM", "").split(",")):
+        key, value = parse_override(item)
+        params[key] = value
+    return params

@@ -157,6 +157,12 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "jumpbench"
 
 
+def dataset_cache_dir(ds: Dataset) -> Path:
+    """A dataset's folder under `cache_root()`, named by the dataset and its manifest's sha256
+    (a regenerated dataset gets a new folder; the dataset folder itself is never written)."""
+    return cache_root() / f"{ds.name}-{dataset_sha256(ds.root)[:16]}"
+
+
 class FrameCache:
     """A split's decoded, downsampled frames in one uint8 array (N, T, 3, S, S) and its
     viewpoints (N, T, D), so that a training step gathers its batch by indexing instead of
@@ -170,9 +176,8 @@ class FrameCache:
     split's size, to check it against a budget first."""
 
     def __init__(self, scenes: Scenes, progress: bool = True):
-        digest = dataset_sha256(scenes.ds.root)[:16]
         stem = f"{scenes.split}-{scenes.size}px"
-        folder = cache_root() / f"{scenes.ds.name}-{digest}"
+        folder = dataset_cache_dir(scenes.ds)
         fpath, vpath = folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
         if fpath.is_file() and vpath.is_file():
             self.frames = np.load(fpath)  # into memory: a memory map is re-read under memory pressure

@@ -5,7 +5,8 @@ continuations from the first m frames and score the video by the minimum over sa
 the MSE to the true continuation. A model that collapses onto one mode rarely draws a
 sample near the truth and scores badly (the metric is similar to SV2P's, Babaeizadeh et al.
 2018). One function serves all five models, jumpy or not, through `Model.sample`. `Evaluator` is
-the training loop's periodic evaluation; `write_samples` draws its samples.png.
+the training loop's periodic evaluation; `write_samples` draws its samples.png; `score_run`
+scores a trained run's samples with the ground-truth probes (scores.py).
 """
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ import torch
 
 from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
-from jumpbench.files import atomic_path
-from jumpbench.models.base import Model
+from jumpbench.benchmarks import scores as S
+from jumpbench.benchmarks.probes import load_probe
+from jumpbench.benchmarks.runs import CHECKPOINT, SCORES, load_checkpoint, load_run
+from jumpbench.errors import JumpbenchError
+from jumpbench.files import atomic_path, write_json_atomic
+from jumpbench.models.base import Model, sample_chunks
 from jumpbench.view import contact_sheet
 
 # Traveling Salesman (20 frames): the salesman finishes its visits at frames 5, 10, 14 and 19
@@ -56,41 +61,31 @@ def baseline_view_mse(context: torch.Tensor, targets: torch.Tensor) -> dict[str,
 
 
 @torch.no_grad()
+@torch.no_grad()
 def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samples: int = 30,
-            chunk: int = 10) -> torch.Tensor:
+            chunk: int = 10, visit=None) -> torch.Tensor:
     """Minimum over `n_samples` sampled continuations of the MSE to the true one, per video.
 
     frames: (B, T, 3, H, W) float in [0, 1]. The context is frames 0..m-1 (viewpoints, i.e.
     frame times, 0..m-1); the queries are frames m..T-1. The paper does not state m; the
     default m = 5 of 20 for Traveling Salesman is explained at DEFAULT_CONTEXT above. The
     MSE of one sample is the mean over its frames, channels and pixels. Samples are drawn
-    `chunk` at a time to bound memory. Returns (B,) on the frames' device.
+    `chunk` at a time to bound memory; `visit(chunk)`, when given, sees each chunk (B, n, T-m,
+    3, H, W) too (the ground-truth scores read the same samples, scores.py). Returns (B,) on
+    the frames' device.
     """
     B, T = frames.shape[:2]
     if not 1 <= m < T:
         raise ValueError(f"m must be in [1, T-1] = [1, {T - 1}], got {m}")
-    if n_samples < 1 or chunk < 1:
-        raise ValueError(f"n_samples and chunk must be positive, got {n_samples} and {chunk}")
     device = _device(model, frames.device)
     x = frames.to(device)
     times = torch.arange(T, dtype=x.dtype, device=device).view(1, T, 1).expand(B, T, 1)  # (B, T, 1)
     context, truth = x[:, :m], x[:, m:]                                  # (B, m, ...), (B, T-m, ...)
-    was_training = model.training
-    model.eval()
-    try:
-        best = torch.full((B,), float("inf"), device=device)
-        done = 0
-        while done < n_samples:
-            n = min(chunk, n_samples - done)
-            s = model.sample(context, times[:, :m], times[:, m:], n)       # (B, n, T-m, 3, H, W)
-            if s.shape != (B, n, *truth.shape[1:]):
-                raise ValueError(f"{type(model).__name__}.sample returned {tuple(s.shape)}, "
-                                 f"expected {(B, n, *truth.shape[1:])}")
-            mse = ((s.float() - truth[:, None]) ** 2).flatten(2).mean(2)           # (B, n)
-            best = torch.minimum(best, mse.min(1).values)
-            done += n
-    finally:
-        model.train(was_training)
+    best = torch.full((B,), float("inf"), device=device)
+    for s in sample_chunks(model, context, times[:, :m], times[:, m:], n_samples, chunk):
+        best = torch.minimum(best, ((s - truth[:, None]) ** 2).flatten(2).mean(2).min(1).values)
+        if visit is not None:
+            visit(s)
     return best.to(frames.device)
 
 
@@ -103,6 +98,7 @@ class Evaluator:
     def __init__(self, model, scenes: D.Scenes, tc, dc, info, precision: str = "fp32"):
         self.model, self.tc, self.dc, self.precision = model, tc, dc, precision
         n = min(tc.eval_scenes, len(scenes))
+        self.scenes, self.n = scenes, n
         self.video = info["viewpoint_key"] == "timestamps"
         device = next(model.parameters()).device
         if self.video:
@@ -127,9 +123,15 @@ class Evaluator:
             with M.autocast(self.precision, device):
                 out = self.model(self.batch, step)
                 row = {f"test_{k}": float(v) for k, v in out.items()} | self.baselines
+                # the ground-truth scores at the end of a run, where a probe is trained (scores.py)
+                scores = S.for_evaluator(self.scenes, self.n, self.dc.image_size, self.dc.eval_context,
+                                       self.tc.eval_samples) if step == self.tc.steps else None
                 if self.video:
                     row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
-                                                        self.tc.eval_samples).mean())
+                                                        self.tc.eval_samples,
+                                                        visit=scores.visit if scores else None).mean())
+                if scores:
+                    row.update(scores.finish(self.model))
                 k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
                 b = {key: v[:k] for key, v in self.batch.items()}
                 samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
@@ -164,3 +166,44 @@ def write_samples(path: str | Path, context, truth, samples) -> None:
     sheet = contact_sheet(np.concatenate(rows[:-1]), columns=width, scale=2)
     with atomic_path(path) as tmp:
         Image.fromarray(sheet).save(tmp, format="PNG")
+
+
+# ---------------------------------------------------------------- `jumpbench score RUN_DIR`
+
+def score_run(run: str | Path, out: str | Path | None = None, data: str | Path | None = None,
+              n_scenes: int | None = None, n_samples: int | None = None) -> dict:
+    """Score a trained run on its test split (the first n_scenes scenes, the run's evaluation
+    subset by default) with n_samples samples per scene (the run's eval_samples); writes
+    scores.json into `out` (the run folder by default)."""
+    run = Path(run)
+    model, record = load_run(run)
+    step = load_checkpoint(run / CHECKPOINT).get("step")  # the checkpoint scored (a run may go on)
+    cfg = record["config"]
+    data = Path(data or record["data"])
+    info = D.dataset_info(data)
+    if info["name"] != record.get("dataset", info["name"]):
+        raise JumpbenchError(f"{data} is {info['name']}, the run was trained on {record['dataset']}")
+    size, m = cfg["data"]["image_size"], cfg["data"]["eval_context"]
+    probe = load_probe(data, size)
+    scenes = D.Scenes(data, "test", size)
+    n = min(n_scenes or cfg["train"]["eval_scenes"], len(scenes))
+    n_samples = n_samples or cfg["train"]["eval_samples"]
+    if n < 1 or not 1 <= n_samples <= 1000:
+        raise JumpbenchError(f"need at least one test scene and 1..1000 samples, got {n} and {n_samples}")
+    device = torch.device("cpu")
+    precision = M.resolve_precision(cfg["train"].get("precision", "auto"), device)
+    scorer = S.RunScores(probe, scenes, range(n), m, n_samples)
+    torch.manual_seed(0)
+    with torch.no_grad(), M.autocast(precision, device):
+        row = {}
+        if info["viewpoint_key"] == "timestamps":
+            frames = D.to_float(D.stack(scenes, range(n))["frames"])
+            row["test_min_mse"] = float(min_mse(model, frames, m, n_samples, visit=scorer.visit).mean())
+        row.update(scorer.finish(model))
+    result = {"model": record["model"], "dataset": info["name"], "run": str(run), "step": step, "data": str(data),
+              "image_size": size, "context": m, "n_scenes": n, "n_samples": n_samples, "precision": precision,
+              "probe": {k: probe.report.get(k) for k in ("clean", "degraded")}, **row}
+    out = Path(out) if out else run
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / SCORES, result)
+    return result

@@ -32,6 +32,7 @@ HINTS = {
     "fig5b": "jumpbench run --model jump --data data/mnist_dice --seeds 7 (and --model gqn; data: "
              "jumpbench generate dice)",
     "consistency": "jumpbench consistency RUN_DIR (each JUMP/GQN seed on mnist_dice)",
+    "scores": "jumpbench probe train DATA, then jumpbench score RUN_DIR",
     "speed": "jumpbench bench jumpy",
     "summary": "jumpbench run --model M --seeds N",
 }
@@ -168,6 +169,40 @@ def fig_consistency(main: dict, out: Path) -> list[Path]:
     return made
 
 
+def fig_scores(main: dict, out: Path) -> list[Path]:
+    """The ground-truth consistency scores (scores.py) per model, the ground truth and the
+    sanity baselines as lines: route validity and coverage on Traveling Salesman, hidden-face
+    agreement and diversity on dice (JUMP vs GQN), the reaction forwards and backwards."""
+    from jumpbench.benchmarks.results import run_row
+    from jumpbench.benchmarks.scores import KEYS, LABELS, REFERENCES, split_row
+
+    plt, made = _plt(), []
+    for (dataset, preset), models in main.items():
+        models = {m: rs for m, rs in models.items() if any(run_row(r) for r in rs)}
+        if dataset not in KEYS or not models:
+            continue
+        refs = split_row(next(run_row(r) for rs in models.values() for r in rs if run_row(r)))[1]
+        fig, axes = plt.subplots(1, len(KEYS[dataset]), figsize=(4.5 * len(KEYS[dataset]), 4))
+        data = {"models": {}, "references": refs}
+        for ax, key in zip(axes, KEYS[dataset]):
+            data["models"][key] = _points(ax, models, [f"test_score_{key}"], [LABELS[key]])
+            for j, (ref, vals) in enumerate(refs.items()):
+                if vals.get(key) is not None:
+                    ax.axhline(vals[key], color="0.3", lw=1, ls=("-", "--", ":", "-.")[j % 4],
+                               label=f"{REFERENCES.get(ref, ref)} ({vals[key]:.2f})")
+            for bars in ax.containers:  # the value on each bar (a zero bar is otherwise invisible)
+                if hasattr(bars, "patches"):
+                    ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+            ax.set_ylim(0, 1.15 * max(1.0, ax.get_ylim()[1]))
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+        _title(fig, "Ground-truth consistency scores of samples (higher is better): mean ± √2·SEM over seeds,\n"
+               "dots = seeds; lines: the truth and the sanity baselines on the same test scenes", dataset, preset,
+               _all(models))
+        fig.subplots_adjust(top=0.78)
+        made.append(save(fig, out, f"scores_{dataset}_{preset}", data))
+    return made
+
+
 def fig_speed(speed_dir: Path, out: Path) -> list[Path]:
     """Seconds to sample frame t per model, log scale, one figure per speed JSON."""
     plt, made = _plt(), []
@@ -202,6 +237,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
     lines = []
     for name, make in (("fig5a", lambda: fig5a(main, out)), ("fig5b", lambda: fig5b(main, out)),
                        ("consistency", lambda: fig_consistency(main, out)),
+                       ("scores", lambda: fig_scores(main, out)),
                        ("speed", lambda: fig_speed(speed, out))):
         made = make()
         lines += [f"wrote {p} (+ .pdf, .json)" for p in made] or [

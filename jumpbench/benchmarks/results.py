@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jumpbench.benchmarks import runs as R
+from jumpbench.benchmarks import scores as S
 from jumpbench.benchmarks.evaluate import BASELINES
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import read_json, write_text_atomic
@@ -43,6 +44,7 @@ class Run:
     why: str = ""
     rows: list = field(default_factory=list)            # metrics.jsonl, one dict per evaluation
     consistency: dict | None = None                     # consistency.json
+    scores: dict | None = None                          # scores.json (jumpbench score)
     target_steps: int | None = None
     overrides: tuple = ()                               # config.json's --set items
     record: dict = field(default_factory=dict)          # config.json
@@ -57,6 +59,8 @@ class Run:
         if metric in CONSISTENCY_KEYS:
             v = (self.consistency or {}).get(metric)
             return float(v) if v is not None and math.isfinite(float(v)) else None
+        if metric.startswith("test_score_") and (self.scores or {}).get(metric) is not None:
+            return float(self.scores[metric])  # jumpbench score's, else the final evaluation's
         vals = self.values(metric)[1]
         return vals[-1] if vals else None
 
@@ -81,6 +85,7 @@ def collect(root: str | Path) -> list[Run]:
         except (OSError, JumpbenchError):
             run.rows = []
         run.consistency = read_json(folder / R.CONSISTENCY)
+        run.scores = read_json(folder / R.SCORES)
         runs.append(run)
     return runs
 
@@ -248,5 +253,45 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
         for dataset in sorted(base):
             for k, v in sorted(base[dataset].items(), key=lambda kv: kv[1]):
                 lines.append(f"| {dataset} | {BASELINES.get(k, k)} | {_fmt(v)} |")
+    lines += score_lines(group(runs))
     write_text_atomic(md_path, "\n".join(lines) + "\n")
     return md_path, csv_path
+
+
+# ---------------------------------------------------------------- the ground-truth scores' tables
+
+def run_row(run) -> dict:
+    """A results.Run's test_score_* values: its scores.json, else its last evaluation that has them."""
+    if run.scores:
+        return run.scores
+    return next((row for row in reversed(run.rows) if any(k.startswith("test_score_") for k in row)), {})
+
+
+def score_lines(groups: dict) -> list[str]:
+    """Markdown tables for results/summary.md: per dataset, each scored (model, config) as the
+    mean over seeds ± sqrt(2) x SEM, then the ground truth and the baselines."""
+    lines, refs_of = [], {}
+    by_dataset: dict = {}
+    for (dataset, model, config), rs in groups.items():
+        rows = [run_row(r) for r in rs]
+        rows = [r for r in rows if r]
+        if rows and dataset in S.KEYS:
+            by_dataset.setdefault(dataset, []).append((model, config, rows))
+            refs_of.setdefault(dataset, S.split_row(rows[0])[1])
+    for dataset, entries in sorted(by_dataset.items()):
+        keys = S.KEYS[dataset]
+        lines += ["", f"Ground-truth consistency scores on {dataset} (scores.py; higher is better for "
+                  f"{S.LABELS[keys[0]]}; the truth must be about 1):", "",
+                  "| who | config | runs scored | " + " | ".join(S.LABELS[k] for k in keys) + " |",
+                  "|---|---|---|" + "---|" * len(keys)]
+        for model, config, rows in entries:
+            cells = []
+            for k in keys:
+                vals = [r[f"test_score_{k}"] for r in rows if r.get(f"test_score_{k}") is not None]
+                err = f" ± {sem2(vals):.2g}" if len(vals) > 1 else ""
+                cells.append(f"{np.mean(vals):.3f}{err}" if vals else "-")
+            lines.append(f"| {model} | {config} | {len(rows)} | " + " | ".join(cells) + " |")
+        for ref, vals in refs_of[dataset].items():
+            cells = [f"{vals[k]:.3f}" if vals.get(k) is not None else "-" for k in keys]
+            lines.append(f"| {S.REFERENCES.get(ref, ref)} | - | - | " + " | ".join(cells) + " |")
+    return lines

@@ -41,6 +41,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 STATUS = "status.json"
 CONSISTENCY = "consistency.json"  # written by `jumpbench consistency` (consistency.py)
+SCORES = "scores.json"            # written by `jumpbench score` (scores.py)
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
 
 

@@ -144,21 +144,12 @@ def _train_task(task: RunSpec, threads: int | None = None) -> str:
     return (read_status(folder) or {}).get("status", "unknown")
 
 
-def _slurm_params(defaults: dict | None = None) -> dict:
-    """submitit's slurm parameters: `defaults` (a training run's by default), then $JUMPBENCH_SLURM."""
-    params = dict(defaults or {"timeout_min": 3 * 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4})  # 3 days a run
-    for item in filter(None, os.environ.get("JUMPBENCH_SLURM", "").split(",")):
-        key, value = C.parse_override(item)
-        params[key] = value
-    return params
-
-
 def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list[tuple[RunSpec, str]]:
     """Submit the tasks through submitit as one array (at most `jobs` at a time) and wait."""
     import submitit
 
     folder = Path(todo[0][0].out) / ".submitit"
-    params = _slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
+    params = C.slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
     if cluster == "slurm":
         params.setdefault("slurm_array_parallelism", jobs)
     threads = max(1, usable_cores() // jobs) if cluster != "slurm" else None

@@ -211,9 +211,9 @@ def _run_parts(gen: Generator, todo: dict[int, list[tuple]], parts: int, cluster
         return []
     import submitit
 
-    from jumpbench.benchmarks.sweep import _slurm_params
+    from jumpbench.benchmarks.config import slurm_params
 
-    params = (_slurm_params({"timeout_min": 24 * 60, "cpus_per_task": workers}) if cluster == "slurm"
+    params = (slurm_params({"timeout_min": 24 * 60, "cpus_per_task": workers}) if cluster == "slurm"
               else {"timeout_min": 24 * 60})
     try:
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)

@@ -115,11 +115,22 @@ def _move(positions: np.ndarray, shape: int, t0: int, t1: int, end: np.ndarray) 
         positions[t, shape] = start + a * (end - start)
 
 
+def visit_frames(frames: int) -> list[int]:
+    """Traveling Salesman: the frames at which the salesman touches its 1st..4th shape."""
+    return [round((k + 1) * (frames - 1) / 4) for k in range(4)]
+
+
+def reaction_frames(frames: int) -> tuple[int, int]:
+    """Color Reaction: (the frame shape 0 reaches shape 1, the first frame of shape 1's new colour)."""
+    half = frames // 2
+    return max(half - 1, 1), half
+
+
 def sample_traveling_salesman(rng: np.random.Generator, frames: int, size: int) -> dict:
     spec = sample_shapes(rng, 5, size)
     order = rng.permutation(4) + 1  # the salesman, shape 0, visits these in turn
     positions = np.repeat(spec["start"][None], frames, axis=0)  # (T, 5, 2)
-    ends = [round((k + 1) * (frames - 1) / 4) for k in range(4)]
+    ends = visit_frames(frames)
     t0 = 0
     for target, t1 in zip(order, ends):
         touch = spec["radii"][0] + spec["radii"][target] + 1
@@ -133,9 +144,9 @@ def sample_traveling_salesman(rng: np.random.Generator, frames: int, size: int) 
 def sample_color_reaction(rng: np.random.Generator, frames: int, size: int) -> dict:
     spec = sample_shapes(rng, 2, size)
     positions = np.repeat(spec["start"][None], frames, axis=0)  # (T, 2, 2)
-    half = frames // 2  # frames 1-6 of 12: the move; 7-12: the new colour
+    arrive, half = reaction_frames(frames)  # frames 1-6 of 12: the move; 7-12: the new colour
     touch = spec["radii"][0] + spec["radii"][1] + 1
-    _move(positions, 0, 0, max(half - 1, 1), _approach(positions[0, 0], positions[0, 1], touch))
+    _move(positions, 0, 0, arrive, _approach(positions[0, 0], positions[0, 1], touch))
     old = int(spec["colors"][1])
     new = int(rng.choice([c for c in range(len(COLORS)) if c != old]))
     colors = np.repeat(spec["colors"][None], frames, axis=0)

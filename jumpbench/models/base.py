@@ -108,6 +108,29 @@ def check_prefix(context_viewpoints: torch.Tensor, query_viewpoints: torch.Tenso
     return m, int(qry.max()) + 1
 
 
+def sample_chunks(model: Model, context: torch.Tensor, context_viewpoints: torch.Tensor,
+                  query_viewpoints: torch.Tensor, n_samples: int, chunk: int = 10):
+    """Yields `n_samples` samples for the queries, `chunk` at a time to bound memory, as float
+    (B, n, K, 3, H, W) on the model's device, with the model in eval mode meanwhile."""
+    if n_samples < 1 or chunk < 1:
+        raise ValueError(f"n_samples and chunk must be positive, got {n_samples} and {chunk}")
+    B, K = query_viewpoints.shape[:2]
+    was_training = model.training
+    model.eval()
+    try:
+        done = 0
+        while done < n_samples:
+            n = min(chunk, n_samples - done)
+            s = model.sample(context, context_viewpoints, query_viewpoints, n)   # (B, n, K, 3, H, W)
+            if s.shape != (B, n, K, *context.shape[2:]):
+                raise ValueError(f"{type(model).__name__}.sample returned {tuple(s.shape)}, "
+                                 f"expected {(B, n, K, *context.shape[2:])}")
+            yield s.float()
+            done += n
+    finally:
+        model.train(was_training)
+
+
 # ---------------------------------------------------------------- video models (CDNA, SV2P, sSSM)
 
 def training_video(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:

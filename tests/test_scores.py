@@ -1,0 +1,171 @@
+"""Ground-truth consistency scores (issue 13): probes trained on tiny generated sets read the
+truth as valid (route validity, reaction, hidden-face agreement about 1), while shuffled frames,
+repeated frames and independently drawn dice views score low; scores are deterministic for a
+seed; the CLI's bad inputs end in one line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import one_line_error, run
+from jumpbench.benchmarks import data as D
+from jumpbench.benchmarks import probes as P
+from jumpbench.benchmarks import scores as S
+from jumpbench.models.base import Model
+
+SIZE = 32  # the cpu preset's image size
+
+
+def probe(data, steps, batch):
+    """A probe trained for seconds (the real ones train for minutes on 1,500+ scenes)."""
+    P.train_probe(data, SIZE, steps=steps, scenes=40, progress=False, batch=batch)
+    return P.load_probe(data, SIZE)
+
+
+@pytest.fixture(scope="module")
+def ts_probe(small_ts):
+    return probe(small_ts, 400, 16)
+
+
+@pytest.fixture(scope="module")
+def cr_probe(small_cr):
+    return probe(small_cr, 400, 16)
+
+
+@pytest.fixture(scope="module")
+def dice_set(tmp_path_factory):
+    """A tiny MNIST Dice set at 32x32 whose faces draw from the first 10 MNIST digits (so that 30
+    training scenes show every digit many times)."""
+    from jumpbench.generators.base import generate
+    from jumpbench.generators.dice import DiceConfig, DiceGenerator
+
+    out = tmp_path_factory.mktemp("dice")
+    return generate(DiceGenerator(DiceConfig(size=SIZE, digit_pool=10)), out, {"train": 30, "test": 3},
+                    shard_size=15, progress=False)
+
+
+def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_probe):
+    scenes = D.Scenes(small_ts, "test", SIZE)
+    refs = S.references(ts_probe, scenes, range(len(scenes)), 5)
+    assert refs["truth"]["route_validity"] == 1.0
+    assert refs["truth"]["route_coverage"] == 1.0  # one continuation: one order
+    assert refs["shuffled"]["route_validity"] <= 0.2
+    assert refs["repeat"]["route_validity"] == 0.0 and refs["black"]["route_validity"] == 0.0
+    assert refs["truth"]["route_visits"] == 1.0 and refs["black"]["route_visits"] == 0.0
+    assert refs["repeat"]["route_visits"] <= 0.25  # at most the first target, which it is next to
+    assert S.references(ts_probe, scenes, range(len(scenes)), 5) == refs  # deterministic
+
+
+def test_color_reaction_truth_reacts_both_ways(small_cr, cr_probe):
+    scenes = D.Scenes(small_cr, "test", SIZE)
+    refs = S.references(cr_probe, scenes, range(len(scenes)), 5)
+    assert refs["truth"] == {"reaction_forward": 1.0, "reaction_backward": 1.0}
+    for bad in ("shuffled", "repeat", "black"):
+        assert refs[bad]["reaction_forward"] <= 0.2 and refs[bad]["reaction_backward"] <= 0.2, (bad, refs)
+
+
+class Replay(Model):
+    """A stand-in model whose samples are the true continuation or, with probability
+    `p_shuffle` per sample (torch's RNG), the same frames shuffled in time."""
+
+    def __init__(self, truth, p_shuffle):
+        super().__init__()
+        self.truth, self.p = truth, p_shuffle
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def sample(self, context_frames, context_viewpoints, query_viewpoints, n_samples):
+        q = query_viewpoints[0, :, 0].long()
+        out = []
+        for _ in range(n_samples):
+            x = self.truth[:, q]
+            if float(torch.rand(())) < self.p:
+                x = x[:, torch.randperm(len(q))]
+            out.append(x)
+        return torch.stack(out, 1)
+
+
+def test_model_scores_read_the_min_mse_samples_and_are_deterministic(small_ts, ts_probe):
+    from jumpbench.benchmarks.evaluate import min_mse
+
+    scenes = D.Scenes(small_ts, "test", SIZE)
+    frames = D.to_float(D.stack(scenes, range(len(scenes)))["frames"])
+
+    def scored(p, seed):
+        rs = S.RunScores(ts_probe, scenes, range(len(scenes)), 5, n_samples=6, chunk=4)
+        torch.manual_seed(seed)
+        mse = min_mse(Replay(frames, p), frames, 5, 6, chunk=4, visit=rs.visit)
+        return float(mse.mean()), rs.finish(Replay(frames, p), with_references=False)
+
+    mse, oracle = scored(0.0, 0)
+    assert mse == 0.0 and oracle["test_score_route_validity"] == 1.0
+    assert oracle["test_score_route_coverage"] == 1.0
+    assert scored(1.0, 0)[1]["test_score_route_validity"] <= 0.2
+    half = scored(0.5, 1)
+    assert 0.2 < half[1]["test_score_route_validity"] < 0.8
+    assert scored(0.5, 1) == half  # the same seed, the same samples, the same scores
+
+
+def render_views(dice_root, index, digits_per_view):
+    """The test scene's 3 hidden-face query views, each rendered with its own digit image
+    on the hidden face (an independent draw per view), as (3, 3, S, S) floats."""
+    from jumpbench.generators import dice_render
+    from jumpbench.generators.dice import DiceConfig, DiceGenerator
+
+    gen = DiceGenerator(DiceConfig(size=SIZE, digit_pool=10))
+    spec = gen.spec("test", index)
+    views = []
+    for view, digit in zip(spec["query_views"][:3], digits_per_view):
+        one = {**spec, "cameras": spec["cameras"][view:view + 1]}
+        idx = np.array(spec["digit_indices"])
+        idx[spec["hidden_face"]] = digit
+        frame = dice_render.renderer(SIZE).render(one, gen.images[idx])[0]
+        views.append(torch.from_numpy(frame).permute(2, 0, 1).float() / 255)
+    return torch.stack(views)
+
+
+def test_dice_truth_agrees_and_independent_views_do_not(dice_set):
+    dprobe = probe(dice_set, 200, 64)
+    assert dprobe.report["clean"]["digit"] >= 0.9
+    scenes = D.Scenes(dice_set, "test", SIZE)
+    n = len(scenes)
+    refs = S.references(dprobe, scenes, range(n), 3)
+    assert refs["truth"]["agreement"] == 1.0 and refs["truth"]["diversity"] == 1.0
+    assert refs["black"]["agreement"] == 0.0  # no digit is read on black views
+    # each of 3 query views with its own random digit on the hidden face, 4 samples a scene
+    rng = np.random.default_rng(0)
+    samples = torch.stack([torch.stack([render_views(dice_set, i, rng.choice(10, 3, replace=True))
+                                        for _ in range(4)]) for i in range(n)])     # (n, 4, 3, 3, S, S)
+    indep = S.Scorer(dprobe, scenes, range(n), 3)
+    indep.add(samples)
+    assert indep.result()["agreement"] <= 0.35
+    assert indep.result()["diversity"] > 1.5
+
+
+def test_evaluator_and_score_command(small_ts, ts_probe, tmp_path):
+    from jumpbench.benchmarks.train import train
+
+    folder = train("jump", small_ts, "smoke", [f"data.image_size={SIZE}"], 0, tmp_path / "runs", progress=False)
+    last = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"test_score_route_validity", "test_score_truth_route_validity",
+            "test_score_shuffled_route_validity"} <= set(last)
+    assert last["test_score_truth_route_validity"] == 1.0
+    got = []
+    for out in ("a", "b"):
+        res = run("score", folder, "--data", small_ts, "--out", tmp_path / out)
+        assert res.exit_code == 0, res.output
+        assert "route validity" in res.output
+        got.append(json.loads((tmp_path / out / "scores.json").read_text()))
+    assert got[0] == {**got[1], "run": got[0]["run"]}
+    assert 0.0 <= got[0]["test_score_route_validity"] <= 1.0
+
+
+def test_bad_input_is_one_line(small_ts, small_cr, tmp_path):
+    one_line_error(run("score", tmp_path / "nothing"), "not a run folder")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": "jump", "data": str(small_ts)}))
+    one_line_error(run("score", tmp_path / "run"), "no checkpoint.pt")
+    one_line_error(run("probe", "train", tmp_path / "nodata"), "no dataset at")
+    one_line_error(run("probe", "train", small_cr, "--size", 24), "must divide")
+    with pytest.raises(Exception, match="jumpbench probe train"):
+        P.load_probe(small_cr, 16)
