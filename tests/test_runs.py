@@ -199,6 +199,8 @@ def test_extend_continues_a_done_run_to_the_weights_of_a_longer_one(small_ts, tm
     assert r.exit_code == 0, r.output
     config = json.loads((folder / "config.json").read_text())
     assert config["config"]["train"]["steps"] == 9 and config["extended_from"] == [6]
+    made = config["dataset_generator"]  # enough to make the dataset again elsewhere
+    assert made["generator"] == "narratives" and made["params"]["counts"] == {"train": 40, "test": 10}
     assert status(folder)["status"] == "done"
     assert [row["step"] for row in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())] == [3, 6, 9]
     straight = train("jump", small_ts, "smoke", ["train.steps=9"], 0, tmp_path, name="s", progress=False)

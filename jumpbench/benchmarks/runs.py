@@ -35,6 +35,7 @@ from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.data import dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import append_line, atomic_path, fsync, read_json, write_json_atomic
+from jumpbench.records import load_manifest
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -84,8 +85,12 @@ def run_dir(out: str | Path, dataset: str, model: str, name: str, seed: int) -> 
 
 
 def record(spec: RunSpec, world: int, info: dict, cfg: dict) -> dict:
-    """config.json's content: what a resume must match (IDENTITY) and how the run was asked for."""
+    """config.json's content: what a resume must match (IDENTITY), how the run was asked for,
+    and how to make its dataset again on another machine (the generator, its version and
+    parameters: `jumpbench generate` with them gives the same manifest sha256)."""
+    m = load_manifest(Path(spec.data))
     return {"model": spec.model, "data": spec.data, "dataset": info["name"], "dataset_sha256": dataset_sha256(spec.data),
+            "dataset_generator": {k: m.get(k) for k in ("generator", "version", "params")},
             "preset": spec.preset, "overrides": list(spec.overrides), "seed": spec.seed, "world_size": world,
             "config": C.to_dict(cfg)}
 
