@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from jumpbench.benchmarks.config import PRESETS
+from jumpbench.benchmarks.config import PRESETS, config_name
 from jumpbench.errors import JumpbenchError
 
 
@@ -241,8 +241,6 @@ def run(model, data, preset, seeds, seed, steps, extend, overrides, name, out, q
     if extend and steps is None:
         raise JumpbenchError("--extend needs --steps N: the total number of steps to continue the runs to")
     if extend:  # the folder of the run being continued: named without the new step count
-        from jumpbench.benchmarks.config import config_name
-
         name = name or config_name(preset, list(overrides))
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
@@ -313,10 +311,11 @@ def consistency(run_dir, data, scenes, draws):
     """KL1 vs KL3 and the test negative ELBO on the dice hidden-face views (JUMP/GQN runs)."""
     from jumpbench.benchmarks.consistency import consistency as measure
     from jumpbench.benchmarks.consistency import format_table
+    from jumpbench.benchmarks.runs import CONSISTENCY
 
     result = measure(run_dir, data, scenes, draws)
     click.echo(format_table(result))
-    click.echo(f"wrote {Path(run_dir) / 'consistency.json'}")
+    click.echo(f"wrote {Path(run_dir) / CONSISTENCY}")
 
 
 @cli.group()
@@ -404,7 +403,7 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
 
 @bench.command("train")
 @click.option("--preset", type=click.Choice(PRESETS), default="cpu", show_default=True)
-@click.option("--models", default="jump,gqn,sssm,sv2p,cdna", show_default=True, help="Comma-separated names.")
+@click.option("--models", default=None, help="Comma-separated registry names [all].")
 @click.option("--dataset", default="traveling_salesman", show_default=True,
               help="The shapes to mimic with synthetic batches (ignored with --data).")
 @click.option("--data", type=click.Path(), default=None, help="A dataset: also time end to end, "
@@ -425,7 +424,7 @@ def bench_train(preset, models, dataset, data, device, steps, repeats, compiled,
     from jumpbench.files import write_json_atomic
 
     torch.set_num_threads(default_threads())
-    result = train_speed([m for m in models.split(",") if m], preset, dataset, device, steps, repeats,
+    result = train_speed([m for m in models.split(",") if m] if models else _model_names(), preset, dataset, device, steps, repeats,
                          compiled, data, list(overrides))
     click.echo(format_table(result))
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,6 @@ def baseline_view_mse(context: torch.Tensor, targets: torch.Tensor) -> dict[str,
 
 
 @torch.no_grad()
-@torch.no_grad()
 def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samples: int = 30,
             chunk: int = 10, visit=None) -> torch.Tensor:
     """Minimum over `n_samples` sampled continuations of the MSE to the true one, per video.
@@ -87,6 +86,19 @@ def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samp
         if visit is not None:
             visit(s)
     return best.to(frames.device)
+
+
+def sample_metrics(model: Model, frames: torch.Tensor | None, m: int, n_samples: int,
+                   scores: "S.RunScores | None" = None) -> dict:
+    """`test_min_mse` on videos (`frames` given; None for scenes) and, with `scores`, the
+    ground-truth scores of the very same samples (test_score_*)."""
+    row = {}
+    if frames is not None:
+        row["test_min_mse"] = float(min_mse(model, frames, m, n_samples,
+                                            visit=scores.visit if scores else None).mean())
+    if scores:
+        row.update(scores.finish(model))
+    return row
 
 
 class Evaluator:
@@ -125,13 +137,9 @@ class Evaluator:
                 row = {f"test_{k}": float(v) for k, v in out.items()} | self.baselines
                 # the ground-truth scores at the end of a run, where a probe is trained (scores.py)
                 scores = S.for_evaluator(self.scenes, self.n, self.dc.image_size, self.dc.eval_context,
-                                       self.tc.eval_samples) if step == self.tc.steps else None
-                if self.video:
-                    row["test_min_mse"] = float(min_mse(self.model, self.frames, self.dc.eval_context,
-                                                        self.tc.eval_samples,
-                                                        visit=scores.visit if scores else None).mean())
-                if scores:
-                    row.update(scores.finish(self.model))
+                                         self.tc.eval_samples) if step == self.tc.steps else None
+                row |= sample_metrics(self.model, self.frames if self.video else None, self.dc.eval_context,
+                                      self.tc.eval_samples, scores)
                 k = min(self.tc.sample_scenes, self.batch["context_frames"].shape[0])
                 b = {key: v[:k] for key, v in self.batch.items()}
                 samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
@@ -194,12 +202,10 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     precision = M.resolve_precision(cfg["train"].get("precision", "auto"), device)
     scorer = S.RunScores(probe, scenes, range(n), m, n_samples)
     torch.manual_seed(0)
+    video = info["viewpoint_key"] == "timestamps"
     with torch.no_grad(), M.autocast(precision, device):
-        row = {}
-        if info["viewpoint_key"] == "timestamps":
-            frames = D.to_float(D.stack(scenes, range(n))["frames"])
-            row["test_min_mse"] = float(min_mse(model, frames, m, n_samples, visit=scorer.visit).mean())
-        row.update(scorer.finish(model))
+        row = sample_metrics(model, D.to_float(D.stack(scenes, range(n))["frames"]) if video else None, m,
+                             n_samples, scorer)
     result = {"model": record["model"], "dataset": info["name"], "run": str(run), "step": step, "data": str(data),
               "image_size": size, "context": m, "n_scenes": n, "n_samples": n_samples, "precision": precision,
               "probe": {k: probe.report.get(k) for k in ("clean", "degraded")}, **row}

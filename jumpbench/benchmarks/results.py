@@ -39,15 +39,25 @@ class Run:
     model: str
     config: str
     seed: int
-    preset: str = "?"
     status: str = "missing"
     why: str = ""
     rows: list = field(default_factory=list)            # metrics.jsonl, one dict per evaluation
     consistency: dict | None = None                     # consistency.json
     scores: dict | None = None                          # scores.json (jumpbench score)
-    target_steps: int | None = None
-    overrides: tuple = ()                               # config.json's --set items
     record: dict = field(default_factory=dict)          # config.json
+
+    @property
+    def preset(self) -> str:
+        return self.record.get("preset", self.config.split("+")[0])
+
+    @property
+    def target_steps(self) -> int | None:
+        return ((self.record.get("config") or {}).get("train") or {}).get("steps")
+
+    @property
+    def overrides(self) -> tuple:
+        """config.json's --set items."""
+        return tuple(self.record.get("overrides", ()))
 
     def values(self, metric: str) -> tuple[list[int], list[float]]:
         """(steps, values) of the finite evaluations of `metric`."""
@@ -74,10 +84,7 @@ def collect(root: str | Path) -> list[Run]:
         dataset, model, config = folder.parts[-4:-1]
         run = Run(folder, dataset, model, config, int(folder.name[5:]))
         cfg = read_json(folder / R.CONFIG)
-        run.record = cfg = cfg if isinstance(cfg, dict) else {}
-        run.preset = cfg.get("preset", config.split("+")[0])
-        run.target_steps = (cfg.get("config") or {}).get("train", {}).get("steps")
-        run.overrides = tuple(cfg.get("overrides", ()))
+        run.record = cfg if isinstance(cfg, dict) else {}
         status = R.read_status(folder) or {}
         run.status, run.why = status.get("status", "missing"), status.get("why", "")
         try:

@@ -106,13 +106,11 @@ def pending(spec: RunSpec) -> tuple[Path, dict | None]:
     info = dataset_info(spec.data)
     cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
     folder = spec.folder(info["name"])
-    if spec.extend and not (folder / CONFIG).is_file():
-        raise JumpbenchError(f"--extend: no run to continue at {folder}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
     status = read_status(folder)
     if not status or status["status"] not in ("done", "diverged"):
         return folder, None
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
     return folder, None if extended and status["status"] == "done" else status
 
 
@@ -153,8 +151,10 @@ def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> b
     function of the step, never of train.steps, so a run continued from S to N steps is the
     run that had asked for N from the start); config.json is then rewritten with the new steps
     and the old count appended to its "extended_from" list. Otherwise config.json is never
-    rewritten."""
+    rewritten. `extend` on a folder with no run is refused."""
     path = Path(folder) / CONFIG
+    if extend and not path.is_file():
+        raise JumpbenchError(f"--extend: no run to continue at {folder}")
     if path.is_file():
         old = read_json(path)
         if not isinstance(old, dict):

@@ -69,8 +69,6 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     if info["size"] % dc.image_size:
         raise JumpbenchError(f"data.image_size {dc.image_size} must divide the dataset's {info['size']}")
     folder = spec.folder(info["name"])
-    if spec.extend and not (folder / runs.CONFIG).is_file():
-        raise JumpbenchError(f"--extend: no run to continue at {folder}")
     rank, world = _dist()
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
