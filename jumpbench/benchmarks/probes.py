@@ -97,7 +97,7 @@ def coverage(meta: dict, shape: int, centre, native: int, size: int) -> np.ndarr
     """(size, size) fraction of each pixel that `shape`, centred at `centre` (native pixels),
     covers: its mask stamped at the native size, then area-downsampled as the frames are."""
     canvas = np.zeros((native, native), np.float32)
-    N._stamp(canvas, N.shape_mask(int(meta["kinds"][shape]), int(meta["sizes"][shape]), native), centre, 1.0)
+    N.stamp(canvas, N.shape_mask(int(meta["kinds"][shape]), int(meta["sizes"][shape]), native), centre, 1.0)
     f = native // size
     return canvas.reshape(size, f, size, f).mean((1, 3))
 

@@ -187,7 +187,7 @@ def shape_mask(kind: int, size_id: int, frame_size: int) -> np.ndarray:
     return mask
 
 
-def _stamp(canvas: np.ndarray, mask: np.ndarray, centre: np.ndarray, value: int) -> None:
+def stamp(canvas: np.ndarray, mask: np.ndarray, centre: np.ndarray, value: int) -> None:
     """Paint `value` where `mask`, centred at `centre` (x, y), clipped to the canvas (..., H, W)."""
     h, w = canvas.shape[-2:]
     k = mask.shape[0] // 2
@@ -208,13 +208,13 @@ def render(spec: dict, size: int) -> np.ndarray:
     for s in range(pos.shape[1]):
         mask = shape_mask(int(spec["kinds"][s]), int(spec["sizes"][s]), size)
         if (pos[:, s] == pos[0, s]).all() and (colors[:, s] == colors[0, s]).all():
-            _stamp(static, mask, pos[0, s], int(colors[0, s]) + 1)
+            stamp(static, mask, pos[0, s], int(colors[0, s]) + 1)
         else:
             moving.append((s, mask))
     out = np.repeat(static[None], frames, axis=0)
     for s, mask in moving:
         for t in range(frames):
-            _stamp(out[t], mask, pos[t, s], int(colors[t, s]) + 1)
+            stamp(out[t], mask, pos[t, s], int(colors[t, s]) + 1)
     return out
 
 
