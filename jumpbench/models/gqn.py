@@ -39,9 +39,9 @@ class GQN(ELBOModel):
     def __init__(self, config: GQNConfig):
         super().__init__()
         self.config = cfg = config
-        self.represent = Representation(cfg.viewpoint_dim)    # M_theta, as in JUMP
+        self.represent = Representation(cfg.vp_features)      # M_theta, as in JUMP
         # generator: prior P(z | r, v), posterior q(z | r, v, M_theta(v, f)), canvas
-        self.generator = ConvDRAW(REP_CHANNELS + cfg.viewpoint_dim, nf_z=cfg.nf_z,
+        self.generator = ConvDRAW(REP_CHANNELS + cfg.vp_features, nf_z=cfg.nf_z,
                                   post_channels=REP_CHANNELS, canvas=True, **cfg.draw_kwargs())
         self.head = FrameHead(cfg.nf_to_obs, cfg.image_size // (cfg.grid * cfg.stride_to_obs))
 
@@ -49,10 +49,10 @@ class GQN(ELBOModel):
         """r (N, 32, h, h), query viewpoints (N, K, D), targets (N, K, 3, H, W) or None ->
         frame means (N, K, 3, H, W) and kl (N, K): one generator pass per query, each with its
         own latent (from the posterior on its own target when targets are given)."""
-        N, K, D = viewpoints.shape
+        N, K, _ = viewpoints.shape
         h = r.shape[-1]
-        v = viewpoints * self.config.vp_scale                                   # (N, K, D)
-        cond = torch.cat([r.repeat_interleave(K, 0), broadcast(v.reshape(N * K, D), h)], 1)  # (N*K, 32+D, h, h)
+        v = self.config.encode_viewpoints(viewpoints)                           # (N, K, D')
+        cond = torch.cat([r.repeat_interleave(K, 0), broadcast(v.flatten(0, 1), h)], 1)  # (N*K, 32+D', h, h)
         post = None
         if targets is not None:
             post = self.represent(targets, v).flatten(0, 1)                     # (N*K, 32, h, h)
@@ -60,7 +60,7 @@ class GQN(ELBOModel):
         return unflatten(self.head(u), N, K), kl.view(N, K)
 
     def _elbo(self, context_frames, context_viewpoints, target_frames, target_viewpoints, pixel_var):
-        r = self.represent.aggregate(context_frames, context_viewpoints * self.config.vp_scale)
+        r = self.represent.aggregate(context_frames, self.config.encode_viewpoints(context_viewpoints))
         mean, kl = self._generate(r, target_viewpoints, target_frames)          # (B, K, 3, H, W), (B, K)
         nll = gaussian_nll(target_frames, mean, pixel_var).flatten(2).sum(2)    # (B, K)
         return nll.sum(1), kl.sum(1), mean
@@ -70,7 +70,7 @@ class GQN(ELBOModel):
                query_viewpoints: torch.Tensor, n_samples: int) -> torch.Tensor:
         """(B, n_samples, K, 3, H, W) frame means clamped to [0, 1], an independent latent per query."""
         B, K = query_viewpoints.shape[:2]
-        r = self.represent.aggregate(context_frames, context_viewpoints * self.config.vp_scale)
+        r = self.represent.aggregate(context_frames, self.config.encode_viewpoints(context_viewpoints))
         frames, _ = self._generate(r.repeat_interleave(n_samples, 0),
                                    query_viewpoints.repeat_interleave(n_samples, 0))  # (B*S, K, 3, H, W)
         return frames.view(B, n_samples, K, *frames.shape[2:]).clamp(0, 1)

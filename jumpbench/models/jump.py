@@ -14,6 +14,7 @@ averaged over the batch; `mse` is per pixel.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class JUMPConfig(ModelConfig):
     kernel: int = 5             # ConvLSTM kernel (paper silent; 5 as in GQN and torch-jump)
     viewpoint_scale: float | None = None  # viewpoints are multiplied by it; None: 1/frames when
                                           # viewpoint_dim == 1 (narrative times -> [0, 1)), else 1
+    time_frequencies: int = 0   # timestamps only: feed t with sin/cos(2^k pi t), k < this (see encode_viewpoints)
     pixel_var_schedule: str = "linear"    # "linear" (narratives) or "piecewise" (dice), App. B
     pixel_var_start: float = 2.0          # linear: alpha (App. B)
     pixel_var_end: float = 0.5            # linear: beta (App. B)
@@ -62,6 +64,9 @@ class JUMPConfig(ModelConfig):
         if self.image_size % (self.grid * self.stride_to_obs):
             raise ValueError(f"image_size {self.image_size} must be a multiple of the canvas size "
                              f"{self.grid} * stride_to_obs = {self.grid * self.stride_to_obs}")
+        if self.time_frequencies < 0 or (self.time_frequencies and self.viewpoint_dim != 1):
+            raise ValueError("time_frequencies must be 0, or positive for timestamps (viewpoint_dim 1), "
+                             f"got {self.time_frequencies} with viewpoint_dim {self.viewpoint_dim}")
         if self.viewpoint_scale is not None and self.viewpoint_scale <= 0:
             raise ValueError(f"viewpoint_scale must be positive, got {self.viewpoint_scale}")
         if self.pixel_var_schedule not in PIXEL_VAR_SCHEDULES:
@@ -85,6 +90,25 @@ class JUMPConfig(ModelConfig):
         if self.viewpoint_scale is not None:
             return self.viewpoint_scale
         return 1.0 / self.frames if self.viewpoint_dim == 1 else 1.0
+
+    @property
+    def vp_features(self) -> int:
+        """Channels of an encoded viewpoint (encode_viewpoints)."""
+        return self.viewpoint_dim + 2 * self.time_frequencies
+
+    def encode_viewpoints(self, viewpoints: torch.Tensor) -> torch.Tensor:
+        """(..., viewpoint_dim) -> (..., vp_features): the viewpoints times vp_scale, and for
+        timestamps with time_frequencies F > 0 also sin and cos of 2^k pi t for k < F. The paper
+        feeds the timestamp as the viewpoint without saying how; GQN feeds camera angles as their
+        sines and cosines. A raw t reaches the networks only linearly, so a frame's time must be
+        told apart by tiny offsets (0.05 between frames of 20); the sines and cosines make each
+        time distinct at several scales (measured: with t alone the renderer's output did not
+        vary with the query time after 4,000 steps, docs/reproduction.md)."""
+        v = viewpoints * self.vp_scale
+        if not self.time_frequencies:
+            return v
+        angles = v * (math.pi * 2.0 ** torch.arange(self.time_frequencies, device=v.device, dtype=v.dtype))
+        return torch.cat([v, torch.sin(angles), torch.cos(angles)], -1)
 
     def pixel_var(self, step: int) -> float:
         """The pixel variance at training step `step` (Appendix B)."""
@@ -116,25 +140,25 @@ class JUMP(ELBOModel):
     def __init__(self, config: JUMPConfig):
         super().__init__()
         self.config = cfg = config
-        self.represent = Representation(cfg.viewpoint_dim)                 # M_theta
+        self.represent = Representation(cfg.vp_features)                   # M_theta
         # prior P_phi(z | r) and posterior P_psi(z | r, r'): one latent conv-DRAW
         self.latent = ConvDRAW(REP_CHANNELS, nf_z=cfg.nf_z, post_channels=REP_CHANNELS, canvas=False,
                                **cfg.draw_kwargs())
         # renderer M_gamma(z, v): the same core without latents, fed [z, v] at every step
-        self.renderer = ConvDRAW(cfg.nt * cfg.nf_z + cfg.viewpoint_dim, canvas=True,
+        self.renderer = ConvDRAW(cfg.nt * cfg.nf_z + cfg.vp_features, canvas=True,
                                  **{**cfg.draw_kwargs(), "stride_to_hidden": None})
         self.head = FrameHead(cfg.nf_to_obs, cfg.image_size // (cfg.grid * cfg.stride_to_obs))
 
     def represent_sum(self, frames: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """(B, M, 3, H, W), (B, M, D) -> r = sum_j M_theta(v_j, f_j): (B, 32, H/4, W/4)."""
-        return self.represent.aggregate(frames, viewpoints * self.config.vp_scale)
+        return self.represent.aggregate(frames, self.config.encode_viewpoints(viewpoints))
 
     def render(self, z: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """z (N, nt*nf_z, G, G), query viewpoints (N, K, D) -> frame means (N, K, 3, H, W)."""
-        N, K, D = viewpoints.shape
+        N, K, _ = viewpoints.shape
         G = z.shape[-1]
         z = z[:, None].expand(N, K, *z.shape[1:]).reshape(N * K, *z.shape[1:])   # (N*K, nt*nf_z, G, G)
-        v = broadcast(viewpoints.reshape(N * K, D) * self.config.vp_scale, G)  # (N*K, D, G, G)
+        v = broadcast(self.config.encode_viewpoints(viewpoints).flatten(0, 1), G)  # (N*K, vp_features, G, G)
         u, _, _ = self.renderer(torch.cat([z, v], 1))   # canvas (N*K, nf_to_obs, G*s, G*s)
         return unflatten(self.head(u), N, K)
 
