@@ -128,6 +128,35 @@ def test_config_validation_and_json_round_trip():
     assert again == cfg
 
 
+def test_time_frequencies_encode_timestamps_at_several_scales():
+    cfg = JUMPConfig(frames=6, time_frequencies=3)
+    t = torch.arange(6, dtype=torch.float).view(1, 6, 1)
+    v = cfg.encode_viewpoints(t)                                   # (1, 6, 1 + 2*3)
+    assert cfg.vp_features == 7 and v.shape == (1, 6, 7)
+    angles = (t / 6) * torch.tensor([1.0, 2.0, 4.0]) * torch.pi
+    assert torch.allclose(v, torch.cat([t / 6, angles.sin(), angles.cos()], -1), atol=1e-6)
+    assert torch.allclose(JUMPConfig(frames=6).encode_viewpoints(t), t / 6)  # 0: the timestamp alone
+    with pytest.raises(ValueError, match="time_frequencies"):
+        JUMPConfig(viewpoint_dim=7, time_frequencies=2)              # cameras are not timestamps
+    with pytest.raises(ValueError, match="time_frequencies"):
+        JUMPConfig(time_frequencies=-1)
+
+
+@pytest.mark.parametrize("cls", [JUMP, GQN])
+def test_models_see_the_encoded_time(cls):
+    """With time_frequencies the models train and sample, and the query time changes what they
+    draw (the encoded features reach the renderer)."""
+    torch.manual_seed(0)
+    m = cls(tiny_config(cls.__name__.lower(), time_frequencies=2)).eval()
+    b = make_batch()
+    assert torch.isfinite(m(b, 0)["loss"])
+    torch.manual_seed(1)
+    a = m.sample(b["context_frames"], b["context_viewpoints"], b["target_viewpoints"][:, :1], 1)
+    torch.manual_seed(1)
+    c = m.sample(b["context_frames"], b["context_viewpoints"], b["target_viewpoints"][:, 1:2], 1)
+    assert a.shape == c.shape and not torch.equal(a, c)
+
+
 def test_jump_loss_falls_with_adam():
     torch.manual_seed(0)
     m = JUMP(tiny_config("jump"))
