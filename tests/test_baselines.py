@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from jumpbench.benchmarks.evaluate import min_mse
+from jumpbench.benchmarks.evaluate import min_mse, sample_metrics
 from jumpbench.models import MODELS
 from jumpbench.models.base import ground_truth_fraction
 from jumpbench.models.cdna import CDNAConfig
@@ -140,6 +140,19 @@ def test_min_mse_zero_on_truth_and_minimum_over_samples():
     got = min_mse(stub, v, m=3, n_samples=5, chunk=2)
     assert stub.drawn == 5
     assert torch.allclose(got, torch.full((B,), 0.01))
+
+
+def test_time_variation_is_one_for_the_truth_and_zero_for_a_frozen_frame():
+    v = video()
+    m = 2
+    truth = sample_metrics(Stub(v, [0.0] * 3), v, m, 3)
+    assert truth["test_min_mse"] == 0 and truth["test_time_variation"] == pytest.approx(1.0, rel=1e-5)
+
+    class Frozen(Stub):  # the last context frame at every query time
+        def sample(self, context_frames, context_viewpoints, query_viewpoints, n_samples):
+            K = query_viewpoints.shape[1]
+            return context_frames[:, None, -1:].expand(-1, n_samples, K, -1, -1, -1)
+    assert sample_metrics(Frozen(v, []), v, m, 3)["test_time_variation"] == 0
 
 
 def test_min_mse_on_a_baseline():

@@ -88,14 +88,41 @@ def min_mse(model: Model, frames: torch.Tensor, m: int = DEFAULT_CONTEXT, n_samp
     return best.to(frames.device)
 
 
+class TimeVariation:
+    """How much sampled continuations change from one query time to the next, relative to the
+    truth: the per-pixel variance across the query frames, averaged over samples and pixels,
+    divided by the same of the true continuations. 1: the samples change as much as the truth;
+    0: one frame drawn at every query time, the failure of a renderer that ignores time (a
+    time-averaged frame can still score a fair min-MSE). `visit` sees the sample chunks of
+    min_mse (B, n, K, 3, H, W)."""
+
+    def __init__(self, truth: torch.Tensor):
+        self.truth = float(truth.float().var(dim=1).mean())    # truth (B, K, 3, H, W)
+        self.total, self.count = 0.0, 0
+
+    def visit(self, samples: torch.Tensor) -> None:
+        self.total += float(samples.float().var(dim=2).mean(dim=(2, 3, 4)).sum())
+        self.count += samples.shape[0] * samples.shape[1]
+
+    def value(self) -> float:
+        return self.total / max(self.count, 1) / self.truth if self.truth > 0 else float("nan")
+
+
 def sample_metrics(model: Model, frames: torch.Tensor | None, m: int, n_samples: int,
                    scores: "S.RunScores | None" = None) -> dict:
-    """`test_min_mse` on videos (`frames` given; None for scenes) and, with `scores`, the
-    ground-truth scores of the very same samples (test_score_*)."""
+    """On videos (`frames` given; None for scenes) `test_min_mse` and `test_time_variation`
+    (TimeVariation) and, with `scores`, the ground-truth scores of the very same samples
+    (test_score_*)."""
     row = {}
     if frames is not None:
-        row["test_min_mse"] = float(min_mse(model, frames, m, n_samples,
-                                            visit=scores.visit if scores else None).mean())
+        tv = TimeVariation(frames[:, m:])
+
+        def visit(s):
+            tv.visit(s)
+            if scores:
+                scores.visit(s)
+        row["test_min_mse"] = float(min_mse(model, frames, m, n_samples, visit=visit).mean())
+        row["test_time_variation"] = tv.value()
     if scores:
         row.update(scores.finish(model))
     return row

@@ -30,6 +30,7 @@ PAPER = {("mnist_dice", "jump"): "KL1 4.19, KL3 4.25 (12 runs); NELBO: Fig. 5b p
 PAPER_KL = {"kl1": 4.19, "kl3": 4.25}
 VIDEO_PAPER = "Fig. 5a plot only (15 runs; 10 CDNA)"
 CONSISTENCY_KEYS = ("kl1", "kl3", "nelbo")
+SAMPLE_METRICS = ("test_score_", "test_time_variation")  # also in scores.json (jumpbench score)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Run:
         if metric in CONSISTENCY_KEYS:
             v = (self.consistency or {}).get(metric)
             return float(v) if v is not None and math.isfinite(float(v)) else None
-        if metric.startswith("test_score_") and (self.scores or {}).get(metric) is not None:
+        if metric.startswith(SAMPLE_METRICS) and (self.scores or {}).get(metric) is not None:
             return float(self.scores[metric])  # jumpbench score's, else the final evaluation's
         vals = self.values(metric)[1]
         return vals[-1] if vals else None
@@ -197,7 +198,7 @@ def summary_rows(runs: list[Run]) -> list[dict]:
                "worst_seed": worst[0] if worst else None, "worst": worst[1] if worst else None,
                "steps": int(np.median(steps)) if steps else 0, "target_steps": rs[0].target_steps,
                "wall_s_mean": float(np.mean(walls)) if walls else None}
-        for k in ("kl1", "kl3"):
+        for k in ("kl1", "kl3", "test_time_variation"):
             kv = [r.final(k) for r in rs if r.final(k) is not None]
             row[k] = float(np.mean(kv)) if kv else None
             row[f"{k}_sqrt2_sem"] = sem2(kv) if kv else None
@@ -239,10 +240,12 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
     w.writerows(rows)
     write_text_atomic(csv_path, text.getvalue())
     head = ["dataset", "model", "config", "runs", "done/div/failed", "metric", "mean ± √2·SEM", "best (seed)",
-            "worst (seed)", "steps", "wall/run", "KL1", "KL3", "paper"]
+            "worst (seed)", "steps", "wall/run", "KL1", "KL3", "time var.", "paper"]
     lines = ["# Summary", "",
              "Mean over seeds ± sqrt(2) x SEM; every run counted, a run that stopped early with its last "
-             "finite value (diverged runs included). Lower is better for every metric.", "",
+             "finite value (diverged runs included). Lower is better for every metric. *time var.*: how "
+             "much the sampled frames change across query times, relative to the truth (1: as much; 0: "
+             "the same frame at every time; evaluate.TimeVariation).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         kl = [f"{_fmt(r[k])} ± {_fmt(r[k + '_sqrt2_sem'], 2)}" if r[k] is not None else "-" for k in ("kl1", "kl3")]
@@ -251,7 +254,8 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
             r["dataset"], r["model"], r["config"], str(r["runs"]), f"{r['done']}/{r['diverged']}/{r['failed']}",
             r["metric"], f"{_fmt(r['mean'])} ± {_fmt(r['sqrt2_sem'], 2)} (n={r['n_values']})",
             f"{_fmt(r['best'])} ({_fmt(r['best_seed'])})", f"{_fmt(r['worst'])} ({_fmt(r['worst_seed'])})",
-            f"{r['steps']}/{_fmt(r['target_steps'])}", wall, *kl, r["paper"]]) + " |")
+            f"{r['steps']}/{_fmt(r['target_steps'])}", wall, *kl, _fmt(r["test_time_variation"], 2),
+            r["paper"]]) + " |")
     base = baselines(runs)
     if base:
         lines += ["", "Sanity baselines on the same test scenes (MSE of a deterministic predictor, so "
