@@ -149,3 +149,17 @@ def test_sample_grids_from_checkpoints(small_ts, small_cr, tmp_path):
     fig4 = _figure(out, "fig4_traveling_salesman_smoke")
     assert set(fig4) == {"jump", "gqn"} and fig4["jump"]["seed"] == 0
     assert any(ln.startswith("skipped fig6") for ln in lines)
+
+
+def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
+    """One seed under `cpu` and one under an older variant of it (`cpu-pv05`, preset cpu in its
+    config.json): the figures draw the preset's own config, whatever the names' order."""
+    from jumpbench.benchmarks.results import collect, main_configs
+    root = tmp_path / "runs"
+    rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.1}]
+    for config in ("cpu", "cpu-pv05"):
+        folder = make_run(root, "traveling_salesman", "jump", 0, "done", rows, config=config)
+        record = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu"}))
+    chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
+    assert [r.config for r in chosen] == ["cpu"]

@@ -108,15 +108,15 @@ def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
 
 def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
     """{(dataset, preset): {model: runs}}, one config per model: the one with the most runs
-    (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then
-    to the name."""
+    (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then to
+    the preset's own config (the folder named as the preset, not a variant), then to the name."""
     by = {}
     for (dataset, model, config), rs in group(runs).items():
         by.setdefault((dataset, rs[0].preset, model), []).append((config, rs))
     out: dict = {}
     for (dataset, preset, model), options in sorted(by.items()):
         winner = ((best or {}).get((dataset, model)) or {}).get("name")
-        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, o[0]))
+        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, o[0] == preset, o[0]))
         out.setdefault((dataset, preset), {})[model] = rs
     return out
 
