@@ -52,6 +52,13 @@ def runs(tmp_path):
     (speed / "jumpy.json").write_text(json.dumps({
         "frames": 40, "ts": [4, 39], "seconds": {"jump": [0.01, 0.01], "sv2p": [0.02, 0.12]},
         "ratios": {"sv2p/jump": 12.0}, "device": "cpu", "threads": 2, "batch": 1, "image_size": 64}))
+    (speed / "train_cpu.json").write_text(json.dumps({  # what `jumpbench bench train` writes
+        "preset": "cpu", "dataset": "traveling_salesman", "device": "cpu", "threads": 2,
+        "conv_ceiling_gflops": {"fp32": 150.0, "bf16": 250.0},
+        "models": {"cdna": {"gflop_per_step": 226.0, "ms": {"fp32": 800.0, "bf16": 560.0},
+                            "speedup_vs_fp32": {"fp32": 1.0, "bf16": 1.43}},
+                   "jump": {"gflop_per_step": 11.4, "ms": {"fp32": 89.0, "bf16": 68.0, "end-to-end cache": 88.0},
+                            "speedup_vs_fp32": {"fp32": 1.0, "bf16": 1.31, "end-to-end cache": 1.01}}}}))
     return root
 
 
@@ -107,6 +114,9 @@ def test_fig5b_consistency_and_speed(runs, tmp_path):
     assert b["curves"]["gqn"]["mean"] == pytest.approx([2000.0, 1000.0])
     speed = _figure(out, "speed_jumpy")
     assert speed["seconds"]["sv2p"] == [0.02, 0.12]
+    train = _figure(out, "speed_train_cpu")  # every model and variant drawn, JUMP's end to end too
+    assert train["ms"] == {"fp32": {"jump": 89.0, "cdna": 800.0}, "bf16": {"jump": 68.0, "cdna": 560.0},
+                           "end-to-end cache": {"jump": 88.0}}
     scores = _figure(out, "scores_mnist_dice_cpu")
     agree = scores["models"]["agreement"]
     assert agree["jump"]["test_score_agreement"]["mean"] == pytest.approx(0.85)

@@ -176,9 +176,8 @@ class FrameCache:
     split's size, to check it against a budget first."""
 
     def __init__(self, scenes: Scenes, progress: bool = True):
-        stem = f"{scenes.split}-{scenes.size}px"
         folder = dataset_cache_dir(scenes.ds)
-        fpath, vpath = folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
+        fpath, vpath = self.paths(scenes)
         if fpath.is_file() and vpath.is_file():
             self.frames = np.load(fpath)  # into memory: a memory map is re-read under memory pressure
             self.viewpoints = np.load(vpath)
@@ -197,8 +196,20 @@ class FrameCache:
                                  f"{len(scenes)}; delete the cache folder")
 
     @staticmethod
+    def paths(scenes: Scenes) -> tuple[Path, Path]:
+        """The split's frames and viewpoints files in the cache folder."""
+        stem, folder = f"{scenes.split}-{scenes.size}px", dataset_cache_dir(scenes.ds)
+        return folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
+
+    @staticmethod
     def nbytes(scenes: Scenes) -> int:
-        """The cache's size for a split, from its first scene."""
+        """The cache's size for a split: the built cache's, else from the split's first scene."""
+        fpath, vpath = FrameCache.paths(scenes)
+        if fpath.is_file() and vpath.is_file():
+            try:
+                return np.load(fpath, mmap_mode="r").nbytes
+            except (OSError, ValueError):  # unreadable: judged from the data, rebuilt or refused later
+                pass
         first = scenes[0]["frames"]
         return len(scenes) * first.numel()
 
@@ -228,8 +239,9 @@ def to_float(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, T, ...) and idx (B, K) -> (B, K, ...)."""
-    return x[torch.arange(x.shape[0])[:, None], idx]
+    """x (B, T, ...) and idx (B, K) -> (B, K, ...), on x's device."""
+    idx = idx.to(x.device)
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
 
 def random_split(frames, vps, cfg, generator: torch.Generator) -> dict:
@@ -257,12 +269,17 @@ def prefix_split(frames, vps, m: int) -> dict:
 
 
 def make_batch(frames, vps, ctx_idx, tgt_idx) -> dict:
-    frames = to_float(frames)
-    return {"context_frames": _gather(frames, ctx_idx), "context_viewpoints": _gather(vps, ctx_idx),
-            "target_frames": _gather(frames, tgt_idx), "target_viewpoints": _gather(vps, tgt_idx)}
+    """Gather the context and target frames (uint8, so only the frames used are converted)."""
+    return {"context_frames": to_float(_gather(frames, ctx_idx)), "context_viewpoints": _gather(vps, ctx_idx),
+            "target_frames": to_float(_gather(frames, tgt_idx)), "target_viewpoints": _gather(vps, tgt_idx)}
 
 
-def train_batch(item: dict, cfg, jumpy: bool, generator: torch.Generator) -> dict:
+def train_batch(item: dict, cfg, jumpy: bool, generator: torch.Generator,
+                device: torch.device | str = "cpu") -> dict:
+    """One training batch on `device`: the uint8 frames travel there first (a quarter of the
+    bytes of floats) and are gathered and converted there; the random split is drawn on the CPU
+    from `generator`, so a batch is the same on every device."""
+    item = {k: item[k].to(device, non_blocking=True) for k in ("frames", "viewpoints")}
     if jumpy:
         return random_split(item["frames"], item["viewpoints"], cfg, generator)
     return prefix_split(item["frames"], item["viewpoints"], cfg.eval_context)

@@ -5,7 +5,8 @@ run folders, as PNG and PDF, each with a JSON of exactly what was drawn beside i
 - fig5b_<dataset>_<preset>: test negative ELBO on the MNIST Dice hidden-face views against
   steps, and the consistency analysis' final NELBO per model when it exists (Fig. 5b);
 - consistency_<dataset>_<preset>: KL1 and KL3 per model, the paper's 4.19 / 4.25 marked;
-- speed_<name>: time to sample frame t per model, log scale, from results/speed/*.json;
+- speed_<name>: from results/speed/*.json, the time to sample frame t per model (log scale;
+  `bench jumpy`) or the milliseconds per training step per model and variant (`bench train`);
 - fig3/fig4/fig6 sample grids (grids.py).
 
 Every curve and bar is the mean over seeds with error bars of sqrt(2) x SEM; every run is
@@ -204,13 +205,20 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
 
 
 def fig_speed(speed_dir: Path, out: Path) -> list[Path]:
-    """Seconds to sample frame t per model, log scale, one figure per speed JSON."""
+    """One figure per speed JSON: `bench jumpy`'s seconds to sample frame t per model (log scale),
+    or `bench train`'s milliseconds per training step per model and variant."""
     plt, made = _plt(), []
     for path in sorted(Path(speed_dir).glob("*.json")):
         try:
             res = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(res, dict) and isinstance(res.get("models"), dict) and res["models"]:
+            made.append(fig_train_speed(res, path, out))
+            continue
+        try:
             ts, secs = res["ts"], res["seconds"]
-        except (OSError, ValueError, KeyError):
+        except (KeyError, TypeError):
             continue
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for i, model in enumerate(ordered(secs)):
@@ -225,6 +233,42 @@ def fig_speed(speed_dir: Path, out: Path) -> list[Path]:
         ax.grid(alpha=0.3, which="both")
         made.append(save(fig, out, f"speed_{path.stem}", {"source": str(path), "ts": ts, "seconds": secs}))
     return made
+
+
+def fig_train_speed(res: dict, path: Path, out: Path) -> Path:
+    """`jumpbench bench train`'s result: ms per step, one group of bars per model, one bar per
+    variant (fp32, bf16, compiled, end to end), each labelled with its speed-up over fp32."""
+    plt = _plt()
+    models = ordered(res["models"])
+    variants = []
+    for m in models:
+        variants += [v for v in res["models"][m]["ms"] if v not in variants]
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(models) * (len(variants) + 1)))
+    h, drawn = 1.0 / (len(variants) + 1), {}
+    for j, v in enumerate(variants):
+        ys, xs, labels = [], [], []
+        for i, m in enumerate(models):
+            r = res["models"][m]
+            if v in r["ms"]:
+                ys.append(i + j * h)
+                xs.append(r["ms"][v])
+                labels.append(f"{r['ms'][v]:.4g} ms, {r.get('speedup_vs_fp32', {}).get(v, float('nan')):.2f}x")
+        ax.barh(ys, xs, height=h * 0.9, color=f"C{j}", label=v)
+        for y, x, text in zip(ys, xs, labels):
+            ax.text(x, y, " " + text, va="center", fontsize=6)
+        drawn[v] = dict(zip([m for m in models if v in res["models"][m]["ms"]], xs))
+    ax.set_yticks([i + (len(variants) - 1) * h / 2 for i in range(len(models))],
+                  [f"{m}\n{res['models'][m].get('gflop_per_step', float('nan')):.4g} GFLOP" for m in models])
+    ax.invert_yaxis()
+    top = max(x for d in drawn.values() for x in d.values())
+    ax.set(xlim=(0, top * 1.4), xlabel="milliseconds per training step (median of interleaved rounds)")
+    ceiling = ", ".join(f"{k} {v:,.0f}" for k, v in res.get("conv_ceiling_gflops", {}).items())
+    ax.set_title(f"Training step ({path.name}): preset {res.get('preset', '?')}, {res.get('dataset', '?')}, "
+                 f"{res.get('device', '?')}, {res.get('threads', '?')} threads\nconv ceiling GFLOP/s: {ceiling}; "
+                 "labels: ms and speed-up over fp32", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3, axis="x")
+    return save(fig, out, f"speed_{path.stem}", {"source": str(path), "ms": drawn})
 
 
 def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> list[str]:

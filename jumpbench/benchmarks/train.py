@@ -98,7 +98,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
                 runs.write_status(folder, "failed", str(e))
             raise
         step, wall = ckpt["step"], ckpt["wall"]
-        torch.set_rng_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
         resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     if rank == 0:
@@ -136,7 +136,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
             # One step: its own noise, the scheduled learning rate, clipped gradients.
             torch.manual_seed(_seed(seed, step, rank, 0))
             g = torch.Generator().manual_seed(_seed(seed, step, rank, 1))
-            batch = {k: v.to(device) for k, v in D.train_batch(item, dc, model.jumpy, g).items()}
+            batch = D.train_batch(item, dc, model.jumpy, g, device)
             for group in opt.param_groups:
                 group["lr"] = tc.lr_at(step)
             with M.autocast(precision, device):
