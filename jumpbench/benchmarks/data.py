@@ -176,7 +176,6 @@ class FrameCache:
     split's size, to check it against a budget first."""
 
     def __init__(self, scenes: Scenes, progress: bool = True):
-        folder = dataset_cache_dir(scenes.ds)
         fpath, vpath = self.paths(scenes)
         if fpath.is_file() and vpath.is_file():
             self.frames = np.load(fpath)  # into memory: a memory map is re-read under memory pressure
@@ -184,7 +183,7 @@ class FrameCache:
         else:
             self.frames, self.viewpoints = self._build(scenes, progress)
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                fpath.parent.mkdir(parents=True, exist_ok=True)
                 for path, arr in ((fpath, self.frames), (vpath, self.viewpoints)):
                     with atomic_path(path) as tmp:
                         with open(tmp, "wb") as f:

@@ -246,17 +246,12 @@ def fig_train_speed(res: dict, path: Path, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(models) * (len(variants) + 1)))
     h, drawn = 1.0 / (len(variants) + 1), {}
     for j, v in enumerate(variants):
-        ys, xs, labels = [], [], []
-        for i, m in enumerate(models):
-            r = res["models"][m]
-            if v in r["ms"]:
-                ys.append(i + j * h)
-                xs.append(r["ms"][v])
-                labels.append(f"{r['ms'][v]:.4g} ms, {r.get('speedup_vs_fp32', {}).get(v, float('nan')):.2f}x")
-        ax.barh(ys, xs, height=h * 0.9, color=f"C{j}", label=v)
-        for y, x, text in zip(ys, xs, labels):
-            ax.text(x, y, " " + text, va="center", fontsize=6)
-        drawn[v] = dict(zip([m for m in models if v in res["models"][m]["ms"]], xs))
+        drawn[v] = {m: res["models"][m]["ms"][v] for m in models if v in res["models"][m]["ms"]}
+        ys = [models.index(m) + j * h for m in drawn[v]]
+        ax.barh(ys, list(drawn[v].values()), height=h * 0.9, color=f"C{j}", label=v)
+        for y, (m, x) in zip(ys, drawn[v].items()):
+            speedup = res["models"][m].get("speedup_vs_fp32", {}).get(v, float("nan"))
+            ax.text(x, y, f" {x:.4g} ms, {speedup:.2f}x", va="center", fontsize=6)
     ax.set_yticks([i + (len(variants) - 1) * h / 2 for i in range(len(models))],
                   [f"{m}\n{res['models'][m].get('gflop_per_step', float('nan')):.4g} GFLOP" for m in models])
     ax.invert_yaxis()
