@@ -1,0 +1,75 @@
+"""Where a jumpy model (JUMP, GQN) fails on a Narrative: its prior, or its renderer.
+
+    python scripts/context_layouts.py results/runs/traveling_salesman/jump/cpu/seed-0 --scenes 32
+
+The same test videos are predicted under three context layouts of frames (one-based):
+forward (1..m, the evaluation's), forward plus the last frame, and every other frame. For
+each it prints the min-MSE over the samples (as the evaluation), the MSE of the samples' mean,
+the posterior reconstruction MSE (the posterior sees the targets too, so this is the
+renderer's own floor) and the MSE of copying the context frame nearest in time. If the
+interleaved layout, where every target lies between two context frames, scores no better than
+forward prediction, and both sit near the posterior floor, the prior is not what limits the
+model: its renderer cannot draw the frames. Writes RUN/context_layouts.json (--out).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def layouts(frames: int, m: int) -> dict[str, tuple[list[int], list[int]]]:
+    t = list(range(frames))
+    inter = t[::2]
+    return {
+        f"forward: 1-{m} -> {m + 1}-{frames}": (t[:m], t[m:]),
+        f"forward + last: 1-{m},{frames} -> {m + 1}-{frames - 1}": (t[:m] + [frames - 1], t[m:frames - 1]),
+        "every other frame: odd -> even": (inter, [i for i in t if i not in inter]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--scenes", type=int, default=32, help="Test videos (the first N).")
+    ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--data", default=None, help="The run's dataset folder [config.json's data].")
+    ap.add_argument("--out", type=Path, default=None, help="[RUN/context_layouts.json]")
+    args = ap.parse_args()
+
+    import torch
+
+    import jumpbench
+    from jumpbench.files import write_json_atomic
+
+    torch.manual_seed(0)
+    model, rec = jumpbench.load_run(args.run)
+    if rec["config"]["model"].get("viewpoint_dim") != 1 or not hasattr(model, "elbo_terms"):
+        raise SystemExit(f"{args.run}: a jumpy model (JUMP, GQN) on a Narrative is needed")
+    size, m = rec["config"]["data"]["image_size"], rec["config"]["data"]["eval_context"]
+    test = jumpbench.open_dataset(args.data or rec["data"], split="test", image_size=size, dtype="float32")
+    n = min(args.scenes, len(test))
+    F = torch.stack([test[i]["frames"] for i in range(n)])
+    V = torch.stack([test[i]["viewpoints"] for i in range(n)])
+    out = {"run": f"{rec['dataset']}/{rec['model']}/{args.run.parent.name}/{args.run.name}", "scenes": n,
+           "samples": args.samples, "layouts": {}}
+    print(f"{'layout':42s} {'min-MSE':>8s} {'mean':>8s} {'posterior':>9s} {'nearest':>8s}")
+    for name, (ctx, tgt) in layouts(F.shape[1], m).items():
+        cf, cv, tf, tv = F[:, ctx], V[:, ctx], F[:, tgt], V[:, tgt]
+        with torch.no_grad():
+            s = torch.cat([model.sample(cf, cv, tv, min(10, args.samples - k))
+                           for k in range(0, args.samples, 10)], 1)                    # (n, S, K, 3, H, W)
+            per = ((s - tf[:, None]) ** 2).mean((2, 3, 4, 5))                         # (n, S)
+            post = model({"context_frames": cf, "context_viewpoints": cv, "target_frames": tf,
+                          "target_viewpoints": tv}, 10 ** 9)["mse"].item()
+        near = torch.tensor([min(ctx, key=lambda c: (abs(c - q), c)) for q in tgt])
+        row = {"context": [c + 1 for c in ctx], "min_mse": per.min(1).values.mean().item(),
+               "mean_mse": ((s.mean(1) - tf) ** 2).mean().item(), "posterior_mse": post,
+               "nearest_context_mse": ((F[:, near] - tf) ** 2).mean().item()}
+        out["layouts"][name] = row
+        print(f"{name:42s} {row['min_mse']:8.5f} {row['mean_mse']:8.5f} {row['posterior_mse']:9.5f} "
+              f"{row['nearest_context_mse']:8.5f}")
+    write_json_atomic(args.out or args.run / "context_layouts.json", out)
+
+
+if __name__ == "__main__":
+    main()
