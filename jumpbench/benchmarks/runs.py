@@ -171,6 +171,9 @@ def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> b
             return True
         hint = ("--extend continues a run to more steps, with nothing else changed" if extend else
                 "resume with the same settings, or give another --name or --out")
+        if any(d.startswith("dataset_sha256:") for d in diff):
+            hint += ("; the dataset's manifest is not the one the run trained on: point --data at that "
+                     "dataset (config.json: dataset_generator has its parameters)")
         raise JumpbenchError(f"{folder} is a run with another config; differs: {'; '.join(diff)} ({hint})")
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
