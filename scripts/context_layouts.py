@@ -40,6 +40,7 @@ def main() -> None:
 
     import jumpbench
     from jumpbench.files import write_json_atomic
+    from jumpbench.models.base import sample_chunks
 
     torch.manual_seed(0)
     model, rec = jumpbench.load_run(args.run)
@@ -56,8 +57,7 @@ def main() -> None:
     for name, (ctx, tgt) in layouts(F.shape[1], m).items():
         cf, cv, tf, tv = F[:, ctx], V[:, ctx], F[:, tgt], V[:, tgt]
         with torch.no_grad():
-            s = torch.cat([model.sample(cf, cv, tv, min(10, args.samples - k))
-                           for k in range(0, args.samples, 10)], 1)                    # (n, S, K, 3, H, W)
+            s = torch.cat(list(sample_chunks(model, cf, cv, tv, args.samples)), 1)    # (n, S, K, 3, H, W)
             per = ((s - tf[:, None]) ** 2).mean((2, 3, 4, 5))                         # (n, S)
             post = model({"context_frames": cf, "context_viewpoints": cv, "target_frames": tf,
                           "target_viewpoints": tv}, 10 ** 9)["mse"].item()
