@@ -179,7 +179,8 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
 
     plt, made = _plt(), []
     for (dataset, preset), models in main.items():
-        models = {m: rs for m, rs in models.items() if any(run_row(r) for r in rs)}
+        models = {m: [r for r in rs if run_row(r)] for m, rs in models.items()}  # the runs scored
+        models = {m: rs for m, rs in models.items() if rs}
         if dataset not in KEYS or not models:
             continue
         refs = split_row(next(run_row(r) for rs in models.values() for r in rs if run_row(r)))[1]
