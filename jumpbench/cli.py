@@ -209,6 +209,10 @@ class LazyChoice(click.Choice):
 @click.option("--steps", type=int, default=None, help="Training steps (overrides the preset's).")
 @click.option("--extend", is_flag=True, help="Continue the runs named by the other options (done or not) "
               "to --steps in total; nothing else may differ. The folder keeps its name.")
+@click.option("--from", "branch_from", type=click.Path(), default=None, metavar="RUN",
+              help="Start from RUN's checkpoint (a run folder, or its config folder for each seed's own): "
+              "its weights, optimizer, step and metrics so far; the new config may change schedules, "
+              "not the architecture. Needs --name.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key; repeatable.")
 @click.option("--name", default=None, help="Config name of the run folder [preset, plus the overrides].")
 @click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True)
@@ -222,8 +226,8 @@ class LazyChoice(click.Choice):
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events into each run folder "
               "(tensorboard --logdir OUT); needs jumpbench[tensorboard].")
 @one_line_errors
-def run(model, data, preset, seeds, seed, steps, extend, overrides, name, out, quiet, jobs, launcher, config,
-        tensorboard):
+def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides, name, out, quiet, jobs, launcher,
+        config, tensorboard):
     """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
     from jumpbench.benchmarks.sweep import load_best, run_seeds
 
@@ -240,12 +244,15 @@ def run(model, data, preset, seeds, seed, steps, extend, overrides, name, out, q
         raise JumpbenchError(f"--seed must be non-negative, got {seed}")
     if extend and steps is None:
         raise JumpbenchError("--extend needs --steps N: the total number of steps to continue the runs to")
+    if branch_from is not None and (extend or not name):
+        raise JumpbenchError("--from starts a new run: give it a --name of its own (and no --extend)")
     if extend:  # the folder of the run being continued: named without the new step count
         name = name or config_name(preset, list(overrides))
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet,
-                       jobs=jobs, launcher=launcher, tensorboard=tensorboard, extend=extend)
+                       jobs=jobs, launcher=launcher, tensorboard=tensorboard, extend=extend,
+                       branch_from=branch_from)
     if failed:
         raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
                              "; ".join(f"seed {k}: {why}" for k, why in failed))

@@ -220,6 +220,39 @@ def test_extend_continues_a_done_run_to_the_weights_of_a_longer_one(small_ts, tm
     one_line_error(r, "no run to continue")
 
 
+def test_a_branch_starts_from_another_runs_checkpoint_and_goes_on_under_its_own_config(small_ts, tmp_path):
+    parent = train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)
+    common = ("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
+    one_line_error(run(*common, "--steps", "9", "--from", parent), "give it a --name")
+    one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "b", "--seed", "1"),
+                   "its seed is 0, this run's 1")
+    one_line_error(run(*common, "--steps", "6", "--from", parent, "--name", "b"), "above it")
+    one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "b", "--set", "model.nf_z=2"),
+                   "does not fit this run")
+    one_line_error(run(*common, "--steps", "9", "--from", tmp_path, "--name", "b"), "not a run folder")
+    one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "r"), "another config")
+    # the same config: the branch is the run that had asked for 9 steps from the start
+    r = run(*common, "--steps", "9", "--from", parent.parent, "--name", "b")  # a config folder: its seed-0
+    assert r.exit_code == 0, r.output
+    branch = tmp_path / "traveling_salesman/jump/b/seed-0"
+    origin = json.loads((branch / "config.json").read_text())["branched_from"]
+    assert {k: origin[k] for k in ("name", "seed", "step")} == {"name": "r", "seed": 0, "step": 6}
+    assert str(tmp_path) not in json.dumps(origin)
+    assert [json.loads(x)["step"] for x in (branch / "metrics.jsonl").read_text().splitlines()] == [3, 6, 9]
+    straight = train("jump", small_ts, "smoke", ["train.steps=9"], 0, tmp_path, name="s", progress=False)
+    a = torch.load(branch / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert status(parent)["why"].startswith("6 steps")  # the parent is untouched
+    # another schedule from the same step: trains, and its own checkpoint is what a rerun resumes
+    r = run(*common, "--steps", "9", "--from", parent, "--name", "lr", "--set", "train.lr=0.01")
+    assert r.exit_code == 0, r.output
+    one_line_error(run(*common, "--steps", "9", "--from", branch, "--name", "lr2", "--set", "train.lr=0.01"),
+                   "above it")
+    (branch / "checkpoint.pt").unlink()
+    one_line_error(run(*common, "--steps", "12", "--from", branch, "--name", "c"), "no checkpoint.pt")
+
+
 def test_a_finished_run_under_another_config_is_refused_not_skipped(small_ts, tmp_path):
     train("jump", small_ts, "smoke", [], 0, tmp_path, name="r", progress=False)
     r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", "r", "--out", tmp_path,

@@ -8,7 +8,9 @@ A run is a `RunSpec` (what `jumpbench run` was asked), in the folder
                              whose resolved config, dataset fingerprint (the manifest's
                              sha256), model, seed or world size differ is refused. The one
                              rewrite: `run --extend` continues a run to a larger train.steps
-                             and lists the earlier counts in "extended_from"
+                             and lists the earlier counts in "extended_from"; a branch
+                             (`run --from PARENT`) names the run and step it started from in
+                             "branched_from"
 <run>/checkpoint.pt          torch.save of {"model", "optimizer", "step", "wall", "rng",
                              "sums", "count"}; sums/count: the running train_* sums since the
                              last evaluation, so that the next row is exact after a resume
@@ -34,7 +36,8 @@ from pathlib import Path
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.data import dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import append_line, atomic_path, fsync, read_json, write_json_atomic
+from jumpbench.files import (append_line, atomic_path, file_sha256, fsync, read_json, write_json_atomic,
+                             write_text_atomic)
 from jumpbench.records import load_manifest
 
 CONFIG = "config.json"
@@ -50,7 +53,8 @@ IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config"
 class RunSpec:
     """One training run of one seed: what `jumpbench run` was asked for. `name` is the config
     name of its folder (the preset, plus the overrides, when not given); `tensorboard` and
-    `extend` change how it trains, not what it is (they are not in config.json)."""
+    `extend` change how it trains, not what it is (they are not in config.json); `branch_from`: a
+    run folder (or its config folder) whose checkpoint this run starts from (see branch_source)."""
     model: str
     data: str
     preset: str = "cpu"
@@ -60,9 +64,11 @@ class RunSpec:
     name: str | None = None
     tensorboard: bool = False
     extend: bool = False
+    branch_from: str | None = None
 
     def __post_init__(self):
         for key, value in (("data", str(self.data)), ("out", str(self.out)), ("overrides", tuple(self.overrides)),
+                           ("branch_from", None if self.branch_from is None else str(self.branch_from)),
                            ("seed", int(self.seed)), ("name", self.name or C.config_name(self.preset, list(self.overrides)))):
             object.__setattr__(self, key, value)
 
@@ -179,6 +185,42 @@ def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> b
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
     return False
+
+
+def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> tuple[Path, dict, dict]:
+    """(checkpoint path, its loaded state, the "branched_from" record) of the run that the branch
+    `spec` starts from. A branch is a new run folder that starts from another run's checkpoint
+    (weights, optimizer state, step, random state and its metrics so far) and goes on under its
+    own config: the same architecture, dataset, model and seed, other schedules (say, a last
+    phase of the pixel variance). `parent`: a run folder, or its config folder (then its
+    seed-<seed>). Refused in one line when the parent is not such a run."""
+    p = Path(parent)
+    if not (p / CONFIG).is_file() and (p / f"seed-{spec.seed}" / CONFIG).is_file():
+        p = p / f"seed-{spec.seed}"
+    rec = read_json(p / CONFIG)
+    if not isinstance(rec, dict):
+        raise JumpbenchError(f"--from {parent}: not a run folder (no readable {CONFIG})")
+    for key, mine in (("model", spec.model), ("dataset_sha256", dataset_sha256(spec.data)), ("seed", spec.seed)):
+        if rec.get(key) != mine:
+            raise JumpbenchError(f"--from {p}: its {key} is {_short(rec.get(key))}, this run's {_short(mine)}; "
+                                 "a branch keeps the model, dataset and seed of the run it starts from")
+    path = p / CHECKPOINT
+    if not path.is_file():
+        raise JumpbenchError(f"--from {p}: no {CHECKPOINT} to start from")
+    state = load_checkpoint(path)
+    if state["step"] >= steps:
+        raise JumpbenchError(f"--from {p}: its checkpoint is at step {state['step']}; give train.steps "
+                             f"above it (this run's: {steps})")
+    sha = file_sha256(path)
+    origin = {"dataset": info["name"], "model": rec["model"], "name": p.parent.name, "seed": rec["seed"],
+              "step": state["step"], "checkpoint_sha256": sha}
+    return path, state, origin
+
+
+def start_branch(folder: Path, parent_checkpoint: Path, step: int) -> None:
+    """A new branch's metrics.jsonl: its parent's rows up to the step it starts from."""
+    rows = [r for r in read_metrics(parent_checkpoint.parent / METRICS) if r.get("step", 0) <= step]
+    write_text_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _sidecar(path: Path) -> Path:

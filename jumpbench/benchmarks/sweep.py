@@ -177,9 +177,11 @@ def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list
 
 def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
               progress: bool = True, jobs: int = 1, launcher: str = "local",
-              cluster: str | None = None, tensorboard: bool = False, extend: bool = False) -> list[tuple[int, str]]:
+              cluster: str | None = None, tensorboard: bool = False, extend: bool = False,
+              branch_from: str | None = None) -> list[tuple[int, str]]:
     """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed.
-    `tensorboard`, `extend`: train()'s keywords."""
+    `tensorboard`, `extend`, `branch_from`: train()'s keywords (a config folder as
+    `branch_from` gives each seed its own parent)."""
     info = dataset_info(data)
     check_model_fits(model, info)
     C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
@@ -188,7 +190,8 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
         from jumpbench.benchmarks.board import require
 
         require()  # the one-line hint before any seed starts
-    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend) for s in seeds]
+    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend, branch_from)
+             for s in seeds]
     return [(t.seed, why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
 
 

@@ -24,6 +24,7 @@ from jumpbench.benchmarks import evaluate as E
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError
+from jumpbench.files import read_json
 
 def check_model_fits(model_name: str, info: dict) -> None:
     """Video-only models (not jumpy: they roll frames forward in time) need a video dataset."""
@@ -47,17 +48,18 @@ def _dist() -> tuple[int, int]:
 
 def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: list[str] = (), seed: int = 0,
           out: str | Path = "results/runs", name: str | None = None, progress: bool = True,
-          tensorboard: bool = False, extend: bool = False) -> Path:
+          tensorboard: bool = False, extend: bool = False, branch_from: str | Path | None = None) -> Path:
     """Train one seed of one model; returns its run folder (train_run of the RunSpec)."""
-    return train_run(runs.RunSpec(model_name, data, preset, tuple(overrides), seed, out, name, tensorboard, extend),
-                     progress)
+    return train_run(runs.RunSpec(model_name, data, preset, tuple(overrides), seed, out, name, tensorboard, extend,
+                                  branch_from), progress)
 
 
 def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     """Train one run; returns its folder. Resumes a checkpoint if present; does nothing for a
     run already done. `spec.tensorboard`: also write TensorBoard events into the run folder
     (board.py); `spec.extend`: continue a run (done or not) to a larger train.steps,
-    everything else unchanged (runs.open_run)."""
+    everything else unchanged (runs.open_run); `spec.branch_from`: start from another run's
+    checkpoint (runs.branch_source)."""
     from jumpbench.models import MODELS
 
     info = D.dataset_info(spec.data)
@@ -75,20 +77,31 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     if device.type == "cpu":
         torch.set_num_threads(tc.threads or M.default_threads())
     precision = M.resolve_precision(tc.precision, device)
-    # config.json is written once; a resume under another config or dataset is refused
-    extended = runs.open_run(folder, runs.record(spec, world, info, cfg), write=rank == 0, extend=spec.extend)
-    status = runs.read_status(folder)
-    if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
-        return folder
+    ckpt_path = folder / runs.CHECKPOINT
+    record = runs.record(spec, world, info, cfg)
+    branch = _branch(spec, folder, info, tc.steps) if not ckpt_path.is_file() else None
 
-    # Model, optimizer, and the checkpoint to resume from.
+    # Model, optimizer, and the checkpoint to resume from (a branch's is checked to fit before
+    # anything of the branch is written).
     seed = spec.seed
     torch.manual_seed(seed)
     model = MODELS[spec.model][0](cfg["model"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    step, wall, resumed = 0, 0.0, ({}, 0)
-    ckpt_path = folder / runs.CHECKPOINT
-    if ckpt_path.is_file():
+    if branch is not None:
+        runs.load_state(branch[0], model, branch[1]["model"])
+        runs.load_state(branch[0], opt, branch[1]["optimizer"], "optimizer state")
+        record["branched_from"] = branch[2]
+    # config.json is written once; a resume under another config or dataset is refused
+    extended = runs.open_run(folder, record, write=rank == 0, extend=spec.extend)
+    status = runs.read_status(folder)
+    if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
+        return folder
+    step, wall, resumed, ckpt = 0, 0.0, ({}, 0), None
+    if branch is not None:
+        ckpt = branch[1]
+        if rank == 0:
+            runs.start_branch(folder, branch[0], ckpt["step"])
+    elif ckpt_path.is_file():
         try:  # a checksummed load; a bad checkpoint names its file and marks the run failed
             ckpt = runs.load_checkpoint(ckpt_path, map_location=device)
             runs.load_state(ckpt_path, model, ckpt["model"])
@@ -97,6 +110,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
             if rank == 0:
                 runs.write_status(folder, "failed", str(e))
             raise
+    if ckpt is not None:
         step, wall = ckpt["step"], ckpt["wall"]
         torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
         resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
@@ -186,6 +200,26 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     if rank == 0:
         runs.write_status(folder, "done", f"{tc.steps} steps in {wall:.0f} s")
     return folder
+
+
+def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int) -> tuple | None:
+    """runs.branch_source for a run that has no checkpoint of its own yet: None when it is not a
+    branch. A folder that already holds another run, or a branch asked to start without --from,
+    is refused rather than trained from the wrong weights."""
+    old = read_json(folder / runs.CONFIG)
+    before = old.get("branched_from") if isinstance(old, dict) else None
+    if spec.branch_from is None:
+        if before:
+            raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
+                                 f"{before['step']} with no checkpoint of its own yet: give --from that run")
+        return None
+    if old is not None and not before:
+        raise JumpbenchError(f"{folder} already holds a run that is not a branch: give another --name")
+    branch = runs.branch_source(spec.branch_from, spec, info, steps)
+    if before and before != branch[2]:
+        raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
+                             f"{before['step']}, not of {spec.branch_from} at step {branch[2]['step']}")
+    return branch
 
 
 class _StopRequest:
