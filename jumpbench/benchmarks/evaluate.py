@@ -19,7 +19,7 @@ from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import scores as S
 from jumpbench.benchmarks.probes import load_probe
-from jumpbench.benchmarks.runs import CHECKPOINT, SCORES, load_checkpoint, load_run
+from jumpbench.benchmarks.runs import SCORES, load_run
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path, write_json_atomic
 from jumpbench.models.base import Model, sample_chunks
@@ -212,7 +212,7 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     scores.json into `out` (the run folder by default)."""
     run = Path(run)
     model, record = load_run(run)
-    step = load_checkpoint(run / CHECKPOINT).get("step")  # the checkpoint scored (a run may go on)
+    step = record["checkpoint_step"]  # the checkpoint scored (a run may go on)
     cfg = record["config"]
     data = Path(data or record["data"])
     info = D.dataset_info(data)

@@ -291,7 +291,8 @@ def load_state(path: Path, module, state_dict: dict, what: str = "model") -> Non
 def load_run(folder: str | Path, device="cpu"):
     """(model, record) of a run folder: the model (in eval mode, on `device`) with the weights
     of its checkpoint, and config.json's record: model, data, dataset, preset, overrides, seed
-    and the resolved config ({"train", "data", "model"} sections). The one way a run's model
+    and the resolved config ({"train", "data", "model"} sections), plus "checkpoint_step": the
+    step of the weights loaded (a run may go on past it). The one way a run's model
     is loaded (consistency, the figures' grids, jumpbench.load_run)."""
     from jumpbench.benchmarks.config import build_config
     from jumpbench.models import MODELS
@@ -309,8 +310,9 @@ def load_run(folder: str | Path, device="cpu"):
     except (KeyError, TypeError):
         raise JumpbenchError(f"{folder}/{CONFIG}: not a run's config (no model or config.model)") from None
     model = cls(build_config(cfg_cls, model_cfg, "model"))
-    load_state(path, model, load_checkpoint(path, map_location=device)["model"])
-    return model.to(device).eval(), record
+    state = load_checkpoint(path, map_location=device)
+    load_state(path, model, state["model"])
+    return model.to(device).eval(), {**record, "checkpoint_step": state["step"]}
 
 
 def read_metrics(path: Path) -> list[dict]:
