@@ -98,7 +98,7 @@ def test_summary_counts_every_run(runs, tmp_path):
     assert float(dice["kl3_sqrt2_sem"]) == pytest.approx(sem2([4.3, 4.2]))
     assert "4.19" in dice["paper"] and "4.25" in dice["paper"]
     md = (runs.parent / "summary.md").read_text()
-    assert "| traveling_salesman | jump | cpu | 3 | 2/1/0 |" in md
+    assert "| traveling_salesman | jump | cpu | 3 | 2/1/0/0 |" in md
 
 
 def test_fig5b_consistency_and_speed(runs, tmp_path):

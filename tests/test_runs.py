@@ -118,6 +118,7 @@ def test_train_averages_are_exact_after_ctrl_c(small_ts, tmp_path, monkeypatch):
     whole = train("jump", small_ts, "smoke", [], 0, tmp_path / "a", name="r", progress=False)
     folder = interrupted(small_ts, tmp_path / "b", monkeypatch, how="sigint")
     assert torch.load(folder / "checkpoint.pt", weights_only=False)["count"] == 2  # steps 4 and 5
+    assert status(folder)["status"] == "interrupted" and "resume" in status(folder)["why"]
     train("jump", small_ts, "smoke", [], 0, tmp_path / "b", name="r", progress=False)
     a, b = ([json.loads(ln) for ln in (f / "metrics.jsonl").read_text().splitlines()] for f in (whole, folder))
     keys = [k for k in a[-1] if k.startswith("train_")]

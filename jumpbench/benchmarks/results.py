@@ -158,16 +158,17 @@ def curve(runs: list[Run], metric: str) -> dict:
 
 
 def counts(runs: list[Run]) -> dict:
-    c = {"runs": len(runs), "done": 0, "diverged": 0, "failed": 0, "running": 0, "missing": 0}
+    c = {"runs": len(runs), "done": 0, "diverged": 0, "failed": 0, "interrupted": 0, "running": 0, "missing": 0}
     for r in runs:
         c[r.status if r.status in c else "missing"] += 1
     return c
 
 
 def count_text(runs: list[Run]) -> str:
-    """"3 runs (1 diverged)", plus failed/running/missing counts when there are any."""
+    """"3 runs (1 diverged)", plus failed/interrupted/running/missing counts when there are any."""
     c = counts(runs)
-    parts = [f"{c['diverged']} diverged"] + [f"{c[k]} {k}" for k in ("failed", "running", "missing") if c[k]]
+    parts = [f"{c['diverged']} diverged"] + [f"{c[k]} {k}" for k in ("failed", "interrupted", "running", "missing")
+                                             if c[k]]
     return f"{c['runs']} run{'s' * (c['runs'] != 1)} ({', '.join(parts)})"
 
 
@@ -239,7 +240,7 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(csv_path, text.getvalue())
-    head = ["dataset", "model", "config", "runs", "done/div/failed", "metric", "mean ± √2·SEM", "best (seed)",
+    head = ["dataset", "model", "config", "runs", "done/div/failed/stopped", "metric", "mean ± √2·SEM", "best (seed)",
             "worst (seed)", "steps", "wall/run", "KL1", "KL3", "time var.", "paper"]
     lines = ["# Summary", "",
              "Mean over seeds ± sqrt(2) x SEM; every run counted, a run that stopped early with its last "
@@ -251,7 +252,7 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
         kl = [f"{_fmt(r[k])} ± {_fmt(r[k + '_sqrt2_sem'], 2)}" if r[k] is not None else "-" for k in ("kl1", "kl3")]
         wall = f"{r['wall_s_mean'] / 60:.1f} min" if r["wall_s_mean"] is not None else "-"
         lines.append("| " + " | ".join([
-            r["dataset"], r["model"], r["config"], str(r["runs"]), f"{r['done']}/{r['diverged']}/{r['failed']}",
+            r["dataset"], r["model"], r["config"], str(r["runs"]), f"{r['done']}/{r['diverged']}/{r['failed']}/{r['interrupted']}",
             r["metric"], f"{_fmt(r['mean'])} ± {_fmt(r['sqrt2_sem'], 2)} (n={r['n_values']})",
             f"{_fmt(r['best'])} ({_fmt(r['best_seed'])})", f"{_fmt(r['worst'])} ({_fmt(r['worst_seed'])})",
             f"{r['steps']}/{_fmt(r['target_steps'])}", wall, *kl, _fmt(r["test_time_variation"], 2),

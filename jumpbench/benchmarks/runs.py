@@ -19,7 +19,7 @@ A run is a `RunSpec` (what `jumpbench run` was asked), in the folder
                              before); a checkpoint that matches neither is refused
 <run>/metrics.jsonl          one JSON row per evaluation; a torn last line (a crash in the
                              middle of an append) is dropped on resume
-<run>/status.json            running | done | diverged | failed, and why
+<run>/status.json            running | interrupted | done | diverged | failed, and why
 <run>/samples.png            the last evaluation's samples (evaluate.write_samples)
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one training loop, for every model in the registry (docs/architecture.md).
 
 A run (runs.RunSpec) writes its folder through runs.py: config.json, metrics.jsonl (one line
-per evaluation), status.json (running|done|diverged|failed, and why), samples.png and
+per evaluation), status.json (running|interrupted|done|diverged|failed, and why), samples.png and
 checkpoint.pt. A run resumes from its checkpoint exactly: the batches and the noise of step
 s are pure functions of (seed, s). Started under `torchrun`, it trains with
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 writes the files.
@@ -144,7 +144,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
                 if rank == 0:
                     runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
                                              sums, count)
-                    runs.write_status(folder, "running", f"interrupted at step {step} of {tc.steps}; "
+                    runs.write_status(folder, "interrupted", f"at step {step} of {tc.steps}; "
                                                "run the same command to resume")
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
