@@ -173,3 +173,11 @@ def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
         (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu"}))
     chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
     assert [r.config for r in chosen] == ["cpu"]
+    # branches of the preset's runs (run --from) are those runs trained further: they win the
+    # tie, a finished one before one that was interrupted
+    for config, status in (("cpu-up", "done"), ("cpu-upx", "interrupted")):
+        folder = make_run(root, "traveling_salesman", "jump", 0, status, rows, config=config)
+        record = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu", "branched_from": {"name": "cpu"}}))
+    chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
+    assert [r.config for r in chosen] == ["cpu-up"]

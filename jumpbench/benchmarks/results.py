@@ -56,6 +56,11 @@ class Run:
         return ((self.record.get("config") or {}).get("train") or {}).get("steps")
 
     @property
+    def branched_from(self) -> str | None:
+        """The config name of the run this one branched from (`run --from`), if it did."""
+        return (self.record.get("branched_from") or {}).get("name")
+
+    @property
     def overrides(self) -> tuple:
         """config.json's --set items."""
         return tuple(self.record.get("overrides", ()))
@@ -109,14 +114,18 @@ def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
 def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
     """{(dataset, preset): {model: runs}}, one config per model: the one with the most runs
     (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then to
-    the preset's own config (the folder named as the preset, not a variant), then to the name."""
+    a config whose runs all finished, then to branches (`run --from`) of the preset's own runs
+    (they are those runs, trained further), then to the preset's own config (the folder named
+    as the preset, not a variant), then to the name."""
     by = {}
     for (dataset, model, config), rs in group(runs).items():
         by.setdefault((dataset, rs[0].preset, model), []).append((config, rs))
     out: dict = {}
     for (dataset, preset, model), options in sorted(by.items()):
         winner = ((best or {}).get((dataset, model)) or {}).get("name")
-        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, o[0] == preset, o[0]))
+        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, all(r.status == "done" for r in o[1]),
+                                                 all(r.branched_from == preset for r in o[1]), o[0] == preset,
+                                                 o[0]))
         out.setdefault((dataset, preset), {})[model] = rs
     return out
 
