@@ -85,6 +85,22 @@ def test_ctrl_c_checkpoints_between_steps_and_resumes_exactly(small_ts, tmp_path
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_auto_precision_is_bf16_on_cpus_that_have_it_and_on_gpus_only_when_compiled(monkeypatch):
+    import torch
+
+    from jumpbench.benchmarks import machine as M
+    from jumpbench.errors import JumpbenchError
+
+    for has in (True, False):
+        monkeypatch.setattr(M, "has_bf16", lambda device, has=has: has)
+        assert M.resolve_precision("auto", torch.device("cpu")) == ("bf16" if has else "fp32")
+        assert M.resolve_precision("auto", torch.device("cuda")) == "fp32"  # eager bf16 is slower there
+        assert M.resolve_precision("auto", torch.device("cuda"), compiled=True) == ("bf16" if has else "fp32")
+        assert M.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    with pytest.raises(JumpbenchError, match="no native bf16"):
+        M.resolve_precision("bf16", torch.device("cpu"))
+
+
 def test_nan_marks_the_run_diverged(small_ts, tmp_path, monkeypatch):
     real = JUMP.forward
 

@@ -76,7 +76,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     M.setup_device(device)
     if device.type == "cpu":
         torch.set_num_threads(tc.threads or M.default_threads())
-    precision = M.resolve_precision(tc.precision, device)
+    precision = M.resolve_precision(tc.precision, device, compiled=tc.compile)
     ckpt_path = folder / runs.CHECKPOINT
     record = runs.record(spec, world, info, cfg)
     branch = _branch(spec, folder, info, tc.steps) if not ckpt_path.is_file() else None

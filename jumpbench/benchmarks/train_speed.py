@@ -134,7 +134,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise JumpbenchError("--device cuda: no CUDA device here")
     M.setup_device(dev)
-    bf16 = M.resolve_precision("auto", dev) == "bf16"
+    bf16 = M.has_bf16(dev)
     scenes = None
     if data is not None:
         info = D.dataset_info(data)
