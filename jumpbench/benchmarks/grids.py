@@ -95,7 +95,7 @@ def fig3(models: dict, dataset: str, preset: str):
             row[seen] = framed(truth[seen], BLUE)
             row[query] = framed(rgb(samples[0, j]), RED)
             rows.append((f"{name} {j + 1}", row))
-    title = (f"Fig. 3: JUMP on {dataset} test scene 0 (blue = seen, red = sampled); preset {preset}, "
+    title = (f"Fig. 3: JUMP on {dataset} test scene 0 (blue = seen, red = sampled); config {run.config}, "
              f"seed {run.seed} of {count_text(models['jump'])}")
     return _draw(rows, title), {"run": str(run.path), "seed": run.seed}
 
@@ -120,8 +120,9 @@ def fig4(models: dict, dataset: str, preset: str):
         torch.manual_seed(0)
         samples = model.sample(frames[:, :m], vps[:, :m], vps[:, m:], 2)  # (1, 2, T-m, 3, H, W)
         rows += [(f"{model_name} {j + 1}", rgb(samples[0, j])) for j in range(2)]
-        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name])}
-    seeds = ", ".join(f"{m} seed {v['seed']} of {v['runs']}" for m, v in info.items())
+        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name]),
+                            "config": run.config}
+    seeds = ", ".join(f"{m} [{v['config']}] seed {v['seed']} of {v['runs']}" for m, v in info.items())
     title = f"Fig. 4: {dataset} test scene 0, continuations from the first frames; preset {preset}\n{seeds}"
     return _draw(rows, title), info
 
@@ -142,8 +143,9 @@ def fig6(models: dict, dataset: str, preset: str):
         torch.manual_seed(0)
         samples = model.sample(b["context_frames"], b["context_viewpoints"], b["target_viewpoints"], 2)
         rows += [(f"{model_name} {j + 1}", rgb(samples[0, j])) for j in range(2)]
-        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name])}
-    seeds = ", ".join(f"{m} seed {v['seed']} of {v['runs']}" for m, v in info.items())
+        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name]),
+                            "config": run.config}
+    seeds = ", ".join(f"{m} [{v['config']}] seed {v['seed']} of {v['runs']}" for m, v in info.items())
     title = f"Fig. 6: {dataset} test scene 0, samples of the unseen face; preset {preset}\n{seeds}"
     return _draw(rows, title), info
 
