@@ -102,7 +102,8 @@ class CDNAPredictor(nn.Module):
         kern = self.kernels(h5.flatten(1)).view(B * self.num_masks, 1, k, k)
         kern = F.relu(kern - self.relu_shift) + self.relu_shift
         kern = kern / kern.sum(dim=(2, 3), keepdim=True)
-        moved = F.conv2d(prev.transpose(0, 1), kern, padding=k // 2, groups=B)  # (3, B*N, H, W)
+        with torch.autocast(prev.device.type, enabled=False):  # a depthwise conv: slower in bf16 on CPUs
+            moved = F.conv2d(prev.float().transpose(0, 1), kern.float(), padding=k // 2, groups=B)  # (3, B*N, H, W)
         moved = moved.view(3, B, self.num_masks, H, W).permute(1, 2, 0, 3, 4)   # (B, N, 3, H, W)
         layers = torch.cat([prev[:, None], first[:, None], torch.sigmoid(self.scratch(enc6))[:, None],
                             moved], dim=1)                                      # (B, N+3, 3, H, W)
