@@ -230,7 +230,7 @@ def test_a_branch_starts_from_another_runs_checkpoint_and_goes_on_under_its_own_
     one_line_error(run(*common, "--steps", "6", "--from", parent, "--name", "b"), "above it")
     one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "b", "--set", "model.nf_z=2"),
                    "does not fit this run")
-    one_line_error(run(*common, "--steps", "9", "--from", tmp_path, "--name", "b"), "not a run folder")
+    one_line_error(run(*common, "--steps", "9", "--from", tmp_path, "--name", "b"), "no run for seed 0 there")
     one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "r"), "another config")
     # the same config: the branch is the run that had asked for 9 steps from the start
     r = run(*common, "--steps", "9", "--from", parent.parent, "--name", "b")  # a config folder: its seed-0
@@ -245,6 +245,11 @@ def test_a_branch_starts_from_another_runs_checkpoint_and_goes_on_under_its_own_
     b = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert status(parent)["why"].startswith("6 steps")  # the parent is untouched
+    one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "s"), "not a branch")  # s: a plain run
+    r = run(*common, "--steps", "12", "--name", "b", "--extend")  # extending a branch keeps its origin
+    assert r.exit_code == 0, r.output
+    config = json.loads((branch / "config.json").read_text())
+    assert config["branched_from"] == origin and config["extended_from"] == [9]
     # another schedule from the same step: trains, and its own checkpoint is what a rerun resumes
     r = run(*common, "--steps", "9", "--from", parent, "--name", "lr", "--set", "train.lr=0.01")
     assert r.exit_code == 0, r.output

@@ -33,8 +33,8 @@ class TrainConfig:
     sample_scenes: int = 4        # scenes in samples.png
     num_workers: int = 1          # DataLoader processes (streaming only; the frame cache needs none)
     threads: int = 0              # torch intra-op threads; 0: the cores free to this job (machine.py)
-    precision: str = "auto"       # "bf16" autocast (losses stay fp32), "fp32", or "auto": bf16 where
-                                  # the hardware has it (CPUs with AVX512-BF16/AMX, CUDA GPUs)
+    precision: str = "auto"       # "bf16" autocast (losses stay fp32), "fp32", or "auto": bf16 on CPUs
+                                  # with AVX512-BF16/AMX, and on CUDA GPUs for a compiled loss only
     compile: bool = False         # torch.compile the model's loss (compiles once per run)
     cache: bool = True            # decode the train split once into a uint8 frame cache
     cache_gb: float = 8.0         # ... if it fits in this many GB, else stream from the shards

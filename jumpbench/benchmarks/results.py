@@ -114,7 +114,7 @@ def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
 def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
     """{(dataset, preset): {model: runs}}, one config per model: the one with the most runs
     (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then to
-    a config whose runs all finished, then to branches (`run --from`) of the preset's own runs
+    a config whose runs all finished (done or diverged), then to branches (`run --from`) of the preset's own runs
     (they are those runs, trained further), then to the preset's own config (the folder named
     as the preset, not a variant), then to the name."""
     by = {}
@@ -123,7 +123,7 @@ def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, s
     out: dict = {}
     for (dataset, preset, model), options in sorted(by.items()):
         winner = ((best or {}).get((dataset, model)) or {}).get("name")
-        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, all(r.status == "done" for r in o[1]),
+        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, all(r.status in ("done", "diverged") for r in o[1]),
                                                  all(r.branched_from == preset for r in o[1]), o[0] == preset,
                                                  o[0]))
         out.setdefault((dataset, preset), {})[model] = rs

@@ -36,8 +36,7 @@ from pathlib import Path
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.data import dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import (append_line, atomic_path, file_sha256, fsync, read_json, write_json_atomic,
-                             write_text_atomic)
+from jumpbench.files import append_line, atomic_path, fsync, read_json, write_json_atomic, write_text_atomic
 from jumpbench.records import load_manifest
 
 CONFIG = "config.json"
@@ -114,6 +113,8 @@ def pending(spec: RunSpec) -> tuple[Path, dict | None]:
     folder = spec.folder(info["name"])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
+    if spec.branch_from is not None:
+        check_branch_folder(spec, folder)
     status = read_status(folder)
     if not status or status["status"] not in ("done", "diverged"):
         return folder, None
@@ -173,7 +174,8 @@ def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> b
         after = new["config"]["train"]["steps"]
         if extend and [d.split(":")[0] for d in diff] == ["train.steps"] and after > before:
             if write:
-                write_json_atomic(path, {**new, "extended_from": old.get("extended_from", []) + [before]})
+                kept = {k: v for k, v in old.items() if k not in new}  # branched_from, among others
+                write_json_atomic(path, {**new, **kept, "extended_from": old.get("extended_from", []) + [before]})
             return True
         hint = ("--extend continues a run to more steps, with nothing else changed" if extend else
                 "resume with the same settings, or give another --name or --out")
@@ -194,12 +196,7 @@ def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> 
     own config: the same architecture, dataset, model and seed, other schedules (say, a last
     phase of the pixel variance). `parent`: a run folder, or its config folder (then its
     seed-<seed>). Refused in one line when the parent is not such a run."""
-    p = Path(parent)
-    if not (p / CONFIG).is_file() and (p / f"seed-{spec.seed}" / CONFIG).is_file():
-        p = p / f"seed-{spec.seed}"
-    rec = read_json(p / CONFIG)
-    if not isinstance(rec, dict):
-        raise JumpbenchError(f"--from {parent}: not a run folder (no readable {CONFIG})")
+    p, rec = branch_parent(parent, spec.seed)
     for key, mine in (("model", spec.model), ("dataset_sha256", dataset_sha256(spec.data)), ("seed", spec.seed)):
         if rec.get(key) != mine:
             raise JumpbenchError(f"--from {p}: its {key} is {_short(rec.get(key))}, this run's {_short(mine)}; "
@@ -207,14 +204,40 @@ def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> 
     path = p / CHECKPOINT
     if not path.is_file():
         raise JumpbenchError(f"--from {p}: no {CHECKPOINT} to start from")
-    state = load_checkpoint(path)
+    state, sha = load_checkpoint(path, with_sha=True)
     if state["step"] >= steps:
         raise JumpbenchError(f"--from {p}: its checkpoint is at step {state['step']}; give train.steps "
                              f"above it (this run's: {steps})")
-    sha = file_sha256(path)
     origin = {"dataset": info["name"], "model": rec["model"], "name": p.parent.name, "seed": rec["seed"],
               "step": state["step"], "checkpoint_sha256": sha}
     return path, state, origin
+
+
+def check_branch_folder(spec: RunSpec, folder: Path) -> None:
+    """For `--from`: refuse a folder that holds a run that is not a branch, or a branch of
+    another parent, in one line (rather than resume or skip it)."""
+    old = read_json(Path(folder) / CONFIG)
+    if old is None:
+        return
+    before = old.get("branched_from") if isinstance(old, dict) else None
+    if not before:
+        raise JumpbenchError(f"{folder} already holds a run that is not a branch: give another --name")
+    given = Path(spec.branch_from).resolve()
+    if before.get("name") != (given.parent.name if given.name == f"seed-{spec.seed}" else given.name):
+        raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']}, "
+                             f"not of {spec.branch_from}")
+
+
+def branch_parent(parent: str | Path, seed: int) -> tuple[Path, dict]:
+    """(run folder, its config.json) of `--from parent` for `seed`: `parent` itself, or its
+    seed-<seed> when it is a config folder. One line naming the folder when there is no run."""
+    p = Path(parent).resolve()
+    if not (p / CONFIG).is_file() and (p / f"seed-{seed}").is_dir():
+        p = p / f"seed-{seed}"
+    rec = read_json(p / CONFIG)
+    if not isinstance(rec, dict):
+        raise JumpbenchError(f"--from {parent}: no run for seed {seed} there (no readable {CONFIG} in {p.name})")
+    return p, rec
 
 
 def start_branch(folder: Path, parent_checkpoint: Path, step: int) -> None:
@@ -253,9 +276,10 @@ def save_training_state(path: Path, model, opt, step: int, wall: float, sums: di
                            "rng": torch.get_rng_state(), "sums": dict(sums or {}), "count": count})
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """The checkpoint's dict, after checking its sha256; a one-line error naming the file
-    when it is corrupt or does not load."""
+def load_checkpoint(path: Path, map_location="cpu", with_sha: bool = False):
+    """The checkpoint's dict, after checking its sha256 (with `with_sha`: the dict and the
+    sha256 of the very bytes loaded); a one-line error naming the file when it is corrupt or
+    does not load."""
     import torch
 
     path = Path(path)
@@ -263,10 +287,10 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         data = path.read_bytes()
     except OSError as e:
         raise JumpbenchError(f"{path}: unreadable checkpoint ({e.strerror or e})") from None
-    sums = read_json(_sidecar(path))
+    sums, sha = read_json(_sidecar(path)), hashlib.sha256(data).hexdigest()
     if sums is not None:
         known = {sums.get("sha256"), sums.get("previous")} - {None} if isinstance(sums, dict) else set()
-        if hashlib.sha256(data).hexdigest() not in known:
+        if sha not in known:
             raise JumpbenchError(f"{path}: corrupt checkpoint (its sha256 is not the one in {_sidecar(path).name}); "
                                  f"delete it to restart the run from its start")
     try:
@@ -276,7 +300,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
                              f"{' '.join(str(e).split())[:120]})") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
         raise JumpbenchError(f"{path}: not a jumpbench checkpoint")
-    return state
+    return (state, sha) if with_sha else state
 
 
 def load_state(path: Path, module, state_dict: dict, what: str = "model") -> None:

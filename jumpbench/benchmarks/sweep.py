@@ -190,6 +190,11 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
         from jumpbench.benchmarks.board import require
 
         require()  # the one-line hint before any seed starts
+    if branch_from is not None:  # every seed's parent before any seed trains
+        from jumpbench.benchmarks.runs import branch_parent
+
+        for s in seeds:
+            branch_parent(branch_from, s)
     tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend, branch_from)
              for s in seeds]
     return [(t.seed, why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]

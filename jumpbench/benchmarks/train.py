@@ -79,7 +79,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     precision = M.resolve_precision(tc.precision, device, compiled=tc.compile)
     ckpt_path = folder / runs.CHECKPOINT
     record = runs.record(spec, world, info, cfg)
-    branch = _branch(spec, folder, info, tc.steps) if not ckpt_path.is_file() else None
+    branch = _branch(spec, folder, info, tc.steps, ckpt_path.is_file())
 
     # Model, optimizer, and the checkpoint to resume from (a branch's is checked to fit before
     # anything of the branch is written).
@@ -144,7 +144,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
                 if rank == 0:
                     runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
                                              sums, count)
-                    runs.write_status(folder, "interrupted", f"at step {step} of {tc.steps}; "
+                    runs.write_status(folder, "interrupted", f"interrupted at step {step} of {tc.steps}; "
                                                "run the same command to resume")
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
@@ -202,19 +202,21 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     return folder
 
 
-def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int) -> tuple | None:
-    """runs.branch_source for a run that has no checkpoint of its own yet: None when it is not a
-    branch. A folder that already holds another run, or a branch asked to start without --from,
-    is refused rather than trained from the wrong weights."""
+def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int, own_checkpoint: bool) -> tuple | None:
+    """runs.branch_source for a branch that has no checkpoint of its own yet; None when the run
+    is not a branch or resumes its own checkpoint. A folder that already holds another run, a
+    branch of another parent, or a branch asked to start without --from, is refused rather than
+    trained (or skipped) from the wrong weights."""
     old = read_json(folder / runs.CONFIG)
     before = old.get("branched_from") if isinstance(old, dict) else None
     if spec.branch_from is None:
-        if before:
+        if before and not own_checkpoint:
             raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
                                  f"{before['step']} with no checkpoint of its own yet: give --from that run")
         return None
-    if old is not None and not before:
-        raise JumpbenchError(f"{folder} already holds a run that is not a branch: give another --name")
+    runs.check_branch_folder(spec, folder)
+    if own_checkpoint:  # resume the branch's own checkpoint
+        return None
     branch = runs.branch_source(spec.branch_from, spec, info, steps)
     if before and before != branch[2]:
         raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
