@@ -160,7 +160,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         if compiled and MODELS[name][0].compile_loss is not Model.compile_loss:  # models that have one
             for precision in (["fp32", "bf16"] if bf16 else ["fp32"]):  # on a GPU fp32 (TF32) can win
                 variants[f"{precision}+compile"] = Stepper(name, cfg, dev, precision, True)
-        best = "bf16" if bf16 else "fp32"
+        best = M.resolve_precision(cfg["train"].precision, dev)  # what an eager training run uses here
         ends = {}
         if data is not None:
             scenes = D.Scenes(data, "train", size)
