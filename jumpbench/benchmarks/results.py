@@ -114,18 +114,22 @@ def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
 def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
     """{(dataset, preset): {model: runs}}, one config per model: the one with the most runs
     (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then to
-    a config whose runs all finished (done or diverged), then to branches (`run --from`) of the preset's own runs
-    (they are those runs, trained further), then to the preset's own config (the folder named
-    as the preset, not a variant), then to the name."""
+    a config whose runs all finished (done or diverged), then to branches (`run --from`) of the
+    preset's own runs (they are those runs, trained further), then to the preset's own config
+    (the folder named as the preset, not a variant), then to the name."""
     by = {}
     for (dataset, model, config), rs in group(runs).items():
         by.setdefault((dataset, rs[0].preset, model), []).append((config, rs))
     out: dict = {}
     for (dataset, preset, model), options in sorted(by.items()):
         winner = ((best or {}).get((dataset, model)) or {}).get("name")
-        config, rs = max(options, key=lambda o: (len(o[1]), o[0] == winner, all(r.status in ("done", "diverged") for r in o[1]),
-                                                 all(r.branched_from == preset for r in o[1]), o[0] == preset,
-                                                 o[0]))
+
+        def rank(option):
+            config, rs = option
+            return (len(rs), config == winner, all(r.status in ("done", "diverged") for r in rs),
+                    all(r.branched_from == preset for r in rs), config == preset, config)
+
+        config, rs = max(options, key=rank)
         out.setdefault((dataset, preset), {})[model] = rs
     return out
 
@@ -249,8 +253,8 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(csv_path, text.getvalue())
-    head = ["dataset", "model", "config", "runs", "done/div/failed/stopped", "metric", "mean ± √2·SEM", "best (seed)",
-            "worst (seed)", "steps", "wall/run", "KL1", "KL3", "time var.", "paper"]
+    head = ["dataset", "model", "config", "runs", "done/div/failed/stopped", "metric", "mean ± √2·SEM",
+            "best (seed)", "worst (seed)", "steps", "wall/run", "KL1", "KL3", "time var.", "paper"]
     lines = ["# Summary", "",
              "Mean over seeds ± sqrt(2) x SEM; every run counted, a run that stopped early with its last "
              "finite value (diverged runs included). Lower is better for every metric. *time var.*: how "
@@ -261,7 +265,8 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
         kl = [f"{_fmt(r[k])} ± {_fmt(r[k + '_sqrt2_sem'], 2)}" if r[k] is not None else "-" for k in ("kl1", "kl3")]
         wall = f"{r['wall_s_mean'] / 60:.1f} min" if r["wall_s_mean"] is not None else "-"
         lines.append("| " + " | ".join([
-            r["dataset"], r["model"], r["config"], str(r["runs"]), f"{r['done']}/{r['diverged']}/{r['failed']}/{r['interrupted']}",
+            r["dataset"], r["model"], r["config"], str(r["runs"]),
+            f"{r['done']}/{r['diverged']}/{r['failed']}/{r['interrupted']}",
             r["metric"], f"{_fmt(r['mean'])} ± {_fmt(r['sqrt2_sem'], 2)} (n={r['n_values']})",
             f"{_fmt(r['best'])} ({_fmt(r['best_seed'])})", f"{_fmt(r['worst'])} ({_fmt(r['worst_seed'])})",
             f"{r['steps']}/{_fmt(r['target_steps'])}", wall, *kl, _fmt(r["test_time_variation"], 2),
