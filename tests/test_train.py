@@ -101,19 +101,86 @@ def test_auto_precision_is_bf16_on_cpus_that_have_it_and_on_gpus_only_when_compi
         M.resolve_precision("bf16", torch.device("cpu"))
 
 
-def test_nan_marks_the_run_diverged(small_ts, tmp_path, monkeypatch):
+def _poison_losses_from(monkeypatch, first: int) -> None:
+    """JUMP's loss is NaN from step `first` on."""
     real = JUMP.forward
 
     def poisoned(self, batch, step):
         out = real(self, batch, step)
-        if step >= 2:
+        if step >= first:
             out["loss"] = out["loss"] * float("nan")
         return out
 
     monkeypatch.setattr(JUMP, "forward", poisoned)
+
+
+def test_nan_marks_the_run_diverged(small_ts, tmp_path, monkeypatch):
+    _poison_losses_from(monkeypatch, 2)
     folder = train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False)
     status = json.loads((folder / "status.json").read_text())
     assert status["status"] == "diverged" and "nan at step 2" in status["why"]
+
+
+def _rows(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reading_the_device_every_few_steps_changes_no_number(small_ts, tmp_path, monkeypatch):
+    """GPUs read the loss sums and the finiteness flag every 50 steps, not every step; the
+    same path on the CPU (every 4 steps) gives the same metrics and weights."""
+    from jumpbench.benchmarks import train as T
+
+    every = train("jump", small_ts, "smoke", [], 0, tmp_path / "a", progress=False)
+    monkeypatch.setattr(T, "_sync_every", lambda device: 4)
+    lazy = train("jump", small_ts, "smoke", [], 0, tmp_path / "b", progress=False)
+    drop = ("wall",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in _rows(every)] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in _rows(lazy)]
+    a, b = _params(every), _params(lazy)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_nan_seen_late_still_marks_the_step_and_checkpoints_nothing_after_it(small_ts, tmp_path, monkeypatch):
+    from jumpbench.benchmarks import train as T
+
+    monkeypatch.setattr(T, "_sync_every", lambda device: 50)  # seen only at the evaluation of step 6
+    _poison_losses_from(monkeypatch, 4)
+    folder = train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False)
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "diverged" and "nan at step 4" in status["why"]
+    assert [r["step"] for r in _rows(folder)] == [3]
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_auto_precision_resumes_in_the_precision_the_run_started_in(small_ts, tmp_path, monkeypatch):
+    """A run checkpointed in fp32 under "auto" goes on in fp32 when "auto" now picks bf16 (as
+    a GPU run begun before a release changed the rule would), so the resume stays exact."""
+    from jumpbench.benchmarks import machine as M
+
+    if not M.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16: auto cannot resolve to bf16 here")
+    real_has, real_forward = M.has_bf16, JUMP.forward
+    monkeypatch.setattr(M, "has_bf16", lambda device: False)   # auto -> fp32 while it starts
+    whole = train("jump", small_ts, "smoke", [], 0, tmp_path / "a", progress=False)
+
+    def crash(self, batch, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real_forward(self, batch, step)
+
+    monkeypatch.setattr(JUMP, "forward", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train("jump", small_ts, "smoke", [], 0, tmp_path / "b", progress=False)
+    part = tmp_path / "b" / whole.relative_to(tmp_path / "a")
+    assert torch.load(part / "checkpoint.pt", weights_only=False)["precision"] == "fp32"
+    monkeypatch.setattr(JUMP, "forward", real_forward)
+    monkeypatch.setattr(M, "has_bf16", real_has)                # auto -> bf16 now
+    assert M.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    train("jump", small_ts, "smoke", [], 0, tmp_path / "b", progress=False)
+    a, b = _params(whole), _params(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert M.resumed_precision(None, "bf16", torch.device("cpu")) == "bf16"   # older checkpoints
 
 
 def _free_port():

@@ -67,6 +67,16 @@ def resolve_precision(precision: str, device: torch.device, compiled: bool = Fal
     return precision
 
 
+def resumed_precision(started: str | None, resolved: str, device: torch.device) -> str:
+    """The precision a resumed run goes on in under "auto": the one its checkpoint was trained
+    in (`started`), so that a resume stays exact when "auto" now resolves otherwise (a release
+    that changed the rule); `resolved` when the checkpoint does not say (older checkpoints), or
+    says bf16 and this device has none."""
+    if started == "fp32" or (started == "bf16" and has_bf16(device)):
+        return started
+    return resolved
+
+
 def autocast(precision: str, device: torch.device):
     """The context a forward pass runs in: bf16 autocast, or nothing for fp32. Models keep
     their losses, KLs and ELBOs in fp32 (they cast before reducing)."""

@@ -267,13 +267,15 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_training_state(path: Path, model, opt, step: int, wall: float, sums: dict | None = None,
-                        count: int = 0) -> None:
+                        count: int = 0, precision: str | None = None) -> None:
     """The training loop's checkpoint (see the module's docstring). sums/count: the running
-    train_* sums since the last evaluation (none right after one)."""
+    train_* sums since the last evaluation (none right after one); precision: the one the
+    steps ran in ("bf16" or "fp32"), which a resume under train.precision=auto keeps."""
     import torch
 
     save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
-                           "rng": torch.get_rng_state(), "sums": dict(sums or {}), "count": count})
+                           "rng": torch.get_rng_state(), "sums": dict(sums or {}), "count": count,
+                           "precision": precision})
 
 
 def load_checkpoint(path: Path, map_location="cpu", with_sha: bool = False):

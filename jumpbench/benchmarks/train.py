@@ -114,6 +114,8 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
         step, wall = ckpt["step"], ckpt["wall"]
         torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
         resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
+        if tc.precision == "auto":  # go on in the precision the run (or its parent) trained in
+            precision = M.resumed_precision(ckpt.get("precision"), precision, device)
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     if rank == 0:
         runs.truncate_metrics(folder / runs.METRICS, step)
@@ -136,14 +138,24 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     writer = board.open_writer(folder, step) if spec.tensorboard and rank == 0 else None
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{spec.model} seed {seed}")
-    (sums, count), t0 = resumed, time.perf_counter()
+    stats, t0 = _StepStats(*resumed, device), time.perf_counter()
+    sync_every = _sync_every(device)
     stop = _StopRequest()
+
+    def diverged() -> bool:  # reads the device (a sync); marks the run when a loss was not finite
+        bad = stats.first_nonfinite()
+        if bad is not None and rank == 0:
+            runs.write_status(folder, "diverged", f"loss became {bad[1]} at step {bad[0]}")
+        return bad is not None
+
     try:
         for item in batches:
             if stop.requested:  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
+                if diverged():
+                    return folder
                 if rank == 0:
                     runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
-                                             sums, count)
+                                             *stats.host(), precision=precision)
                     runs.write_status(folder, "interrupted", f"interrupted at step {step} of {tc.steps}; "
                                                "run the same command to resume")
                 raise KeyboardInterrupt
@@ -159,9 +171,8 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
             finite = torch.isfinite(loss.detach()).float()
             if world > 1:  # every rank stops together
                 torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            if not finite:
-                if rank == 0:
-                    runs.write_status(folder, "diverged", f"loss became {loss.item()} at step {step}")
+            stats.add(out, finite, step)
+            if sync_every == 1 and diverged():  # CPUs: before the update, as reading costs nothing
                 return folder
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -169,25 +180,29 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
             step += 1
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            evaluate = step % tc.eval_every == 0 or step == tc.steps
+            if step % sync_every == 0 or evaluate:
+                # GPUs: every sync_every steps; a non-finite loss leaves non-finite weights, so
+                # it is still seen here, and nothing after it was checkpointed
+                if diverged():
+                    return folder
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
 
             # Evaluate, write samples and metrics, checkpoint (rank 0).
-            if step % tc.eval_every == 0 or step == tc.steps:
+            if evaluate:
                 wall += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if rank == 0:
+                    sums, count = stats.host()
                     row = {"step": step, "wall": round(wall, 2), "lr": tc.lr_at(step),
                            **{f"train_{k}": v / count for k, v in sums.items()}, **evaluator(step, folder)}
                     runs.append_metrics(folder, row)
                     if writer is not None:
                         board.log_row(writer, row, folder)
-                    runs.save_training_state(ckpt_path, model, opt, step, wall)
+                    runs.save_training_state(ckpt_path, model, opt, step, wall, precision=precision)
                     runs.write_status(folder, "running", f"step {step} of {tc.steps}")
-                sums, count = {}, 0
+                stats.reset()
     except Exception as e:
         if rank == 0:
             runs.write_status(folder, "failed", f"{type(e).__name__}: {e}")
@@ -222,6 +237,46 @@ def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int, own_checkp
         raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
                              f"{before['step']}, not of {spec.branch_from} at step {branch[2]['step']}")
     return branch
+
+
+def _sync_every(device: torch.device) -> int:
+    """Steps between the loop's reads of the device: 1 on CPUs, where a read costs nothing, so a
+    non-finite loss is caught before its update; 50 on GPUs, where each read would stall the
+    queue of kernels (a small model's step is bound by launching them)."""
+    return 1 if device.type == "cpu" else 50
+
+
+class _StepStats:
+    """The train_* sums since the last evaluation (float64, summed in step order, so the same
+    numbers as summing on the host) and the first step whose loss was not finite, all kept on
+    the device: adding a step queues a few tiny kernels and waits for nothing."""
+
+    def __init__(self, sums: dict, count: int, device: torch.device):
+        self.sums = {k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in sums.items()}
+        self.count = count
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
+
+    def add(self, out: dict, finite: torch.Tensor, step: int) -> None:
+        for k, v in out.items():
+            v = v.detach().double()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+        first = (finite == 0) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, out["loss"].detach().float(), self.bad_loss)
+
+    def first_nonfinite(self) -> tuple[int, float] | None:
+        """(step, loss) of the first non-finite loss, or None: one read of the device."""
+        step = int(self.bad_step)
+        return None if step < 0 else (step, float(self.bad_loss))
+
+    def host(self) -> tuple[dict, int]:
+        """The sums as Python floats, and the number of steps they sum."""
+        return {k: float(v) for k, v in self.sums.items()}, self.count
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
 
 
 class _StopRequest:
