@@ -126,16 +126,38 @@ def _rows(folder):
 
 
 def test_reading_the_device_every_few_steps_changes_no_number(small_ts, tmp_path, monkeypatch):
-    """GPUs read the loss sums and the finiteness flag every 50 steps, not every step; the
-    same path on the CPU (every 4 steps) gives the same metrics and weights."""
+    """GPUs read the loss sums and the finiteness flag every 50 steps, not every step. The
+    rows are the means of each step's terms summed as Python floats (as the loop did before
+    the sums moved to the device), with reads every step and every 4 steps alike; and every
+    4 steps means 3 reads in 6 steps (steps 3 and 6 evaluate, step 4 is the fourth)."""
     from jumpbench.benchmarks import train as T
 
+    real, seen = JUMP.forward, []
+
+    def recorded(self, batch, step):
+        out = real(self, batch, step)
+        if self.training:  # not the evaluation's forward passes
+            seen.append({k: float(v.detach()) for k, v in out.items()})
+        return out
+
+    monkeypatch.setattr(JUMP, "forward", recorded)
     every = train("jump", small_ts, "smoke", [], 0, tmp_path / "a", progress=False)
+    expected = []
+    for window in (seen[:3], seen[3:6]):
+        sums = {}
+        for out in window:
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+        expected.append({f"train_{k}": v / 3 for k, v in sums.items()})
+    assert [{k: r[k] for k in e} for r, e in zip(_rows(every), expected)] == expected
+
+    reads = []
+    real_read = T._StepStats.first_nonfinite
+    monkeypatch.setattr(T._StepStats, "first_nonfinite", lambda self: reads.append(1) or real_read(self))
     monkeypatch.setattr(T, "_sync_every", lambda device: 4)
     lazy = train("jump", small_ts, "smoke", [], 0, tmp_path / "b", progress=False)
-    drop = ("wall",)
-    assert [{k: v for k, v in r.items() if k not in drop} for r in _rows(every)] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in _rows(lazy)]
+    assert len(reads) == 3
+    assert [{k: r[k] for k in e} for r, e in zip(_rows(lazy), expected)] == expected
     a, b = _params(every), _params(lazy)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -153,14 +175,37 @@ def test_a_nan_seen_late_still_marks_the_step_and_checkpoints_nothing_after_it(s
     assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+def test_a_stop_request_with_a_nan_not_read_yet_marks_the_run_diverged_and_still_stops(small_ts, tmp_path,
+                                                                                        monkeypatch):
+    import signal
+
+    from jumpbench.benchmarks import train as T
+
+    monkeypatch.setattr(T, "_sync_every", lambda device: 50)
+    _poison_losses_from(monkeypatch, 7)
+    poisoned = JUMP.forward
+
+    def ctrl_c(self, batch, step):
+        if step == 8:
+            os.kill(os.getpid(), signal.SIGINT)  # seen before step 9, the NaN of step 7 not read yet
+        return poisoned(self, batch, step)
+
+    monkeypatch.setattr(JUMP, "forward", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train("jump", small_ts, "smoke", ["train.steps=12", "train.eval_every=6"], 0, tmp_path, progress=False)
+    (folder,) = (tmp_path / "traveling_salesman" / "jump").glob("*/seed-0")
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "diverged" and "nan at step 7" in status["why"]
+    assert torch.load(folder / "checkpoint.pt", weights_only=False)["step"] == 6
+
+
 def test_auto_precision_resumes_in_the_precision_the_run_started_in(small_ts, tmp_path, monkeypatch):
     """A run checkpointed in fp32 under "auto" goes on in fp32 when "auto" now picks bf16 (as
-    a GPU run begun before a release changed the rule would), so the resume stays exact."""
+    a GPU run begun before a release changed the rule would), so the resume stays exact. bf16
+    autocast runs on any CPU (emulated where it is not native), so this runs everywhere."""
     from jumpbench.benchmarks import machine as M
 
-    if not M.cpu_has_bf16():
-        pytest.skip("this CPU has no native bf16: auto cannot resolve to bf16 here")
-    real_has, real_forward = M.has_bf16, JUMP.forward
+    real_forward = JUMP.forward
     monkeypatch.setattr(M, "has_bf16", lambda device: False)   # auto -> fp32 while it starts
     whole = train("jump", small_ts, "smoke", [], 0, tmp_path / "a", progress=False)
 
@@ -173,14 +218,18 @@ def test_auto_precision_resumes_in_the_precision_the_run_started_in(small_ts, tm
     with pytest.raises(KeyboardInterrupt):
         train("jump", small_ts, "smoke", [], 0, tmp_path / "b", progress=False)
     part = tmp_path / "b" / whole.relative_to(tmp_path / "a")
-    assert torch.load(part / "checkpoint.pt", weights_only=False)["precision"] == "fp32"
+    ckpt = torch.load(part / "checkpoint.pt", weights_only=False)
+    assert (ckpt["precision"], ckpt["device_type"]) == ("fp32", "cpu")
     monkeypatch.setattr(JUMP, "forward", real_forward)
-    monkeypatch.setattr(M, "has_bf16", real_has)                # auto -> bf16 now
+    monkeypatch.setattr(M, "has_bf16", lambda device: True)    # auto -> bf16 now
     assert M.resolve_precision("auto", torch.device("cpu")) == "bf16"
     train("jump", small_ts, "smoke", [], 0, tmp_path / "b", progress=False)
     a, b = _params(whole), _params(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert M.resumed_precision(None, "bf16", torch.device("cpu")) == "bf16"   # older checkpoints
+    cpu = torch.device("cpu")
+    assert M.resumed_precision(None, None, "bf16", cpu) == "bf16"       # older checkpoints
+    assert M.resumed_precision("fp32", "cuda", "bf16", cpu) == "bf16"   # made on another kind of device
+    assert M.resumed_precision("bf16", "cpu", "fp32", cpu) == "bf16"
 
 
 def _free_port():

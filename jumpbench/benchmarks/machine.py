@@ -67,11 +67,14 @@ def resolve_precision(precision: str, device: torch.device, compiled: bool = Fal
     return precision
 
 
-def resumed_precision(started: str | None, resolved: str, device: torch.device) -> str:
+def resumed_precision(started: str | None, started_on: str | None, resolved: str, device: torch.device) -> str:
     """The precision a resumed run goes on in under "auto": the one its checkpoint was trained
-    in (`started`), so that a resume stays exact when "auto" now resolves otherwise (a release
-    that changed the rule); `resolved` when the checkpoint does not say (older checkpoints), or
-    says bf16 and this device has none."""
+    in (`started`, on a `started_on` device type), so that a resume stays exact when "auto" now
+    resolves otherwise (a release that changed the rule). `resolved` when the checkpoint does
+    not say (older checkpoints), was made on another kind of device (no resume across CPU and
+    GPU is exact, and each has its own fastest precision), or says bf16 and this device has none."""
+    if started_on != device.type:
+        return resolved
     if started == "fp32" or (started == "bf16" and has_bf16(device)):
         return started
     return resolved

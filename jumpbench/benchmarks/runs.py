@@ -12,8 +12,10 @@ A run is a `RunSpec` (what `jumpbench run` was asked), in the folder
                              (`run --from PARENT`) names the run and step it started from in
                              "branched_from"
 <run>/checkpoint.pt          torch.save of {"model", "optimizer", "step", "wall", "rng",
-                             "sums", "count"}; sums/count: the running train_* sums since the
-                             last evaluation, so that the next row is exact after a resume
+                             "sums", "count", "precision", "device_type"}; sums/count: the
+                             running train_* sums since the last evaluation, so that the next
+                             row is exact after a resume; precision/device_type: what the
+                             steps ran in, kept by a resume under train.precision=auto
 <run>/checkpoint.pt.sha256   {"sha256", "previous"}: the checkpoint's sha256 (written before
                              the checkpoint is renamed into place, so it also keeps the one
                              before); a checkpoint that matches neither is refused
@@ -267,15 +269,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_training_state(path: Path, model, opt, step: int, wall: float, sums: dict | None = None,
-                        count: int = 0, precision: str | None = None) -> None:
+                        count: int = 0, precision: str | None = None, device_type: str | None = None) -> None:
     """The training loop's checkpoint (see the module's docstring). sums/count: the running
-    train_* sums since the last evaluation (none right after one); precision: the one the
-    steps ran in ("bf16" or "fp32"), which a resume under train.precision=auto keeps."""
+    train_* sums since the last evaluation (none right after one); precision and device_type:
+    what the steps ran in ("bf16" or "fp32"; "cpu" or "cuda"), which a resume under
+    train.precision=auto on the same kind of device keeps."""
     import torch
 
     save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "wall": wall,
                            "rng": torch.get_rng_state(), "sums": dict(sums or {}), "count": count,
-                           "precision": precision})
+                           "precision": precision, "device_type": device_type})
 
 
 def load_checkpoint(path: Path, map_location="cpu", with_sha: bool = False):

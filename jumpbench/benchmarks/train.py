@@ -115,7 +115,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
         torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
         resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
         if tc.precision == "auto":  # go on in the precision the run (or its parent) trained in
-            precision = M.resumed_precision(ckpt.get("precision"), precision, device)
+            precision = M.resumed_precision(ckpt.get("precision"), ckpt.get("device_type"), precision, device)
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     if rank == 0:
         runs.truncate_metrics(folder / runs.METRICS, step)
@@ -151,11 +151,11 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     try:
         for item in batches:
             if stop.requested:  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
-                if diverged():
-                    return folder
+                if diverged():  # (GPUs: a NaN not read yet) marked, nothing saved; still a stop
+                    raise KeyboardInterrupt
                 if rank == 0:
                     runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
-                                             *stats.host(), precision=precision)
+                                             *stats.host(), precision=precision, device_type=device.type)
                     runs.write_status(folder, "interrupted", f"interrupted at step {step} of {tc.steps}; "
                                                "run the same command to resume")
                 raise KeyboardInterrupt
@@ -200,11 +200,12 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
                     runs.append_metrics(folder, row)
                     if writer is not None:
                         board.log_row(writer, row, folder)
-                    runs.save_training_state(ckpt_path, model, opt, step, wall, precision=precision)
+                    runs.save_training_state(ckpt_path, model, opt, step, wall, precision=precision,
+                                             device_type=device.type)
                     runs.write_status(folder, "running", f"step {step} of {tc.steps}")
                 stats.reset()
     except Exception as e:
-        if rank == 0:
+        if rank == 0 and not _diverged_before(diverged):
             runs.write_status(folder, "failed", f"{type(e).__name__}: {e}")
         raise
     finally:
@@ -237,6 +238,16 @@ def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int, own_checkp
         raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
                              f"{before['step']}, not of {spec.branch_from} at step {branch[2]['step']}")
     return branch
+
+
+def _diverged_before(diverged) -> bool:
+    """Whether an error that stopped the loop came after a non-finite loss not read yet (GPUs):
+    `diverged()` then marks the run diverged, not failed (a sweep would resume a failed run into
+    the same NaN). False when the device cannot even be read."""
+    try:
+        return diverged()
+    except Exception:
+        return False
 
 
 def _sync_every(device: torch.device) -> int:

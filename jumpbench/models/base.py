@@ -80,7 +80,7 @@ class ELBOModel(Model):
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """loss: negative ELBO in nats per scene (summed over the targets), averaged over the batch."""
         targets = batch["target_frames"]
-        pv = torch.tensor(self.config.pixel_var(step), device=targets.device)
+        pv = torch.full((), self.config.pixel_var(step), device=targets.device)  # no host-device copy
         nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
                                    targets, batch["target_viewpoints"], pv)
         return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),
@@ -140,7 +140,10 @@ def training_video(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     ctx, tgt = frame_indices(batch["context_viewpoints"]), frame_indices(batch["target_viewpoints"])
     m, k = ctx.shape[1], tgt.shape[1]
     want = torch.arange(m + k, device=ctx.device).expand(ctx.shape[0], -1)
-    if not (torch.equal(ctx, want[:, :m]) and torch.equal(tgt, want[:, m:])):
+    if ctx.device.type != "cpu":  # checked on the device, without waiting for it (a device-side assert)
+        torch._assert_async((ctx == want[:, :m]).all() & (tgt == want[:, m:]).all(),
+                            "non-jumpy models train on consecutive frames")
+    elif not (torch.equal(ctx, want[:, :m]) and torch.equal(tgt, want[:, m:])):
         raise ValueError("non-jumpy models train on consecutive frames: the batch must carry context = "
                          f"frames 0..m-1 and targets = frames m..T-1, got context {ctx[0].tolist()} "
                          f"and targets {tgt[0].tolist()}")
