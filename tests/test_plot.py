@@ -181,3 +181,15 @@ def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
         (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu", "branched_from": {"name": "cpu"}}))
     chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
     assert [r.config for r in chosen] == ["cpu-up"]
+
+
+def test_the_same_runs_redraw_the_same_bytes(runs, tmp_path):
+    """No creation date in the PDFs: regenerating the figures from unchanged run folders leaves
+    every committed file as it was."""
+    first, again = tmp_path / "a", tmp_path / "b"
+    plot_all(runs, first, tmp_path / "no-speed", first / "summary.md")
+    plot_all(runs, again, tmp_path / "no-speed", again / "summary.md")
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    pdfs = [p for p in files if p.suffix == ".pdf"]
+    assert pdfs and not any(b"/CreationDate" in (first / p).read_bytes() for p in pdfs)
+    assert all((first / p).read_bytes() == (again / p).read_bytes() for p in files)

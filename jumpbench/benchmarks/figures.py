@@ -26,10 +26,11 @@ def ordered(models) -> list[str]:
 
 def save(fig, out: Path, name: str, data: dict) -> Path:
     """name.png, name.pdf and name.json (what was drawn) in out, each written atomically;
-    closes the figure."""
+    closes the figure. The PDF carries no creation date, so the same runs redraw the same bytes
+    (a regenerated figure shows in git only when what it draws changed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for suffix, kw in (("png", {"dpi": 130}), ("pdf", {})):
+    for suffix, kw in (("png", {"dpi": 130}), ("pdf", {"metadata": {"CreationDate": None}})):
         with atomic_path(out / f"{name}.{suffix}") as tmp:
             fig.savefig(tmp, format=suffix, bbox_inches="tight", **kw)
     plt().close(fig)
