@@ -143,8 +143,7 @@ class Evaluator:
         if self.video:
             items = D.stack(scenes, range(n))
             self.frames = D.to_float(items["frames"]).to(device)
-            self.batch = {k: v.to(device) for k, v in D.prefix_split(items["frames"], items["viewpoints"],
-                                                                     dc.eval_context).items()}
+            self.batch = D.prefix_split(items["frames"], items["viewpoints"], dc.eval_context, device)
             base = baseline_mse(self.frames, dc.eval_context)
         else:
             self.batch = {k: v.to(device) for k, v in D.hidden_face_batch(scenes, range(n)).items()}

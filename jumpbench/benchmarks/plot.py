@@ -18,7 +18,6 @@ main_configs). A figure without inputs is skipped with the command that makes th
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 

@@ -183,9 +183,10 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
             bar.update(1)
             evaluate = step % tc.eval_every == 0 or step == tc.steps
             if step % sync_every == 0 or evaluate:
-                # GPUs: every sync_every steps; a non-finite loss leaves non-finite weights, so
-                # it is still seen here, and nothing after it was checkpointed
-                if diverged():
+                # GPUs: every sync_every steps (CPUs read before the update); a non-finite loss
+                # leaves non-finite weights, so it is still seen here, and nothing after it was
+                # checkpointed
+                if sync_every > 1 and diverged():
                     return folder
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
 

@@ -140,10 +140,10 @@ def training_video(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     ctx, tgt = frame_indices(batch["context_viewpoints"]), frame_indices(batch["target_viewpoints"])
     m, k = ctx.shape[1], tgt.shape[1]
     want = torch.arange(m + k, device=ctx.device).expand(ctx.shape[0], -1)
+    consecutive = (ctx == want[:, :m]).all() & (tgt == want[:, m:]).all()
     if ctx.device.type != "cpu":  # checked on the device, without waiting for it (a device-side assert)
-        torch._assert_async((ctx == want[:, :m]).all() & (tgt == want[:, m:]).all(),
-                            "non-jumpy models train on consecutive frames")
-    elif not (torch.equal(ctx, want[:, :m]) and torch.equal(tgt, want[:, m:])):
+        torch._assert_async(consecutive, "non-jumpy models train on consecutive frames")
+    elif not consecutive:
         raise ValueError("non-jumpy models train on consecutive frames: the batch must carry context = "
                          f"frames 0..m-1 and targets = frames m..T-1, got context {ctx[0].tolist()} "
                          f"and targets {tgt[0].tolist()}")
