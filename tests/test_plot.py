@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from jumpbench.benchmarks.plot import plot_all
 from jumpbench.benchmarks.train import train
 from jumpbench.cli import cli
+from jumpbench.errors import JumpbenchError
 
 # traveling_salesman, test_min_mse at steps 10, 20, 30; seed 2 diverged after step 10
 CURVES = {("jump", 0): [0.30, 0.20, 0.10], ("jump", 1): [0.32, 0.24, 0.12], ("jump", 2): [0.50],
@@ -181,6 +182,32 @@ def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
         (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu", "branched_from": {"name": "cpu"}}))
     chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
     assert [r.config for r in chosen] == ["cpu-up"]
+
+
+def test_a_main_json_pins_the_config_the_figures_draw(tmp_path):
+    """Two finished branches of one run tie on every automatic rule; the model's main.json
+    decides, even against a config with more runs, and a pin naming no runs is a clear error."""
+    from jumpbench.benchmarks.results import collect, main_configs, read_pins
+    root = tmp_path / "runs"
+    rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.1}]
+    for config, seeds in (("cpu-a", [0]), ("cpu-b", [0]), ("cpu", [0, 1])):
+        for seed in seeds:
+            folder = make_run(root, "color_reaction", "jump", seed, "done", rows, config=config)
+            record = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu"}))
+    runs = collect(root)
+    assert [r.config for r in main_configs(runs)[("color_reaction", "cpu")]["jump"]] == ["cpu", "cpu"]
+    pin = root / "color_reaction" / "jump" / "main.json"
+    pin.write_text(json.dumps({"config": "cpu-a", "why": "the recipe"}))
+    pins = read_pins(root, runs)
+    assert pins == {("color_reaction", "jump"): "cpu-a"}
+    assert [r.config for r in main_configs(runs, None, pins)[("color_reaction", "cpu")]["jump"]] == ["cpu-a"]
+    pin.write_text(json.dumps({"config": "cpu-c"}))
+    with pytest.raises(JumpbenchError, match="cpu-c.*has no runs"):
+        read_pins(root, runs)
+    pin.write_text(json.dumps({"why": "no config"}))
+    with pytest.raises(JumpbenchError, match="needs a \"config\""):
+        read_pins(root, runs)
 
 
 def test_the_same_runs_redraw_the_same_bytes(runs, tmp_path):

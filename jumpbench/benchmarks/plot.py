@@ -25,7 +25,7 @@ import numpy as np
 
 from jumpbench.benchmarks.evaluate import BASELINES
 from jumpbench.benchmarks.results import (PAPER_KL, baselines, Run, collect, count_text, counts, curve, main_configs,
-                                          read_best, sem2, write_summary)
+                                          read_best, read_pins, sem2, write_summary)
 from jumpbench.benchmarks.figures import ordered, plt as _plt, save
 
 HINTS = {
@@ -290,7 +290,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
     speed = Path(speed) if speed else runs_root.parent / "speed"
     summary = Path(summary) if summary else runs_root.parent / "summary"
     runs = collect(runs_root)
-    main = main_configs(runs, read_best(runs_root))
+    main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = []
     for name, make in (("fig5a", lambda: fig5a(main, out)), ("fig5b", lambda: fig5b(main, out)),
                        ("consistency", lambda: fig_consistency(main, out)),

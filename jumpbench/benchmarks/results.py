@@ -111,8 +111,10 @@ def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
     return {k: sorted(v, key=lambda r: r.seed) for k, v in sorted(out.items())}
 
 
-def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
-    """{(dataset, preset): {model: runs}}, one config per model: the one with the most runs
+def main_configs(runs: list[Run], best: dict | None = None,
+                 pins: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
+    """{(dataset, preset): {model: runs}}, one config per model: the one pinned by the model's
+    main.json (`read_pins`) if it names one of that preset; else the one with the most runs
     (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then to
     a config whose runs all finished (done or diverged), then to branches (`run --from`) of the
     preset's own runs (they are those runs, trained further), then to the preset's own config
@@ -123,14 +125,36 @@ def main_configs(runs: list[Run], best: dict | None = None) -> dict[tuple[str, s
     out: dict = {}
     for (dataset, preset, model), options in sorted(by.items()):
         winner = ((best or {}).get((dataset, model)) or {}).get("name")
+        pinned = (pins or {}).get((dataset, model))
 
         def rank(option):
             config, rs = option
-            return (len(rs), config == winner, all(r.status in ("done", "diverged") for r in rs),
+            return (config == pinned, len(rs), config == winner, all(r.status in ("done", "diverged") for r in rs),
                     all(r.branched_from == preset for r in rs), config == preset, config)
 
         config, rs = max(options, key=rank)
         out.setdefault((dataset, preset), {})[model] = rs
+    return out
+
+
+PIN = "main.json"  # <runs>/<dataset>/<model>/main.json: {"config": NAME, "why": TEXT}
+
+
+def read_pins(root: str | Path, runs: list[Run] | None = None) -> dict[tuple[str, str], str]:
+    """{(dataset, model): config} from every main.json under root: the config a person chose to
+    stand for the model in the figures and the summary's findings, where several configs of one
+    preset have equal claims (e.g. two branches of one run). With `runs`, a pin that names no
+    run folder is an error, not a silent fall-back."""
+    out = {}
+    for path in sorted(Path(root).glob(f"*/*/{PIN}")):
+        content = read_json(path) or {}
+        config = content.get("config")
+        if not isinstance(config, str) or not config:
+            raise JumpbenchError(f"{path}: needs a \"config\" naming a config folder beside it")
+        key = (path.parts[-3], path.parts[-2])
+        if runs is not None and not any((r.dataset, r.model, r.config) == (*key, config) for r in runs):
+            raise JumpbenchError(f"{path} pins config {config!r}, but {path.parent / config} has no runs")
+        out[key] = config
     return out
 
 
