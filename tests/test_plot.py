@@ -23,12 +23,14 @@ REFS = {"test_score_truth_agreement": 1.0, "test_score_truth_diversity": 1.0,
         "test_score_black_agreement": 0.0, "test_score_black_diversity": 0.0}
 
 
-def make_run(root, dataset, model, seed, status, rows, consistency=None, config="cpu"):
+def make_run(root, dataset, model, seed, status, rows, consistency=None, config="cpu", preset=None, **record):
+    """A synthetic run folder; its preset is the config's name up to a "+" unless given, and
+    `record` adds keys to its config.json (e.g. branched_from)."""
     folder = root / dataset / model / config / f"seed-{seed}"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({
-        "model": model, "dataset": dataset, "preset": config.split("+")[0], "overrides": [], "seed": seed,
-        "config": {"train": {"steps": 30, "eval_samples": 30}}}))
+        "model": model, "dataset": dataset, "preset": preset or config.split("+")[0], "overrides": [], "seed": seed,
+        "config": {"train": {"steps": 30, "eval_samples": 30}}, **record}))
     (folder / "status.json").write_text(json.dumps({"status": status, "why": "synthetic", "time": 0}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if consistency:
@@ -169,17 +171,14 @@ def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
     root = tmp_path / "runs"
     rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.1}]
     for config in ("cpu", "cpu-pv05"):
-        folder = make_run(root, "traveling_salesman", "jump", 0, "done", rows, config=config)
-        record = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu"}))
+        make_run(root, "traveling_salesman", "jump", 0, "done", rows, config=config, preset="cpu")
     chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
     assert [r.config for r in chosen] == ["cpu"]
     # branches of the preset's runs (run --from) are those runs trained further: they win the
     # tie, a finished one before one that was interrupted
     for config, status in (("cpu-up", "done"), ("cpu-upx", "interrupted")):
-        folder = make_run(root, "traveling_salesman", "jump", 0, status, rows, config=config)
-        record = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu", "branched_from": {"name": "cpu"}}))
+        make_run(root, "traveling_salesman", "jump", 0, status, rows, config=config, preset="cpu",
+                 branched_from={"name": "cpu"})
     chosen = main_configs(collect(root))[("traveling_salesman", "cpu")]["jump"]
     assert [r.config for r in chosen] == ["cpu-up"]
 
@@ -192,9 +191,7 @@ def test_a_main_json_pins_the_config_the_figures_draw(tmp_path):
     rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.1}]
     for config, seeds in (("cpu-a", [0]), ("cpu-b", [0]), ("cpu", [0, 1])):
         for seed in seeds:
-            folder = make_run(root, "color_reaction", "jump", seed, "done", rows, config=config)
-            record = json.loads((folder / "config.json").read_text())
-            (folder / "config.json").write_text(json.dumps({**record, "preset": "cpu"}))
+            make_run(root, "color_reaction", "jump", seed, "done", rows, config=config, preset="cpu")
     runs = collect(root)
     assert [r.config for r in main_configs(runs)[("color_reaction", "cpu")]["jump"]] == ["cpu", "cpu"]
     pin = root / "color_reaction" / "jump" / "main.json"

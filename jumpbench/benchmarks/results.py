@@ -140,11 +140,11 @@ def main_configs(runs: list[Run], best: dict | None = None,
 PIN = "main.json"  # <runs>/<dataset>/<model>/main.json: {"config": NAME, "why": TEXT}
 
 
-def read_pins(root: str | Path, runs: list[Run] | None = None) -> dict[tuple[str, str], str]:
+def read_pins(root: str | Path, runs: list[Run]) -> dict[tuple[str, str], str]:
     """{(dataset, model): config} from every main.json under root: the config a person chose to
     stand for the model in the figures and the summary's findings, where several configs of one
-    preset have equal claims (e.g. two branches of one run). With `runs`, a pin that names no
-    run folder is an error, not a silent fall-back."""
+    preset have equal claims (e.g. two branches of one run). A pin that names none of `runs`'
+    configs is an error, not a silent fall-back."""
     out = {}
     for path in sorted(Path(root).glob(f"*/*/{PIN}")):
         content = read_json(path) or {}
@@ -152,7 +152,7 @@ def read_pins(root: str | Path, runs: list[Run] | None = None) -> dict[tuple[str
         if not isinstance(config, str) or not config:
             raise JumpbenchError(f"{path}: needs a \"config\" naming a config folder beside it")
         key = (path.parts[-3], path.parts[-2])
-        if runs is not None and not any((r.dataset, r.model, r.config) == (*key, config) for r in runs):
+        if not any((r.dataset, r.model, r.config) == (*key, config) for r in runs):
             raise JumpbenchError(f"{path} pins config {config!r}, but {path.parent / config} has no runs")
         out[key] = config
     return out
