@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from jumpbench.benchmarks.evaluate import min_mse, sample_metrics
+from jumpbench.benchmarks.evaluate import baseline_mse, min_mse, sample_metrics
 from jumpbench.models import MODELS
 from jumpbench.models.base import ground_truth_fraction
 from jumpbench.models.cdna import CDNAConfig
@@ -153,6 +153,19 @@ def test_time_variation_is_one_for_the_truth_and_zero_for_a_frozen_frame():
             K = query_viewpoints.shape[1]
             return context_frames[:, None, -1:].expand(-1, n_samples, K, -1, -1, -1)
     assert sample_metrics(Frozen(v, []), v, m, 3)["test_time_variation"] == 0
+
+
+def test_the_static_oracle_keeps_what_stands_still_and_erases_what_moves():
+    """A still square and a 2x2 dot moving one pixel a frame: the oracle (each pixel's median
+    over the video) scores exactly the dot's pixels, so its MSE is the dot's share."""
+    T, S = 9, 16
+    frames = torch.zeros(1, T, 3, S, S)
+    frames[..., 2:6, 2:6] = 0.5                      # the still shape, in every frame
+    for t in range(T):
+        frames[0, t, :, 10:12, t:t + 2] = 1.0        # the mover
+    base = baseline_mse(frames, 3)
+    assert base["static_oracle"] == pytest.approx(4 / S ** 2)   # 4 of 256 pixels at 1.0
+    assert base["repeat_last"] > base["static_oracle"] and base["black"] > base["repeat_last"]
 
 
 def test_min_mse_on_a_baseline():

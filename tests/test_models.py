@@ -157,6 +157,28 @@ def test_models_see_the_encoded_time(cls):
     assert a.shape == c.shape and not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("cls", [JUMP, GQN])
+def test_the_viewpoint_can_enter_the_representation_after_its_second_layer(cls):
+    """viewpoint_layer=2 concatenates the viewpoint at H/4 (GQN's tower): the first layers see
+    RGB alone, the representation still depends on the viewpoint, and the model trains; the
+    default (0) keeps the parameter layout of earlier checkpoints."""
+    torch.manual_seed(0)
+    m = cls(tiny_config(cls.__name__.lower(), viewpoint_layer=2, time_frequencies=2))
+    assert m.represent.net[0].in_channels == 3 and m.represent.net[4].in_channels == 16 + 5
+    old = cls(tiny_config(cls.__name__.lower(), time_frequencies=2))
+    assert old.represent.net[0].in_channels == 3 + 5 and old.represent.net[4].in_channels == 16
+    b = make_batch()
+    out = m(b, 0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and m.represent.net[0].weight.grad.abs().sum() > 0
+    v = m.config.encode_viewpoints(b["context_viewpoints"])
+    r1 = m.represent(b["context_frames"], v)
+    r2 = m.represent(b["context_frames"], v + 0.5)
+    assert r1.shape == (2, 3, 32, 4, 4) and not torch.allclose(r1, r2)
+    with pytest.raises(ValueError, match="viewpoint_layer"):
+        JUMPConfig(viewpoint_layer=1)
+
+
 def test_jump_loss_falls_with_adam():
     torch.manual_seed(0)
     m = JUMP(tiny_config("jump"))

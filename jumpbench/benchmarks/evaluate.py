@@ -40,17 +40,23 @@ def _device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
 # The trivial predictors every score is read against (results/summary.md, Fig. 5a): their
 # names, as written into metrics.jsonl after "test_baseline_".
 BASELINES = {"repeat_last": "repeat the last context frame", "black": "black frames",
-             "mean_context": "the mean context view"}
+             "mean_context": "the mean context view",
+             "static_oracle": "oracle: the static scene (each pixel's median over the whole video)"}
 
 
 @torch.no_grad()
 def baseline_mse(frames: torch.Tensor, m: int) -> dict[str, float]:
     """Forward prediction's trivial predictors on videos (B, T, 3, H, W) with m context frames:
-    the MSE over frames m..T-1 of repeating frame m-1, and of black frames, averaged over
-    videos (deterministic, so their min-MSE over samples is their MSE)."""
+    the MSE over frames m..T-1 of repeating frame m-1, of black frames, and of an oracle that
+    sees the whole video and draws its static part (each pixel's median over all T frames: the
+    still shapes, with whatever moves erased), averaged over videos (deterministic, so their
+    min-MSE over samples is their MSE). A model at the oracle's level has learnt to keep the
+    still scene and to drop what moves; one below it draws some of the motion right."""
     truth = frames[:, m:]
+    static = frames.median(1, keepdim=True).values
     return {"repeat_last": float(((truth - frames[:, m - 1:m]) ** 2).mean()),
-            "black": float((truth ** 2).mean())}
+            "black": float((truth ** 2).mean()),
+            "static_oracle": float(((truth - static) ** 2).mean())}
 
 
 @torch.no_grad()

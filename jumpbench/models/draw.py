@@ -44,24 +44,35 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tenso
 
 
 class Representation(nn.Module):
-    """M_theta (Appendix B): a conv net applied to each (viewpoint, frame) pair, the viewpoint
-    broadcast over the frame and concatenated to its RGB channels; 8/16/32/32 channels,
-    kernels 2x2 s2, 2x2 s2, 3x3 s1, 3x3 s1, ReLU between the layers, none after the last."""
+    """M_theta (Appendix B): a conv net applied to each (viewpoint, frame) pair; 8/16/32/32
+    channels, kernels 2x2 s2, 2x2 s2, 3x3 s1, 3x3 s1, ReLU between the layers, none after the
+    last. The paper does not say where the viewpoint enters; it is broadcast over space and
+    concatenated to the input of layer `viewpoint_layer` (0: to the frame's RGB channels;
+    2: to the output of the second layer, at H/4, where GQN's tower concatenates it)."""
 
-    def __init__(self, viewpoint_dim: int):
+    def __init__(self, viewpoint_dim: int, viewpoint_layer: int = 0):
         super().__init__()
+        if viewpoint_layer not in (0, 2):
+            raise ValueError(f"viewpoint_layer must be 0 or 2, got {viewpoint_layer}")
+        self.viewpoint_layer = viewpoint_layer
+        early, late = (viewpoint_dim, 0) if viewpoint_layer == 0 else (0, viewpoint_dim)
         self.net = nn.Sequential(
-            nn.Conv2d(3 + viewpoint_dim, 8, 2, stride=2), nn.ReLU(),
+            nn.Conv2d(3 + early, 8, 2, stride=2), nn.ReLU(),
             nn.Conv2d(8, 16, 2, stride=2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16 + late, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, REP_CHANNELS, 3, padding=1),
         )
 
     def forward(self, frames: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """frames (B, M, 3, H, W), viewpoints (B, M, D) -> per pair (B, M, 32, H/4, W/4)."""
         B, M, C, H, W = frames.shape
-        x = torch.cat([frames.reshape(B * M, C, H, W), broadcast(viewpoints.reshape(B * M, -1), H)], 1)
-        r = self.net(x)  # (B*M, 32, H/4, W/4)
+        x, v = frames.reshape(B * M, C, H, W), viewpoints.reshape(B * M, -1)
+        if self.viewpoint_layer == 0:
+            x = torch.cat([x, broadcast(v, H)], 1)
+        x = self.net[:4](x)  # (B*M, 16, H/4, W/4)
+        if self.viewpoint_layer == 2:
+            x = torch.cat([x, broadcast(v, x.shape[-1])], 1)
+        r = self.net[4:](x)  # (B*M, 32, H/4, W/4)
         return r.view(B, M, *r.shape[1:])
 
     def aggregate(self, frames: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ class GQN(ELBOModel):
     def __init__(self, config: GQNConfig):
         super().__init__()
         self.config = cfg = config
-        self.represent = Representation(cfg.vp_features)      # M_theta, as in JUMP
+        self.represent = Representation(cfg.vp_features, cfg.viewpoint_layer)  # M_theta, as in JUMP
         # generator: prior P(z | r, v), posterior q(z | r, v, M_theta(v, f)), canvas
         self.generator = ConvDRAW(REP_CHANNELS + cfg.vp_features, nf_z=cfg.nf_z,
                                   post_channels=REP_CHANNELS, canvas=True, **cfg.draw_kwargs())

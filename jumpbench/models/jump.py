@@ -41,6 +41,7 @@ class JUMPConfig(ModelConfig):
     viewpoint_scale: float | None = None  # viewpoints are multiplied by it; None: 1/frames when
                                           # viewpoint_dim == 1 (narrative times -> [0, 1)), else 1
     time_frequencies: int = 0   # timestamps only: feed t with sin/cos(2^k pi t), k < this (see encode_viewpoints)
+    viewpoint_layer: int = 0    # M_theta's layer whose input gets the viewpoint: 0 (the frame) or 2 (Representation)
     pixel_var_schedule: str = "linear"    # "linear" (narratives) or "piecewise" (dice), App. B
     pixel_var_start: float = 2.0          # linear: alpha (App. B)
     pixel_var_end: float = 0.5            # linear: beta (App. B)
@@ -67,6 +68,8 @@ class JUMPConfig(ModelConfig):
         if self.time_frequencies < 0 or (self.time_frequencies and self.viewpoint_dim != 1):
             raise ValueError("time_frequencies must be 0, or positive for timestamps (viewpoint_dim 1), "
                              f"got {self.time_frequencies} with viewpoint_dim {self.viewpoint_dim}")
+        if self.viewpoint_layer not in (0, 2):
+            raise ValueError(f"viewpoint_layer must be 0 or 2, got {self.viewpoint_layer}")
         if self.viewpoint_scale is not None and self.viewpoint_scale <= 0:
             raise ValueError(f"viewpoint_scale must be positive, got {self.viewpoint_scale}")
         if self.pixel_var_schedule not in PIXEL_VAR_SCHEDULES:
@@ -140,7 +143,7 @@ class JUMP(ELBOModel):
     def __init__(self, config: JUMPConfig):
         super().__init__()
         self.config = cfg = config
-        self.represent = Representation(cfg.vp_features)                   # M_theta
+        self.represent = Representation(cfg.vp_features, cfg.viewpoint_layer)  # M_theta
         # prior P_phi(z | r) and posterior P_psi(z | r, r'): one latent conv-DRAW
         self.latent = ConvDRAW(REP_CHANNELS, nf_z=cfg.nf_z, post_channels=REP_CHANNELS, canvas=False,
                                **cfg.draw_kwargs())
