@@ -157,10 +157,12 @@ class ConvDRAW(nn.Module):
             self.write = nn.ConvTranspose2d(nf_to_hidden, nf_to_obs, stride_to_obs, stride=stride_to_obs)
             self.read_canvas = nn.Conv2d(nf_to_obs, nf_dec, stride_to_obs, stride=stride_to_obs)
 
-    def forward(self, cond: torch.Tensor, post: torch.Tensor | None = None):
+    def forward(self, cond: torch.Tensor, post: torch.Tensor | None = None, trace: list | None = None):
         """cond (N, cond_channels, ...) and post (N, post_channels, ...) at the read resolution.
         Returns (canvas (N, nf_to_obs, G*s, G*s) or None, z (N, nt*nf_z, G, G) or None,
-        kl (N,) in nats, zero without a posterior)."""
+        kl (N,) in nats, zero without a posterior). A `trace` list gets, per DRAW step, the
+        prior's (mu, logvar) and, with a posterior, the posterior's: a dict of detached tensors
+        (N, nf_z, G, G) (for diagnostics: scripts/latent_snr.py)."""
         c = self.read_cond(cond)                        # (N, c_ch, G, G)
         p = self.read_post(post) if post is not None else None  # (N, nf_enc, G, G)
         h, cell = self.core.init_state(c)
@@ -176,11 +178,15 @@ class ConvDRAW(nn.Module):
             inputs = []
             if self.nf_z:
                 mu, logvar = self.prior_head(torch.cat([h, c], 1)).chunk(2, 1)
+                if trace is not None:
+                    trace.append({"mu_p": mu.detach().float(), "logvar_p": logvar.detach().float()})
                 if p is not None:
                     h_q, cell_q = self.inference(h, (h_q, cell_q), q_gates)
                     mu_q, logvar_q = self.post_head(h_q).chunk(2, 1)
                     kl = kl + gaussian_kl(mu_q, logvar_q, mu, logvar).flatten(1).sum(1)
                     mu, logvar = mu_q, logvar_q
+                    if trace is not None:
+                        trace[-1].update(mu_q=mu.detach().float(), logvar_q=logvar.detach().float())
                 z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)  # (N, nf_z, G, G)
                 zs.append(z)
                 inputs.append(z)
