@@ -69,8 +69,10 @@ def _curves(ax, models: dict[str, list[Run]], metric: str) -> dict:
     return drawn
 
 
-def fig5a(main: dict, out: Path) -> list[Path]:
-    """Test min-MSE against steps, one line per model, per (dataset, preset) of videos."""
+def fig5a(main: dict, out: Path, runs: list[Run] | None = None) -> list[Path]:
+    """Test min-MSE against steps, one line per model, per (dataset, preset) of videos. The
+    baselines' lines come from every run of the dataset in `runs` (as the summary's table: a
+    baseline that only newer runs log is drawn too), else from the drawn runs."""
     plt, made = _plt(), []
     for (dataset, preset), models in main.items():
         models = {m: rs for m, rs in models.items() if any("test_min_mse" in row for r in rs for row in r.rows)}
@@ -78,7 +80,7 @@ def fig5a(main: dict, out: Path) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = _curves(ax, models, "test_min_mse")
-        base = baselines(_all(models)).get(dataset, {})
+        base = baselines([r for r in runs if r.dataset == dataset] if runs else _all(models)).get(dataset, {})
         for k, v in base.items():  # the trivial predictors, as in the summary
             ax.axhline(v, color="0.4", ls="--" if k == "repeat_last" else ":", lw=1,
                        label=f"baseline: {BASELINES.get(k, k)} ({v:.4g})")
@@ -292,7 +294,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
     runs = collect(runs_root)
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = []
-    for name, make in (("fig5a", lambda: fig5a(main, out)), ("fig5b", lambda: fig5b(main, out)),
+    for name, make in (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
                        ("consistency", lambda: fig_consistency(main, out)),
                        ("scores", lambda: fig_scores(main, out)),
                        ("speed", lambda: fig_speed(speed, out))):
