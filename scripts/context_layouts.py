@@ -42,6 +42,7 @@ def main() -> None:
     import torch
 
     import jumpbench
+    from jumpbench.benchmarks.evaluate import static_scene
     from jumpbench.files import write_json_atomic
     from jumpbench.models.base import sample_chunks
 
@@ -56,7 +57,7 @@ def main() -> None:
     V = torch.stack([test[i]["viewpoints"] for i in range(n)])
     out = {"run": f"{rec['dataset']}/{rec['model']}/{args.run.parent.name}/{args.run.name}", "scenes": n,
            "samples": args.samples, "layouts": {}}
-    static = F.median(1, keepdim=True).values
+    static = static_scene(F)
     print(f"{'layout':42s} {'min-MSE':>8s} {'mean':>8s} {'posterior':>9s} {'post 1x1':>8s} {'nearest':>8s} "
           f"{'static':>8s}")
     for name, (ctx, tgt) in layouts(F.shape[1], m).items():

@@ -41,14 +41,13 @@ def main() -> None:
         raise SystemExit(f"{args.run}: a JUMP run is needed (its renderer sees only the latent)")
     size, m = rec["config"]["data"]["image_size"], rec["config"]["data"]["eval_context"]
     data = args.data or rec["data"]
-    if rec["config"]["model"]["viewpoint_dim"] == 1:
-        test = jumpbench.open_dataset(data, split="test", image_size=size)
-        n = min(args.scenes, len(test))
-        b = D.prefix_split(torch.stack([test[i]["frames"] for i in range(n)]),
-                           torch.stack([test[i]["viewpoints"] for i in range(n)]), m)
+    scenes = D.Scenes(data, "test", size)
+    idx = list(range(min(args.scenes, len(scenes))))
+    if rec["config"]["model"]["viewpoint_dim"] == 1:   # as the evaluator: forward from the first m frames
+        items = D.stack(scenes, idx)
+        b = D.prefix_split(items["frames"], items["viewpoints"], m)
     else:
-        scenes = D.Scenes(data, "test", size)
-        b = D.hidden_face_batch(scenes, list(range(min(args.scenes, len(scenes)))), 3)
+        b = D.hidden_face_batch(scenes, idx, 3)
     trace: list[dict] = []
     with torch.no_grad():
         r = model.represent_sum(b["context_frames"], b["context_viewpoints"])

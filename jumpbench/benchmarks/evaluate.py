@@ -44,6 +44,12 @@ BASELINES = {"repeat_last": "repeat the last context frame", "black": "black fra
              "static_oracle": "oracle: the static scene (each pixel's median over the whole video)"}
 
 
+def static_scene(frames: torch.Tensor) -> torch.Tensor:
+    """Videos (B, T, 3, H, W) -> each pixel's median over the T frames, (B, 1, 3, H, W): the
+    still part of each video, with whatever moves erased (the `static_oracle` baseline)."""
+    return frames.median(1, keepdim=True).values
+
+
 @torch.no_grad()
 def baseline_mse(frames: torch.Tensor, m: int) -> dict[str, float]:
     """Forward prediction's trivial predictors on videos (B, T, 3, H, W) with m context frames:
@@ -53,7 +59,7 @@ def baseline_mse(frames: torch.Tensor, m: int) -> dict[str, float]:
     min-MSE over samples is their MSE). A model at the oracle's level has learnt to keep the
     still scene and to drop what moves; one below it draws some of the motion right."""
     truth = frames[:, m:]
-    static = frames.median(1, keepdim=True).values
+    static = static_scene(frames)
     return {"repeat_last": float(((truth - frames[:, m - 1:m]) ** 2).mean()),
             "black": float((truth ** 2).mean()),
             "static_oracle": float(((truth - static) ** 2).mean())}

@@ -69,10 +69,10 @@ def _curves(ax, models: dict[str, list[Run]], metric: str) -> dict:
     return drawn
 
 
-def fig5a(main: dict, out: Path, runs: list[Run] | None = None) -> list[Path]:
+def fig5a(main: dict, out: Path, runs: list[Run]) -> list[Path]:
     """Test min-MSE against steps, one line per model, per (dataset, preset) of videos. The
-    baselines' lines come from every run of the dataset in `runs` (as the summary's table: a
-    baseline that only newer runs log is drawn too), else from the drawn runs."""
+    baselines' lines come from every run of the dataset in `runs`, as the summary's table (a
+    baseline that only newer runs log is drawn too)."""
     plt, made = _plt(), []
     for (dataset, preset), models in main.items():
         models = {m: rs for m, rs in models.items() if any("test_min_mse" in row for r in rs for row in r.rows)}
@@ -80,7 +80,7 @@ def fig5a(main: dict, out: Path, runs: list[Run] | None = None) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = _curves(ax, models, "test_min_mse")
-        base = baselines([r for r in runs if r.dataset == dataset] if runs else _all(models)).get(dataset, {})
+        base = baselines([r for r in runs if r.dataset == dataset]).get(dataset, {})
         for k, v in base.items():  # the trivial predictors, as in the summary
             ax.axhline(v, color="0.4", ls="--" if k == "repeat_last" else ":", lw=1,
                        label=f"baseline: {BASELINES.get(k, k)} ({v:.4g})")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 REP_CHANNELS = 32  # the last layer of M_theta (Appendix B)
+VIEWPOINT_LAYERS = (0, 2)  # where M_theta can take the viewpoint (Representation)
 
 
 def broadcast(v: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,8 +53,8 @@ class Representation(nn.Module):
 
     def __init__(self, viewpoint_dim: int, viewpoint_layer: int = 0):
         super().__init__()
-        if viewpoint_layer not in (0, 2):
-            raise ValueError(f"viewpoint_layer must be 0 or 2, got {viewpoint_layer}")
+        if viewpoint_layer not in VIEWPOINT_LAYERS:
+            raise ValueError(f"viewpoint_layer must be one of {VIEWPOINT_LAYERS}, got {viewpoint_layer}")
         self.viewpoint_layer = viewpoint_layer
         early, late = (viewpoint_dim, 0) if viewpoint_layer == 0 else (0, viewpoint_dim)
         self.net = nn.Sequential(

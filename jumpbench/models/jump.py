@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import ELBOModel, ModelConfig
-from .draw import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from .draw import REP_CHANNELS, VIEWPOINT_LAYERS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
 PIXEL_VAR_SCHEDULES = ("linear", "piecewise")
 
@@ -68,8 +68,8 @@ class JUMPConfig(ModelConfig):
         if self.time_frequencies < 0 or (self.time_frequencies and self.viewpoint_dim != 1):
             raise ValueError("time_frequencies must be 0, or positive for timestamps (viewpoint_dim 1), "
                              f"got {self.time_frequencies} with viewpoint_dim {self.viewpoint_dim}")
-        if self.viewpoint_layer not in (0, 2):
-            raise ValueError(f"viewpoint_layer must be 0 or 2, got {self.viewpoint_layer}")
+        if self.viewpoint_layer not in VIEWPOINT_LAYERS:
+            raise ValueError(f"viewpoint_layer must be one of {VIEWPOINT_LAYERS}, got {self.viewpoint_layer}")
         if self.viewpoint_scale is not None and self.viewpoint_scale <= 0:
             raise ValueError(f"viewpoint_scale must be positive, got {self.viewpoint_scale}")
         if self.pixel_var_schedule not in PIXEL_VAR_SCHEDULES:
