@@ -25,6 +25,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def file_lock(path: str | Path, wait: bool = True) -> Iterator:
+    """An exclusive advisory lock (fcntl.flock) on the file `path` (created if missing), held
+    for the block; yields the open lock file. With wait=False a lock held elsewhere raises
+    BlockingIOError at once. flock locks die with their process, so a crashed holder never
+    leaves a stale lock; two opens of the file exclude each other even in one process."""
+    import fcntl
+
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        yield f
+    finally:
+        f.close()  # releases the lock
+
+
 def fsync(f) -> None:
     """Flush an open file to the disk."""
     f.flush()

@@ -82,3 +82,78 @@ def test_ddp_ranks_split_a_step():
     r1 = list(D.StepBatches(100, 4, 0, 0, 3, rank=1, world=2))
     assert all(len(a) == 4 and not set(a) & set(b) for a, b in zip(r0, r1))
     assert full != r0
+
+
+def _count_builds(monkeypatch):
+    """Patch FrameCache._build to count its calls; returns the list it appends to."""
+    calls, build = [], D.FrameCache._build
+    monkeypatch.setattr(D.FrameCache, "_build", staticmethod(lambda *a: calls.append(1) or build(*a)))
+    return calls
+
+
+def test_the_frame_cache_holds_the_decoded_frames_and_is_built_once(small_ts, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUMPBENCH_CACHE", str(tmp_path))
+    builds = _count_builds(monkeypatch)
+    scenes = D.Scenes(small_ts, "test", 16)
+    cache = D.FrameCache(scenes, progress=False)
+    for i in (0, len(scenes) - 1):
+        np.testing.assert_array_equal(cache.frames[i], scenes[i]["frames"].numpy())
+        np.testing.assert_array_equal(cache.viewpoints[i], scenes[i]["viewpoints"].numpy())
+    again = D.FrameCache(scenes, progress=False)  # from the files
+    assert builds == [1]
+    np.testing.assert_array_equal(again.frames, cache.frames)
+
+
+def test_an_unreadable_frame_cache_is_rebuilt_not_fatal(small_ts, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUMPBENCH_CACHE", str(tmp_path))
+    scenes = D.Scenes(small_ts, "test", 16)
+    good = D.FrameCache(scenes, progress=False).frames.copy()
+    fpath, _ = D.FrameCache.paths(scenes)
+    fpath.write_bytes(fpath.read_bytes()[:200])  # truncated, as by a disk that filled up
+    builds = _count_builds(monkeypatch)
+    np.testing.assert_array_equal(D.FrameCache(scenes, progress=False).frames, good)
+    assert builds == [1]
+    np.testing.assert_array_equal(np.load(fpath), good)  # and written over
+
+
+def test_a_run_waits_for_the_frame_cache_another_is_building(small_ts, tmp_path, monkeypatch):
+    """Runs started together on one dataset (a sweep's jobs) decode it once, not once each."""
+    import threading
+
+    from jumpbench.files import file_lock
+
+    monkeypatch.setenv("JUMPBENCH_CACHE", str(tmp_path))
+    scenes = D.Scenes(small_ts, "test", 16)
+    fpath, vpath = D.FrameCache.paths(scenes)
+    fpath.parent.mkdir(parents=True)
+    built = D.FrameCache._build(scenes, False)
+    builds = _count_builds(monkeypatch)
+    got = {}
+    with file_lock(fpath.with_name("test-16px.lock")):  # another process is building it
+        waiter = threading.Thread(target=lambda: got.update(cache=D.FrameCache(scenes, progress=False)))
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive() and not got  # it waits rather than building a second copy
+        D.FrameCache._save(built, (fpath, vpath))  # the builder finishes
+    waiter.join(30)
+    assert builds == [] and got  # loaded what the other built
+    np.testing.assert_array_equal(got["cache"].frames, built[0])
+
+
+def test_area_downsampling_is_the_rounded_mean_of_each_block():
+    rng = np.random.default_rng(0)
+    for h, size in ((64, 32), (64, 16), (63, 21), (30, 5)):
+        f = rng.integers(0, 256, (3, h, h, 3), dtype=np.uint8)
+        f[0, :2, :4, 0] = [[1, 2, 2, 3], [1, 2, 2, 3]]  # 2x2 blocks: ties at 1.5 and 2.5, both to 2
+        k = h // size
+        want = np.rint(f.reshape(3, size, k, size, k, 3).astype(np.float64).mean((2, 4))).astype(np.uint8)
+        np.testing.assert_array_equal(D.downsample(f, size), want)
+
+
+def test_the_frame_cache_is_built_alike_by_several_processes(small_ts, monkeypatch):
+    monkeypatch.setattr(D, "CACHE_CHUNK", 8)
+    scenes = D.Scenes(small_ts, "train", 16)
+    one, two = D.FrameCache._build(scenes, False, workers=1), D.FrameCache._build(scenes, False, workers=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(one[0][len(scenes) - 1], scenes[len(scenes) - 1]["frames"].numpy())

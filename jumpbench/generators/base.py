@@ -12,7 +12,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -249,24 +249,18 @@ LOCK = ".lock"  # held (fcntl.flock) by the one process writing the dataset fold
 def dataset_lock(root: Path):
     """An exclusive lock on a dataset folder for one writer; a second gets a one-line refusal.
     flock locks die with their process, so a crashed writer never leaves a stale lock."""
-    import fcntl
-
-    f = open(root / LOCK, "a+")
-    try:
+    with ExitStack() as stack:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f = stack.enter_context(files.file_lock(root / LOCK, wait=False))
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
+            holder = (root / LOCK).read_text().strip() or "?"
             raise JumpbenchError(f"{root} is being written by another jumpbench process (pid {holder}); "
                                  f"wait for it to finish, or stop it, and re-run") from None
         f.seek(0)
         f.truncate()
-        f.write(f"{os.getpid()}\n")
+        f.write(f"{os.getpid()}\n")  # the pid left in the file is only a hint
         f.flush()
         yield
-    finally:
-        f.close()  # releases the lock (the pid left in the file is only a hint)
 
 
 def _proven(path: Path, proof: str) -> bool:
