@@ -217,3 +217,32 @@ def test_the_same_runs_redraw_the_same_bytes(runs, tmp_path):
     pdfs = [p for p in files if p.suffix == ".pdf"]
     assert pdfs and not any(b"/CreationDate" in (first / p).read_bytes() for p in pdfs)
     assert all((first / p).read_bytes() == (again / p).read_bytes() for p in files)
+
+
+def test_every_committed_run_names_its_dataset_for_another_machine():
+    """A committed run records how to make its dataset again (generator, version, parameters)
+    and the manifest's sha256, and no committed result holds an absolute path of the machine
+    that made it. Only files git tracks: a user's own runs may point anywhere."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        tracked = subprocess.run(["git", "ls-files", "results"], cwd=root, capture_output=True,
+                                 text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    configs = [root / p for p in tracked if re.fullmatch(r"results/runs/.+/seed-\d+/config\.json", p)]
+    if not configs:
+        pytest.skip("no committed runs in this checkout")
+    for path in configs:
+        cfg = json.loads(path.read_text())
+        gen = cfg.get("dataset_generator") or {}
+        assert {"generator", "version", "params"} <= set(gen) and gen["params"], path
+        assert re.fullmatch(r"[0-9a-f]{64}", cfg["dataset_sha256"]), path
+        assert not Path(cfg["data"]).is_absolute(), path
+    machine_path = re.compile(r"(?<![\w.])/(home|work|root|tmp|Users|mnt)/")
+    for p in tracked:
+        if Path(p).suffix in (".json", ".jsonl", ".md", ".csv"):
+            assert not machine_path.search((root / p).read_text()), p
