@@ -348,6 +348,7 @@ class Dataset:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
+        check_manifest(self.root, self.manifest)
         self.name = self.manifest["dataset"]
         self.schema = self.manifest["schema"]
         self._offsets: dict[str, list[tuple[int, int, int]]] = {}
@@ -465,12 +466,41 @@ def decode_frames(pngs: list[bytes], where: str) -> np.ndarray:
         raise JumpbenchError(f"{where}: a frame does not decode ({e})") from None
 
 
+def check_manifest(root: Path, manifest: dict) -> None:
+    """The manifest agrees with itself and with the folder: its parameters hash to its
+    params_sha256 (which every shard's sidecar carries), its splits and shard lists are the
+    ones those parameters make, and no shard file lies in the folder that it does not list."""
+    path = Path(root) / MANIFEST
+    try:
+        params, counts, shard_size = manifest["params"], manifest["params"]["counts"], manifest["params"]["shard_size"]
+        proof = params_sha256({"generator": manifest["generator"], "version": manifest["version"],
+                               "dataset": manifest["dataset"], **params})
+    except (KeyError, TypeError) as e:
+        raise JumpbenchError(f"{path}: not a jumpbench manifest (no {e})") from None
+    if proof != manifest.get("params_sha256"):
+        raise JumpbenchError(f"{path}: its parameters do not hash to its params_sha256 (the manifest was edited)")
+    if set(manifest["splits"]) != set(counts):
+        raise JumpbenchError(f"{path}: splits {sorted(manifest['splits'])}, its parameters ask for {sorted(counts)}")
+    for split, info in manifest["splits"].items():
+        names = shard_names(-(-counts[split] // shard_size))
+        listed = [shard["file"] for shard in info["shards"]]
+        if listed != names or not info["scenes"] == counts[split] == sum(s["records"] for s in info["shards"]):
+            raise JumpbenchError(f"{path}: the {split} split lists {len(listed)} shard(s) of {info['scenes']} "
+                                 f"scenes; its parameters make {len(names)} of {counts[split]} (the manifest was edited)")
+        stray = sorted(set(p.name for p in (Path(root) / split).glob("*.tfrecord")) - set(names))
+        if stray:
+            raise JumpbenchError(f"{Path(root) / split / stray[0]}: a shard that the manifest does not list")
+
+
 def verify(root: str | Path, progress=None) -> dict[str, int]:
-    """Re-read every shard: sha256 and record counts against the manifest, every record's
-    CRC, every frame decodes. Returns records per split; raises JumpbenchError naming the bad
-    shard and record."""
+    """Check the manifest (check_manifest), then re-read every shard: sha256 and record counts
+    against the manifest, every record's CRC, every frame decodes to the manifest's frame count
+    and size. Returns records per split; raises JumpbenchError naming the bad shard and record."""
     root = Path(root)
     manifest = load_manifest(root)
+    check_manifest(root, manifest)
+    params = manifest["params"]
+    frames_per_scene, size = params.get("frames", params.get("views")), params.get("size")
     counts = {}
     for split, info in manifest["splits"].items():
         total = 0
@@ -497,7 +527,11 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
                         feats = parse_example(data)
                     except Exception as e:
                         raise JumpbenchError(f"{path}: record {n} does not parse ({e})") from None
-                    decode_frames(feats.get("frames", []), f"{path}: record {n}")
+                    frames = decode_frames(feats.get("frames", []), f"{path}: record {n}")
+                    if frames_per_scene and size and frames.shape[:3] != (frames_per_scene, size, size):
+                        raise JumpbenchError(f"{path}: record {n} holds {frames.shape[0]} frames of "
+                                             f"{frames.shape[1]}x{frames.shape[2]}; the manifest says "
+                                             f"{frames_per_scene} of {size}x{size}")
                     n += 1
                     if progress:
                         progress(1)

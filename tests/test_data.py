@@ -15,6 +15,7 @@ def test_dice_viewpoints_in_gqn_datasets_order():
     np.testing.assert_allclose(v, [[1, 2, 3, 1, 0, -0.5, np.cos(np.pi / 6)]], atol=1e-6)
     t = D.viewpoints({"timestamps": np.arange(4, dtype=np.float32)}, "timestamps")
     assert t.shape == (4, 1) and t[3, 0] == 3
+    assert (v.shape[1], t.shape[1]) == (D.VIEWPOINT_DIMS["cameras"], D.VIEWPOINT_DIMS["timestamps"])
 
 
 def test_area_downsampling():

@@ -116,6 +116,68 @@ def test_a_missing_index_fails_verify_and_generate_repairs_it(tmp_path):
     assert run("verify", "--quiet", root).exit_code == 0
 
 
+def test_generate_writes_a_missing_or_truncated_shard_of_a_finished_set_again(tmp_path):
+    root = small(tmp_path)
+    gone, cut = root / "train" / "2-of-2.tfrecord", root / "test" / "1-of-1.tfrecord"
+    manifest, good = (root / "manifest.json").read_bytes(), (gone.read_bytes(), cut.read_bytes())
+    gone.unlink()
+    cut.write_bytes(cut.read_bytes()[:100])
+    r = run("generate", "narratives", "--n", 6, "--test-n", 2, "--shard-size", 4, "--out", tmp_path)
+    assert r.exit_code == 0 and "wrote 2 missing or damaged shard(s) again" in r.output, r.output
+    assert (gone.read_bytes(), cut.read_bytes()) == good and (root / "manifest.json").read_bytes() == manifest
+    assert run("verify", "--quiet", root).exit_code == 0
+
+
+def test_a_rewritten_shard_that_differs_from_its_record_is_refused(tmp_path, monkeypatch):
+    """A set made by another version of the writer cannot be patched shard by shard."""
+    root = small(tmp_path)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][1]["sha256"] = "0" * 64  # as if written by another writer
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "train" / "2-of-2.tfrecord").unlink()
+    args = ("generate", "narratives", "--n", 6, "--test-n", 2, "--shard-size", 4, "--out", tmp_path)
+    one_line_error(run(*args), "--overwrite")
+    r = run(*args, "--overwrite")
+    assert r.exit_code == 0 and "writing the whole set again" in r.output, r.output
+    assert run("verify", "--quiet", root).exit_code == 0
+
+
+def test_verify_refuses_an_edited_manifest(tmp_path):
+    """A manifest edited by hand would make `run` build its model for the wrong frames."""
+    root = small(tmp_path)
+    good = json.loads((root / "manifest.json").read_text())
+
+    def edited(change):
+        m = json.loads(json.dumps(good))
+        change(m)
+        (root / "manifest.json").write_text(json.dumps(m))
+        return run("verify", "--quiet", root)
+
+    one_line_error(edited(lambda m: m["params"].update(frames=10)), "params_sha256")
+
+    def rehashed(m, **params):  # an edit that also fixes the hash: the records still disagree
+        m["params"].update(params)
+        m["params_sha256"] = records.params_sha256({k: m[k] for k in ("generator", "version", "dataset")}
+                                                   | m["params"])
+    one_line_error(edited(lambda m: rehashed(m, frames=10)), "the manifest says 10 of")
+    train = ("run", "--model", "jump", "--data", root, "--preset", "smoke", "--out", tmp_path / "runs", "--quiet")
+    one_line_error(run(*train), "the manifest says 10")  # a run checks what verify does not re-read
+    status = json.loads((tmp_path / "runs/traveling_salesman/jump/smoke/seed-0/status.json").read_text())
+    assert status["status"] == "failed" and "the manifest says 10" in status["why"]  # not left "running"
+    edited(lambda m: m["viewpoint"].update(dim=3))  # not a parameter: a run refuses it
+    one_line_error(run(*train), "viewpoint 'timestamps' of dimension 3")
+    one_line_error(edited(lambda m: rehashed(m, size=32)), "of 32x32")
+
+    def dropped(m):  # the last train shard no longer listed
+        m["splits"]["train"]["shards"].pop()
+        m["splits"]["train"]["scenes"] = 4
+    one_line_error(edited(dropped), "the manifest was edited")
+    (root / "manifest.json").write_text(json.dumps(good))
+    assert run("verify", "--quiet", root).exit_code == 0
+    shutil.copy(root / "train" / "1-of-2.tfrecord", root / "train" / "3-of-3.tfrecord")
+    one_line_error(run("verify", "--quiet", root), "3-of-3.tfrecord")
+
+
 def test_a_shard_of_another_dataset_is_named(small_ts, small_cr, tmp_path):
     root = shutil.copytree(small_ts, tmp_path / "traveling_salesman")
     for ext in ("tfrecord", "tfindex"):

@@ -19,7 +19,10 @@ import torch
 
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path, file_lock, file_sha256, fsync
-from jumpbench.records import MANIFEST, Dataset, load_manifest
+from jumpbench.records import MANIFEST, Dataset, check_manifest, load_manifest
+
+
+VIEWPOINT_DIMS = {"cameras": 7, "timestamps": 1}  # what `viewpoints` makes of each stored key
 
 
 def viewpoints(meta: dict, key: str) -> np.ndarray:
@@ -43,13 +46,18 @@ def dataset_info(data: str | Path) -> dict:
     """What a run needs of a dataset's manifest: its name, viewpoint key and dimension, frames
     per scene and frame size; a one-line error with the command that makes it when missing."""
     data = Path(data)
-    if not (data / "manifest.json").is_file():
+    if not (data / MANIFEST).is_file() and not any(data.glob(f"*/{MANIFEST}")):  # else load_manifest says which
         hint = MISSING_DATA.get(data.name, "jumpbench generate ...")
         raise JumpbenchError(f"no dataset at {data} (make it with: {hint} --out {data.parent})")
     m = load_manifest(data)
+    check_manifest(data, m)
     frames = m["params"].get("frames") or m["params"].get("views")
-    return {"name": m["dataset"], "viewpoint_key": m["viewpoint"]["key"], "viewpoint_dim": int(m["viewpoint"]["dim"]),
-            "frames": int(frames), "size": int(m["params"]["size"])}
+    key, dim = m["viewpoint"]["key"], int(m["viewpoint"]["dim"])
+    if VIEWPOINT_DIMS.get(key) != dim:
+        raise JumpbenchError(f"{data / MANIFEST}: viewpoint {key!r} of dimension {dim}; jumpbench reads it as "
+                             f"{VIEWPOINT_DIMS.get(key, 'unknown')} (the manifest was edited)")
+    return {"name": m["dataset"], "viewpoint_key": key, "viewpoint_dim": dim, "frames": int(frames),
+            "size": int(m["params"]["size"])}
 
 
 def dataset_sha256(data: str | Path) -> str:
@@ -82,6 +90,8 @@ class Scenes(torch.utils.data.Dataset):
         self.split, self.size = split, image_size
         self.key = self.ds.manifest["viewpoint"]["key"]
         self.n = self.ds.num(split)
+        params = self.ds.manifest["params"]
+        self.frames = params.get("frames") or params.get("views")  # per scene, as the manifest says
 
     def __len__(self):
         return self.n
@@ -96,6 +106,9 @@ class Scenes(torch.utils.data.Dataset):
 
     def _arrays(self, scene) -> tuple[np.ndarray, np.ndarray]:
         """A decoded scene's frames downsampled, (T, 3, S, S) uint8, and viewpoints (T, D), in numpy."""
+        if len(scene.frames) != self.frames:
+            raise JumpbenchError(f"{self.ds.root}: a {self.split} scene holds {len(scene.frames)} frames, the "
+                                 f"manifest says {self.frames} (run jumpbench verify)")
         return (np.ascontiguousarray(downsample(scene.frames, self.size).transpose(0, 3, 1, 2)),
                 viewpoints(scene.meta, self.key))
 

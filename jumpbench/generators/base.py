@@ -83,6 +83,7 @@ def _generate(gen, root: Path, params: dict, proof: str, counts: dict[str, int],
               workers: int, overwrite: bool, progress: bool) -> Path:
     shards = _prepare(root, params, proof, counts, shard_size, overwrite, progress)
     if shards is None:
+        _repair_finished(gen, root, proof, shard_size, workers, overwrite, progress)
         return root
     jobs = [job for job in shards if not _proven(job[1], proof)]  # still to write
     todo = sum(b - a for _, _, a, b, _ in jobs)
@@ -99,9 +100,6 @@ def _prepare(root: Path, params: dict, proof: str, counts: dict[str, int], shard
     """Claim the folder (under its lock) for these parameters; every shard's job (split, shard
     path, first index, stop index, proof), or None when the set is finished already."""
     if not _claim(root, params, overwrite):
-        repaired = _repair_indexes(root)
-        _say(progress, f"{root}: already generated with these parameters; "
-                       + (f"repaired {repaired} missing index file(s)" if repaired else "nothing to do"))
         return None
     expected = {split: records.shard_names(math.ceil(n / shard_size)) for split, n in counts.items()}
     _check_shards(root, expected, proof, overwrite)
@@ -185,6 +183,7 @@ def generate_parts(gen: Generator, out: str | Path, counts: dict[str, int], shar
     with dataset_lock(root):
         shards = _prepare(root, params, proof, counts, shard_size, overwrite, progress)
         if shards is None:
+            _repair_finished(gen, root, proof, shard_size, workers, overwrite, progress)
             return root
         plan = [list(p) for p in np.array_split(np.arange(len(shards)), parts)]  # shard numbers per part
         todo = {k + 1: [shards[i] for i in p if not _proven(shards[i][1], proof)] for k, p in enumerate(plan)}
@@ -296,6 +295,44 @@ def _check_shards(root: Path, expected: dict[str, list[str]], proof: str, overwr
     for path in foreign:
         for p in (path, records.index_path(path), records.meta_path(path)):
             p.unlink(missing_ok=True)
+
+
+def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, workers: int, overwrite: bool,
+                     progress: bool) -> None:
+    """A finished set asked for again: write again each shard that is missing or not of its
+    recorded size (generation is a pure function of the seed, so the bytes must come out as the
+    manifest records them: checked), and the missing index files. A rewritten shard that does
+    not match its record (a set made by an earlier writer) is refused; with `overwrite` the
+    whole set is written again. (Damage that keeps a shard's size is for `jumpbench verify`.)"""
+    manifest = records.load_manifest(root)
+    damaged = [(split, k, shard) for split, info in manifest["splits"].items()
+               for k, shard in enumerate(info["shards"])
+               if not (root / split / shard["file"]).is_file()
+               or (root / split / shard["file"]).stat().st_size != shard["bytes"]]
+    for split, k, shard in damaged:
+        path = root / split / shard["file"]
+        n = manifest["splits"][split]["scenes"]
+        for p in (path, records.index_path(path)):
+            p.unlink(missing_ok=True)
+        _write_shard(gen, split, path, k * shard_size, min(n, (k + 1) * shard_size), proof)
+        if records.describe_shard(path) != shard:
+            for p in (path, records.index_path(path), records.meta_path(path)):
+                p.unlink(missing_ok=True)  # left missing, as it was found
+            if not overwrite:
+                raise JumpbenchError(f"{path} was missing or damaged and, written again, differs from the manifest's "
+                                     f"record (the set was made by another version of the writer); re-run with "
+                                     f"--overwrite to write the whole set again")
+            for split_ in records.SPLITS:
+                shutil.rmtree(root / split_, ignore_errors=True)
+            (root / records.MANIFEST).unlink()
+            _say(progress, f"{root}: writing the whole set again")
+            params = manifest["params"]
+            _generate(gen, root, params, proof, params["counts"], shard_size, workers, False, progress)
+            return
+    repaired = _repair_indexes(root)
+    done = [f"wrote {len(damaged)} missing or damaged shard(s) again, as the manifest records them"] if damaged else []
+    done += [f"repaired {repaired} missing index file(s)"] if repaired else []
+    _say(progress, f"{root}: already generated with these parameters; " + ("; ".join(done) or "nothing to do"))
 
 
 def _repair_indexes(root: Path) -> int:
