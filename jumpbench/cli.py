@@ -5,7 +5,6 @@ as one line on stderr and a non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
-import errno
 import functools
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import click
 
 from jumpbench.benchmarks.config import PRESETS, config_name
-from jumpbench.errors import JumpbenchError
+from jumpbench.errors import JumpbenchError, one_line, os_error_line
 
 
 class Fail(click.ClickException):
@@ -31,14 +30,12 @@ def one_line_errors(fn):
         except click.ClickException:
             raise
         except JumpbenchError as e:
-            raise Fail(str(e)) from None
+            raise Fail(one_line(str(e))) from None
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is kept; re-run the same command to resume", err=True)
             sys.exit(130)
         except OSError as e:
-            what = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            raise Fail(f"{what}{where}; finished work is kept, re-run to resume") from None
+            raise Fail(os_error_line(e)) from None
 
     return wrapper
 

@@ -95,3 +95,21 @@ def test_view_bad_input(tmp_path, args, text):
 def test_view_bad_index_and_suffix(small_ts, tmp_path):
     one_line_error(run("view", small_ts, "--index", 99, "--out", tmp_path / "a.png"), "no index 99")
     one_line_error(run("view", small_ts, "--out", tmp_path / "a.jpg"), ".png or .gif")
+
+
+def test_errors_read_as_one_line_that_says_what_to_do():
+    import errno
+
+    from jumpbench.errors import one_line, os_error_line
+
+    worker = ("Caught JumpbenchError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+              '  File "worker.py", line 374, in _worker_loop\n    data = fetcher.fetch(index)\n'
+              "jumpbench.errors.JumpbenchError: d/train/2-of-4.tfrecord: record 19 does not match its index\n")
+    assert one_line(worker) == "d/train/2-of-4.tfrecord: record 19 does not match its index"
+    assert one_line("a\n  b") == "a b"
+    assert "re-run to resume" in os_error_line(OSError(errno.ENOSPC, "No space left on device", "x"))
+    for code, text in ((errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")):
+        line = os_error_line(OSError(code, text, "out/x.png"))
+        assert "cannot write there" in line and "out/x.png" in line and "resume" not in line
+    assert "resume" not in os_error_line(OSError(errno.EEXIST, "File exists", "a.txt"))
+

@@ -246,3 +246,37 @@ def test_every_committed_run_names_its_dataset_for_another_machine():
     for p in tracked:
         if Path(p).suffix in (".json", ".jsonl", ".md", ".csv"):
             assert not machine_path.search((root / p).read_text()), p
+
+
+def test_malformed_run_files_give_one_line_errors_or_a_warning(runs, tmp_path):
+    """Hand-edited or damaged JSON beside the runs: a refusal naming the file, never a traceback;
+    a run whose metrics cannot be read is still counted, with a warning that says why."""
+    from conftest import one_line_error
+
+    def plot():
+        return CliRunner().invoke(cli, ["plot", "--runs", str(runs), "--out", str(tmp_path / "f"), "--no-grids"])
+
+    bad_metrics = runs / "traveling_salesman" / "jump" / "cpu" / "seed-0" / "metrics.jsonl"
+    bad_metrics.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    r = plot()
+    assert r.exit_code == 0 and f"warning: {bad_metrics.parent}: counted with no evaluations" in r.output, r.output
+    status = runs / "traveling_salesman" / "gqn" / "cpu" / "seed-0" / "status.json"
+    status.write_text("[1]")
+    assert plot().exit_code == 0  # a status that is not a record: the run counts as missing
+    for name, text in (("best.json", '{"best": 5}'), ("main.json", "[1]")):
+        path = runs / "traveling_salesman" / "jump" / name
+        path.write_text(text)
+        one_line_error(plot(), name)
+        path.unlink()
+
+
+def test_a_run_with_an_unreadable_status_is_resumed(small_ts, tmp_path):
+    from conftest import run
+
+    args = ("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
+    assert run(*args).exit_code == 0
+    status = tmp_path / "traveling_salesman" / "jump" / "smoke" / "seed-0" / "status.json"
+    for text in ("[1]", '{"status": "done"}'):
+        status.write_text(text)
+        r = run(*args)
+        assert r.exit_code == 0 and json.loads(status.read_text())["status"] == "done", r.output

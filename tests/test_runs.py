@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import one_line_error, run
+from jumpbench import records
 from jumpbench.benchmarks.train import train
 from jumpbench.errors import JumpbenchError
 from jumpbench.models.jump import JUMP
@@ -133,6 +134,8 @@ def test_train_averages_are_exact_after_ctrl_c(small_ts, tmp_path, monkeypatch):
     ("train.steps=1.5", "train.steps must be int"),
     ("model.pixel_var_values=3", "model.pixel_var_values must be a list"),
     ("model.viewpoint_scale=abc", "model.viewpoint_scale must be float or None"),
+    ("train.lr=nan", "train.lr must be a finite number"),
+    ("model.pixel_var_boundaries=[10.5,20]", "model.pixel_var_boundaries must be a list of whole numbers"),
 ])
 def test_set_checks_types(small_ts, tmp_path, item, text):
     one_line_error(run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--set", item,
@@ -154,6 +157,7 @@ def test_video_models_need_a_video_dataset(small_ts, tmp_path, model):
     m = json.loads((dice / "manifest.json").read_text())
     m.update(dataset="mnist_dice", viewpoint={"key": "cameras", "dim": 7})
     m["params"]["views"] = 12
+    m["params_sha256"] = records.params_sha256({k: m[k] for k in ("generator", "version", "dataset")} | m["params"])
     (dice / "manifest.json").write_text(json.dumps(m))
     one_line_error(run("run", "--model", model, "--data", dice, "--preset", "smoke", "--out", tmp_path / "r"),
                    "needs a video dataset")
@@ -266,3 +270,34 @@ def test_a_finished_run_under_another_config_is_refused_not_skipped(small_ts, tm
     one_line_error(r, "train.lr")
     r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--name", "r", "--out", tmp_path)
     assert r.exit_code == 0 and "done already" in r.output
+
+
+def test_a_run_is_scored_only_on_the_scenes_it_was_trained_for(small_ts, tmp_path):
+    """score/consistency --data: the same generator parameters (any shard layout) or a refusal."""
+    from jumpbench.benchmarks.runs import record, run_dataset, RunSpec
+    from jumpbench.benchmarks.data import dataset_info
+    from jumpbench.generators.base import generate
+    from jumpbench.generators.narratives import NarrativesConfig, NarrativesGenerator
+
+    rec = record(RunSpec(model="jump", data=str(small_ts)), 1, dataset_info(small_ts), {})
+    assert run_dataset(rec) == small_ts and run_dataset(rec, small_ts) == small_ts
+    relaid = generate(NarrativesGenerator(NarrativesConfig()), tmp_path / "b", {"train": 40, "test": 10},
+                      shard_size=16, progress=False)
+    assert run_dataset(rec, relaid) == relaid  # a copy made again: the same scenes
+    other = generate(NarrativesGenerator(NarrativesConfig(seed=5)), tmp_path / "c", {"train": 40, "test": 10},
+                     shard_size=16, progress=False)
+    with pytest.raises(JumpbenchError, match="other scenes.*seed: 0 -> 5"):
+        run_dataset(rec, other)
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(small_ts, tmp_path):
+    from jumpbench.files import file_lock
+
+    args = ("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--set", "train.steps=2", "--name", "two")
+    config = tmp_path / "traveling_salesman" / "jump" / "two"
+    config.mkdir(parents=True)
+    with file_lock(config / ".seed-0.lock"):  # another process is training seed 0
+        one_line_error(run(*args), "seed-0 is being trained by another jumpbench process")
+    assert not (config / "seed-0").exists()  # nothing of it was touched
+    assert run(*args).exit_code == 0  # once it has gone

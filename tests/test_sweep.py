@@ -31,14 +31,17 @@ def test_jobs_2_runs_two_seeds_in_parallel_then_skips_them(small_ts, tmp_path):
     assert r.exit_code == 0 and r.output.count("skipped") == 2, r.output
 
 
-def test_a_failing_seed_does_not_stop_the_others(small_ts, tmp_path):
-    # seed 1's folder holds a corrupt checkpoint: that seed fails (the sweep says why), seed 0 finishes
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failing_seed_does_not_stop_the_others(small_ts, tmp_path, jobs):
+    # seed 1's folder holds a corrupt checkpoint: that seed fails (the sweep says why), seeds 0
+    # and 2 finish (one job: in order, so seed 2 comes after the failure)
     bad = tmp_path / "traveling_salesman" / "jump" / "smoke" / "seed-1"
     bad.mkdir(parents=True)
     (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    failed = run_seeds("jump", small_ts, "smoke", [], [0, 1], tmp_path, progress=False, jobs=2)
-    assert [k for k, _ in failed] == [1] and failed[0][1], failed
-    assert _status(bad.parent / "seed-0") == "done"
+    failed = run_seeds("jump", small_ts, "smoke", [], [0, 1, 2], tmp_path, progress=False, jobs=jobs)
+    assert [k for k, _ in failed] == [1] and "checkpoint.pt: checkpoint does not load" in failed[0][1], failed
+    assert _status(bad.parent / "seed-0") == _status(bad.parent / "seed-2") == "done"
+    assert _status(bad) == "failed"
 
 
 @pytest.mark.parametrize("cluster", ["local", "debug"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -103,21 +104,26 @@ def build_config(cls, values: dict, section: str):
         raise JumpbenchError(f"unknown {section} key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     kwargs = {}
     for k, v in values.items():
-        kwargs[k] = check_type(f"{section.split()[0]}.{k}", v, fields[k].type)
+        kwargs[k] = check_type(f"{section.split()[0]}.{k}", v, fields[k].type, fields[k].default)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise JumpbenchError(f"bad {section} config: {e}") from None
 
 
-def check_type(key: str, value, annotation) -> object:
-    """`value` as the field's type (an int is a float too, a list a tuple), or a one-line error
-    naming the key: --set train.steps=1.5, =abc or =true are refused before anything runs."""
+def check_type(key: str, value, annotation, default=None) -> object:
+    """`value` as the field's type (an int is a float too, a list a tuple: of ints where the
+    field's default is), or a one-line error naming the key: --set train.steps=1.5, =abc, =true,
+    =nan or lstm_sizes=[4.5,8] are refused before anything runs."""
     kinds = [a.strip() for a in (annotation if isinstance(annotation, str) else
                                  getattr(annotation, "__name__", str(annotation))).split("|")]
 
     def number(x, kind):
-        return not isinstance(x, bool) and (isinstance(x, int) or (kind == "float" and isinstance(x, float)))
+        return not isinstance(x, bool) and (isinstance(x, int) or (kind == "float" and isinstance(x, float)
+                                                                    and math.isfinite(x)))
+
+    if isinstance(default, tuple) and default and all(number(x, "int") for x in default):
+        kinds = ["tuple[int]" if k.startswith("tuple") else k for k in kinds]
 
     for kind in kinds:
         if kind == "None" and value is None:
@@ -129,9 +135,10 @@ def check_type(key: str, value, annotation) -> object:
         if kind == "str" and isinstance(value, str):
             return value
         if kind.startswith("tuple") and isinstance(value, (list, tuple)) and all(
-                number(x, "float") for x in value):
+                number(x, "int" if kind == "tuple[int]" else "float") for x in value):
             return tuple(value)
-    shown = {"tuple": "a list of numbers, e.g. [8,8]"}.get(kinds[0].split("[")[0], " or ".join(kinds))
+    shown = {"tuple": "a list of numbers, e.g. [8,8]", "tuple[int]": "a list of whole numbers, e.g. [8,8]",
+             "float": "a finite number"}.get(kinds[0], kinds[0]) if len(kinds) == 1 else " or ".join(kinds)
     raise JumpbenchError(f"{key} must be {shown}, got {value!r}")
 
 

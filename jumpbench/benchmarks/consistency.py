@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from jumpbench.benchmarks import data as D
-from jumpbench.benchmarks.runs import CONSISTENCY, load_run
+from jumpbench.benchmarks.runs import CONSISTENCY, load_run, run_dataset
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import write_json_atomic
@@ -31,7 +31,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     model, cfg = load_run(run)
     if not hasattr(model, "elbo_terms"):
         raise JumpbenchError(f"{cfg['model']} has no ELBO over query views; consistency needs jump or gqn")
-    data = Path(data or cfg["data"])
+    data = run_dataset(cfg, data)
     info = D.dataset_info(data)
     if info["viewpoint_key"] != "cameras":
         raise JumpbenchError(f"{data} is {info['name']}; consistency needs an MNIST Dice set (--data DIR/mnist_dice)")

@@ -19,7 +19,7 @@ from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import scores as S
 from jumpbench.benchmarks.probes import load_probe
-from jumpbench.benchmarks.runs import SCORES, load_run
+from jumpbench.benchmarks.runs import SCORES, load_run, run_dataset
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path, write_json_atomic
 from jumpbench.models.base import Model, sample_chunks
@@ -225,7 +225,7 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     model, record = load_run(run)
     step = record["checkpoint_step"]  # the checkpoint scored (a run may go on)
     cfg = record["config"]
-    data = Path(data or record["data"])
+    data = run_dataset(record, data)
     info = D.dataset_info(data)
     if info["name"] != record.get("dataset", info["name"]):
         raise JumpbenchError(f"{data} is {info['name']}, the run was trained on {record['dataset']}")

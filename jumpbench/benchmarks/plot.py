@@ -293,7 +293,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
     summary = Path(summary) if summary else runs_root.parent / "summary"
     runs = collect(runs_root)
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
-    lines = []
+    lines = [f"warning: {r.path}: counted with no evaluations: {r.problem}" for r in runs if r.problem]
     for name, make in (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
                        ("consistency", lambda: fig_consistency(main, out)),
                        ("scores", lambda: fig_scores(main, out)),

@@ -46,6 +46,7 @@ class Run:
     consistency: dict | None = None                     # consistency.json
     scores: dict | None = None                          # scores.json (jumpbench score)
     record: dict = field(default_factory=dict)          # config.json
+    problem: str = ""                                   # why metrics.jsonl could not be read
 
     @property
     def preset(self) -> str:
@@ -95,8 +96,8 @@ def collect(root: str | Path) -> list[Run]:
         run.status, run.why = status.get("status", "missing"), status.get("why", "")
         try:
             run.rows = R.read_metrics(folder / R.METRICS)
-        except (OSError, JumpbenchError):
-            run.rows = []
+        except (OSError, JumpbenchError) as e:  # counted as a run with no evaluations; plot says why
+            run.rows, run.problem = [], str(e)
         run.consistency = read_json(folder / R.CONSISTENCY)
         run.scores = read_json(folder / R.SCORES)
         runs.append(run)
@@ -147,8 +148,8 @@ def read_pins(root: str | Path, runs: list[Run]) -> dict[tuple[str, str], str]:
     configs is an error, not a silent fall-back."""
     out = {}
     for path in sorted(Path(root).glob(f"*/*/{PIN}")):
-        content = read_json(path) or {}
-        config = content.get("config")
+        content = read_json(path)
+        config = content.get("config") if isinstance(content, dict) else None
         if not isinstance(config, str) or not config:
             raise JumpbenchError(f"{path}: needs a \"config\" naming a config folder beside it")
         key = (path.parts[-3], path.parts[-2])
@@ -161,10 +162,13 @@ def read_pins(root: str | Path, runs: list[Run]) -> dict[tuple[str, str], str]:
 def read_best(root: str | Path) -> dict[tuple[str, str], dict]:
     """{(dataset, model): best.json's "best"} for every sweep under root."""
     out = {}
-    for path in Path(root).glob("*/*/best.json"):
-        content = read_json(path) or {}
-        if "best" in content:
-            out[(path.parts[-3], path.parts[-2])] = content["best"]
+    for path in sorted(Path(root).glob("*/*/best.json")):
+        content = read_json(path)
+        best = content.get("best") if isinstance(content, dict) else None
+        if not (isinstance(best, dict) and isinstance(best.get("name"), str)):
+            raise JumpbenchError(f"{path}: not a sweep's best.json (no \"best\" with a config \"name\"); "
+                                 f"run the sweep again or delete it")
+        out[(path.parts[-3], path.parts[-2])] = best
     return out
 
 

@@ -32,14 +32,16 @@ import io
 import json
 import os
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.data import dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import append_line, atomic_path, fsync, read_json, write_json_atomic, write_text_atomic
-from jumpbench.records import load_manifest
+from jumpbench.files import (append_line, atomic_path, file_lock, fsync, read_json, write_json_atomic,
+                             write_text_atomic)
+from jumpbench.records import MANIFEST, load_manifest
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -102,8 +104,32 @@ def record(spec: RunSpec, world: int, info: dict, cfg: dict) -> dict:
             "config": C.to_dict(cfg)}
 
 
+@contextmanager
+def run_lock(folder: Path):
+    """One trainer per run folder: the lock file .seed-<k>.lock beside the folder is held (flock)
+    while a process trains it; a second process (the same command twice, a sweep and a manual
+    run) gets a one-line refusal rather than both writing its checkpoint and metrics. Under
+    torchrun only rank 0 takes it."""
+    folder = Path(folder)
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(folder.parent / f".{folder.name}.lock", wait=False))
+        except BlockingIOError:
+            raise JumpbenchError(f"{folder} is being trained by another jumpbench process; wait for it "
+                                 f"to finish, or stop it, and re-run") from None
+        yield
+
+
 def read_status(folder: Path) -> dict | None:
-    return read_json(Path(folder) / STATUS)
+    """status.json: {"status", "why", ...}, or None when it is missing or not such a record (a
+    run with no readable status is neither done nor failed: it is resumed)."""
+    status = read_json(Path(folder) / STATUS)
+    ok = isinstance(status, dict) and isinstance(status.get("status"), str) and isinstance(status.get("why"), str)
+    return status if ok else None
 
 
 def pending(spec: RunSpec) -> tuple[Path, dict | None]:
@@ -342,6 +368,24 @@ def load_run(folder: str | Path, device="cpu"):
     state = load_checkpoint(path, map_location=device)
     load_state(path, model, state["model"])
     return model.to(device).eval(), {**record, "checkpoint_step": state["step"]}
+
+
+def run_dataset(record: dict, data: str | Path | None = None) -> Path:
+    """The dataset to evaluate a loaded run on (`data`, else the one it trained on), refused when
+    its generator, version or parameters are not those the run recorded: other test scenes. The
+    same parameters in another shard layout (another manifest sha256) hold the same scenes."""
+    data = Path(data or record["data"])
+    want = record.get("dataset_generator")
+    if want and (data / MANIFEST).is_file():
+        m = load_manifest(data)
+        have = {k: m.get(k) for k in ("generator", "version", "params")}
+        if have != want:
+            flat = lambda g: {**{k: g.get(k) for k in ("generator", "version")}, **(g.get("params") or {})}
+            a, b = flat(want), flat(have)
+            diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            raise JumpbenchError(f"{data} holds other scenes than the dataset the run trained on ({diff}); "
+                                 f"give --data that dataset (config.json: dataset_generator)")
+    return data
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -38,7 +38,7 @@ from jumpbench.benchmarks.data import dataset_info
 from jumpbench.benchmarks.machine import usable_cores
 from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import check_model_fits, train_run
-from jumpbench.errors import JumpbenchError
+from jumpbench.errors import JumpbenchError, one_line, os_error_line
 from jumpbench.files import write_json_atomic
 
 LAUNCHERS = ("local", "slurm")
@@ -69,10 +69,13 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
         for t, folder in todo:
             try:
                 train_run(t, progress)
-            except JumpbenchError:
-                raise
+            except (JumpbenchError, OSError) as e:  # this run's own (a corrupt checkpoint): the others go on
+                if len(todo) == 1:
+                    raise
+                failed.append((t, one_line(str(e)) if isinstance(e, JumpbenchError) else os_error_line(e)))
+                continue
             except Exception as e:  # recorded in status.json by train(); the sweep goes on
-                failed.append((t, f"{type(e).__name__}: {e}"))
+                failed.append((t, one_line(f"{type(e).__name__}: {e}")))
                 continue
             _report(folder)
         return failed
@@ -280,9 +283,14 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
     path = Path(which)
     if which == "best":
         path = Path(out) / dataset_info(data)["name"] / model / "best.json"
+    if path.is_dir():
+        raise JumpbenchError(f"--config {which}: a folder; give 'best' or the path of a sweep's best.json")
     try:
         best = json.loads(path.read_text())
-        return best["preset"], list(best["best"]["overrides"])
+        preset, overrides = best["preset"], best["best"]["overrides"]
+        if not (isinstance(preset, str) and isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+            raise TypeError
+        return preset, list(overrides)
     except OSError:
         raise JumpbenchError(f"no {path} (make it with: jumpbench sweep --model {model} --grid KEY=V1,V2)") from None
     except (ValueError, KeyError, TypeError):

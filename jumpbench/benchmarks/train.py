@@ -60,10 +60,15 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     (board.py); `spec.extend`: continue a run (done or not) to a larger train.steps,
     everything else unchanged (runs.open_run); `spec.branch_from`: start from another run's
     checkpoint (runs.branch_source)."""
-    from jumpbench.models import MODELS
-
     info = D.dataset_info(spec.data)
     check_model_fits(spec.model, info)
+    with runs.run_lock(spec.folder(info["name"])):
+        return _train_run(spec, progress, info)
+
+
+def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
+    from jumpbench.models import MODELS
+
     if spec.tensorboard:
         board.require()
     cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
@@ -121,17 +126,27 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
         runs.truncate_metrics(folder / runs.METRICS, step)
         runs.write_status(folder, "running", f"step {step} of {tc.steps}")
 
-    # Data: per-step batches from the train split; a fixed test subset for evaluation.
-    train_set, test_set = (D.Scenes(spec.data, s, dc.image_size) for s in ("train", "test"))
-    sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
-    if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-        batches = D.FrameCache(train_set, progress and rank == 0).batches(sampler)
-    else:
-        batches = D.loader(train_set, sampler, tc.num_workers)
-    evaluator = E.Evaluator(model, test_set, tc, dc, info, precision)
-    if tc.compile and not model.compile_loss():
-        raise JumpbenchError(f"train.compile: {spec.model} has no loss that compiles once per run; "
-                             "set train.compile=false")
+    # Data: per-step batches from the train split; a fixed test subset for evaluation. A failure
+    # or a stop here (a corrupt shard met while the frame cache is built) is marked too.
+    try:
+        train_set, test_set = (D.Scenes(spec.data, s, dc.image_size) for s in ("train", "test"))
+        sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
+        if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
+            batches = D.FrameCache(train_set, progress and rank == 0).batches(sampler)
+        else:
+            batches = D.loader(train_set, sampler, tc.num_workers)
+        evaluator = E.Evaluator(model, test_set, tc, dc, info, precision)
+        if tc.compile and not model.compile_loss():
+            raise JumpbenchError(f"train.compile: {spec.model} has no loss that compiles once per run; "
+                                 "set train.compile=false")
+    except BaseException as e:
+        if rank == 0:
+            if isinstance(e, Exception):
+                runs.write_status(folder, "failed", str(e) if isinstance(e, JumpbenchError) else f"{type(e).__name__}: {e}")
+            else:  # Ctrl-C or SIGTERM before the first step: nothing to checkpoint
+                runs.write_status(folder, "interrupted", f"interrupted at step {step} of {tc.steps}; "
+                                  "run the same command to resume")
+        raise
 
     from tqdm import tqdm
 
