@@ -178,6 +178,23 @@ def test_verify_refuses_an_edited_manifest(tmp_path):
     one_line_error(run("verify", "--quiet", root), "3-of-3.tfrecord")
 
 
+def test_a_manifest_of_the_older_layout_is_still_read_and_repaired(tmp_path):
+    """Manifests written before the layout's 1.1 have no params_sha256 and no shard sizes."""
+    root = small(tmp_path)
+    m = json.loads((root / "manifest.json").read_text())
+    del m["params_sha256"]
+    for info in m["splits"].values():
+        for shard in info["shards"]:
+            del shard["bytes"], shard["index_sha256"]
+    (root / "manifest.json").write_text(json.dumps(m))
+    assert run("verify", "--quiet", root).exit_code == 0
+    assert records.Dataset(root).scene("test", 0).frames.shape[0] == 20
+    (root / "train" / "2-of-2.tfrecord").unlink()
+    r = run("generate", "narratives", "--n", 6, "--test-n", 2, "--shard-size", 4, "--out", tmp_path)
+    assert r.exit_code == 0 and "wrote 1 missing" in r.output, r.output
+    assert run("verify", "--quiet", root).exit_code == 0
+
+
 def test_a_shard_of_another_dataset_is_named(small_ts, small_cr, tmp_path):
     root = shutil.copytree(small_ts, tmp_path / "traveling_salesman")
     for ext in ("tfrecord", "tfindex"):

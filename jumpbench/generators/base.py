@@ -305,17 +305,19 @@ def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, wo
     not match its record (a set made by an earlier writer) is refused; with `overwrite` the
     whole set is written again. (Damage that keeps a shard's size is for `jumpbench verify`.)"""
     manifest = records.load_manifest(root)
+    def damaged_(path: Path, shard: dict) -> bool:  # (a record older than the layout's 1.1 has no size)
+        return not path.is_file() or ("bytes" in shard and path.stat().st_size != shard["bytes"])
+
     damaged = [(split, k, shard) for split, info in manifest["splits"].items()
-               for k, shard in enumerate(info["shards"])
-               if not (root / split / shard["file"]).is_file()
-               or (root / split / shard["file"]).stat().st_size != shard["bytes"]]
+               for k, shard in enumerate(info["shards"]) if damaged_(root / split / shard["file"], shard)]
     for split, k, shard in damaged:
         path = root / split / shard["file"]
         n = manifest["splits"][split]["scenes"]
         for p in (path, records.index_path(path)):
             p.unlink(missing_ok=True)
         _write_shard(gen, split, path, k * shard_size, min(n, (k + 1) * shard_size), proof)
-        if records.describe_shard(path) != shard:
+        made = records.describe_shard(path)
+        if any(made[k] != v for k, v in shard.items() if k in made):  # (older records lack some keys)
             for p in (path, records.index_path(path), records.meta_path(path)):
                 p.unlink(missing_ok=True)  # left missing, as it was found
             if not overwrite:
