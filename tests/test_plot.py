@@ -276,7 +276,8 @@ def test_a_run_with_an_unreadable_status_is_resumed(small_ts, tmp_path):
     args = ("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
     assert run(*args).exit_code == 0
     status = tmp_path / "traveling_salesman" / "jump" / "smoke" / "seed-0" / "status.json"
-    for text in ("[1]", '{"status": "done"}'):
+    for text in ("[1]", '{"status": "done"}'):  # not a record; a record without its "why"
         status.write_text(text)
         r = run(*args)
-        assert r.exit_code == 0 and json.loads(status.read_text())["status"] == "done", r.output
+        assert r.exit_code == 0 and "skipped" not in r.output, r.output  # resumed, not taken as done
+        assert json.loads(status.read_text())["status"] == "done"  # and written again

@@ -281,9 +281,9 @@ def test_a_run_is_scored_only_on_the_scenes_it_was_trained_for(small_ts, tmp_pat
 
     rec = record(RunSpec(model="jump", data=str(small_ts)), 1, dataset_info(small_ts), {})
     assert run_dataset(rec) == small_ts and run_dataset(rec, small_ts) == small_ts
-    relaid = generate(NarrativesGenerator(NarrativesConfig()), tmp_path / "b", {"train": 40, "test": 10},
-                      shard_size=16, progress=False)
-    assert run_dataset(rec, relaid) == relaid  # a copy made again: the same scenes
+    relaid = generate(NarrativesGenerator(NarrativesConfig()), tmp_path / "b", {"train": 8, "test": 12},
+                      shard_size=5, progress=False)
+    assert run_dataset(rec, relaid) == relaid  # other split sizes and shards: the same scenes
     other = generate(NarrativesGenerator(NarrativesConfig(seed=5)), tmp_path / "c", {"train": 40, "test": 10},
                      shard_size=16, progress=False)
     with pytest.raises(JumpbenchError, match="other scenes.*seed: 0 -> 5"):
@@ -301,3 +301,23 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(small_ts, tmp_path):
         one_line_error(run(*args), "seed-0 is being trained by another jumpbench process")
     assert not (config / "seed-0").exists()  # nothing of it was touched
     assert run(*args).exit_code == 0  # once it has gone
+
+
+def test_a_run_stopped_while_its_data_is_set_up_is_marked_interrupted(small_ts, tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop) while the frame cache is built: not left "running"."""
+    import time
+
+    from jumpbench.benchmarks import data as D
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives first
+        raise AssertionError("SIGTERM did not stop the setup")
+
+    monkeypatch.setattr(D.FrameCache, "__init__", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
+    assert r.exit_code == 130 and "interrupted" in r.output, r.output
+    status = json.loads((tmp_path / "traveling_salesman/jump/smoke/seed-0/status.json").read_text())
+    assert status["status"] == "interrupted", status
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the caller's again

@@ -222,7 +222,7 @@ class FrameCache:
                         if progress:
                             click.echo(f"waiting for another process to build the frame cache {fpath.parent}", err=True)
                         stack.enter_context(file_lock(lock))
-                        loaded = self._load(fpath, vpath, len(scenes))
+                    loaded = self._load(fpath, vpath, len(scenes))  # built while we looked or waited?
                     writable = True
                 except OSError:  # a read-only or full cache folder: build it in memory for this run
                     writable = False
@@ -289,11 +289,11 @@ class FrameCache:
         with tqdm(total=len(scenes), desc=f"caching {scenes.split} frames", disable=not progress,
                   dynamic_ncols=True, mininterval=2) as bar, ExitStack() as stack:
             if workers == 1:
-                decoded = map(_decode_chunk, ((scenes, c) for c in chunks))
-            else:  # forked workers decode with numpy and PIL only, never torch
-                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-                pool = stack.enter_context(ctx.Pool(workers))
-                decoded = pool.imap(_decode_chunk, ((scenes, c) for c in chunks))
+                decoded = (_decode_chunk(c, scenes) for c in chunks)
+            else:  # forked workers decode with numpy and PIL only, never torch; each gets the split
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")  # once
+                pool = stack.enter_context(ctx.Pool(workers, initializer=_cache_worker, initargs=(scenes,)))
+                decoded = pool.imap(_decode_chunk, chunks)
             for chunk, (f, v) in zip(chunks, decoded):
                 frames[chunk.start:chunk.stop], vps[chunk.start:chunk.stop] = f, v
                 bar.update(len(chunk))
@@ -310,9 +310,18 @@ class FrameCache:
 CACHE_CHUNK = 64  # scenes a cache-building worker decodes per task
 
 
-def _decode_chunk(task: tuple[Scenes, range]) -> tuple[np.ndarray, np.ndarray]:
-    """The frames and viewpoints of a range of a split's scenes, stacked (FrameCache._build)."""
-    scenes, chunk = task
+_WORKER_SCENES: Scenes | None = None  # the split a cache-building worker process decodes
+
+
+def _cache_worker(scenes: Scenes) -> None:
+    global _WORKER_SCENES
+    _WORKER_SCENES = scenes
+
+
+def _decode_chunk(chunk: range, scenes: Scenes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The frames and viewpoints of a range of a split's scenes (this worker's split unless
+    given), stacked (FrameCache._build)."""
+    scenes = scenes if scenes is not None else _WORKER_SCENES
     items = [scenes.arrays(i) for i in chunk]
     return np.stack([f for f, _ in items]), np.stack([v for _, v in items])
 

@@ -372,16 +372,20 @@ def load_run(folder: str | Path, device="cpu"):
 
 def run_dataset(record: dict, data: str | Path | None = None) -> Path:
     """The dataset to evaluate a loaded run on (`data`, else the one it trained on), refused when
-    its generator, version or parameters are not those the run recorded: other test scenes. The
-    same parameters in another shard layout (another manifest sha256) hold the same scenes."""
+    its generator, version or scene parameters are not those the run recorded: other test scenes.
+    Scene i of a split is a function of those alone, so the split sizes and the shard size (the
+    layout: another manifest sha256) may differ."""
     data = Path(data or record["data"])
     want = record.get("dataset_generator")
     if want and (data / MANIFEST).is_file():
         m = load_manifest(data)
-        have = {k: m.get(k) for k in ("generator", "version", "params")}
-        if have != want:
-            flat = lambda g: {**{k: g.get(k) for k in ("generator", "version")}, **(g.get("params") or {})}
-            a, b = flat(want), flat(have)
+
+        def scenes(g: dict) -> dict:  # what makes the scenes: all but the split sizes and the layout
+            params = {k: v for k, v in (g.get("params") or {}).items() if k not in ("counts", "shard_size")}
+            return {"generator": g.get("generator"), "version": g.get("version"), **params}
+
+        a, b = scenes(want), scenes(m)
+        if a != b:
             diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
             raise JumpbenchError(f"{data} holds other scenes than the dataset the run trained on ({diff}); "
                                  f"give --data that dataset (config.json: dataset_generator)")

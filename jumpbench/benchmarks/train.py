@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -129,16 +130,17 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     # Data: per-step batches from the train split; a fixed test subset for evaluation. A failure
     # or a stop here (a corrupt shard met while the frame cache is built) is marked too.
     try:
-        train_set, test_set = (D.Scenes(spec.data, s, dc.image_size) for s in ("train", "test"))
-        sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
-        if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-            batches = D.FrameCache(train_set, progress and rank == 0).batches(sampler)
-        else:
-            batches = D.loader(train_set, sampler, tc.num_workers)
-        evaluator = E.Evaluator(model, test_set, tc, dc, info, precision)
-        if tc.compile and not model.compile_loss():
-            raise JumpbenchError(f"train.compile: {spec.model} has no loss that compiles once per run; "
-                                 "set train.compile=false")
+        with _sigterm_interrupts():
+            train_set, test_set = (D.Scenes(spec.data, s, dc.image_size) for s in ("train", "test"))
+            sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
+            if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
+                batches = D.FrameCache(train_set, progress and rank == 0).batches(sampler)
+            else:
+                batches = D.loader(train_set, sampler, tc.num_workers)
+            evaluator = E.Evaluator(model, test_set, tc, dc, info, precision)
+            if tc.compile and not model.compile_loss():
+                raise JumpbenchError(f"train.compile: {spec.model} has no loss that compiles once per run; "
+                                     "set train.compile=false")
     except BaseException as e:
         if rank == 0:
             if isinstance(e, Exception):
@@ -304,6 +306,25 @@ class _StepStats:
 
     def reset(self) -> None:
         self.sums, self.count = {}, 0
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, for the block (the main thread only):
+    a run stopped before its loop (a scheduler's stop while the frame cache is built) is then
+    marked interrupted rather than killed with its status left "running"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class _StopRequest:
