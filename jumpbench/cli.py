@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from jumpbench.benchmarks.config import PRESETS, config_name
-from jumpbench.errors import JumpbenchError, one_line, os_error_line
+from jumpbench.errors import JumpbenchError, error_line
 
 
 class Fail(click.ClickException):
@@ -29,13 +29,11 @@ def one_line_errors(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except JumpbenchError as e:
-            raise Fail(one_line(str(e))) from None
+        except (JumpbenchError, OSError) as e:
+            raise Fail(error_line(e)) from None
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is kept; re-run the same command to resume", err=True)
             sys.exit(130)
-        except OSError as e:
-            raise Fail(os_error_line(e)) from None
 
     return wrapper
 

@@ -27,3 +27,13 @@ def os_error_line(e: OSError) -> str:
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"{e.strerror}{where}: cannot write there; give a folder you can write to"
     return one_line(f"{e.strerror or e}{where}")
+
+
+def error_line(e: BaseException) -> str:
+    """The one line an error is shown as: a JumpbenchError's message, an OSError's
+    `os_error_line`, anything else (a bug) its type and message."""
+    if isinstance(e, JumpbenchError):
+        return one_line(str(e))
+    if isinstance(e, OSError):
+        return os_error_line(e)
+    return one_line(f"{type(e).__name__}: {e}")

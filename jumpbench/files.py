@@ -8,7 +8,9 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from jumpbench.errors import JumpbenchError
 
 
 @contextmanager
@@ -26,16 +28,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def file_lock(path: str | Path, wait: bool = True) -> Iterator:
+def file_lock(path: str | Path, wait: bool = True, busy: Callable[[], str] | None = None) -> Iterator:
     """An exclusive advisory lock (fcntl.flock) on the file `path` (created if missing), held
-    for the block; yields the open lock file. With wait=False a lock held elsewhere raises
-    BlockingIOError at once. flock locks die with their process, so a crashed holder never
-    leaves a stale lock; two opens of the file exclude each other even in one process."""
+    for the block; yields the open lock file. With wait=False a lock held elsewhere raises at
+    once: JumpbenchError(busy()) when `busy` is given, else BlockingIOError. flock locks die
+    with their process, so a crashed holder never leaves a stale lock; two opens of the file
+    exclude each other even in one process."""
     import fcntl
 
     f = open(path, "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            if busy is None:
+                raise
+            raise JumpbenchError(busy()) from None
         yield f
     finally:
         f.close()  # releases the lock

@@ -228,6 +228,22 @@ def params_sha256(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
+def dataset_proof(generator: str | None, version: str | None, dataset: str, params: dict) -> str:
+    """A dataset's `params_sha256`: the hash of its generator, version, name and parameters."""
+    return params_sha256({"generator": generator, "version": version, "dataset": dataset, **params})
+
+
+def frames_per_scene(params: dict) -> int | None:
+    """Frames of each scene, from a manifest's parameters: a video's `frames`, a scene's `views`."""
+    return params.get("frames") or params.get("views")
+
+
+def params_diff(old: dict, new: dict) -> str:
+    """"key: old -> new" for every key whose value differs, comma-separated."""
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
+
+
 def scan_index(path: Path) -> str:
     """The .tfindex text of a shard, from its records (each CRC-checked)."""
     lines, offset = [], 0
@@ -473,8 +489,7 @@ def check_manifest(root: Path, manifest: dict) -> None:
     path = Path(root) / MANIFEST
     params = manifest["params"]
     if "params_sha256" in manifest:  # older manifests (before the layout's version 1.1) have no hash
-        proof = params_sha256({"generator": manifest.get("generator"), "version": manifest.get("version"),
-                               "dataset": manifest["dataset"], **params})
+        proof = dataset_proof(manifest.get("generator"), manifest.get("version"), manifest["dataset"], params)
         if proof != manifest["params_sha256"]:
             raise JumpbenchError(f"{path}: its parameters do not hash to its params_sha256 (the manifest was edited)")
     counts, shard_size = params.get("counts"), params.get("shard_size")
@@ -502,7 +517,7 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
     manifest = load_manifest(root)
     check_manifest(root, manifest)
     params = manifest["params"]
-    frames_per_scene, size = params.get("frames", params.get("views")), params.get("size")
+    frames, size = frames_per_scene(params), params.get("size")
     counts = {}
     for split, info in manifest["splits"].items():
         total = 0
@@ -529,11 +544,11 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
                         feats = parse_example(data)
                     except Exception as e:
                         raise JumpbenchError(f"{path}: record {n} does not parse ({e})") from None
-                    frames = decode_frames(feats.get("frames", []), f"{path}: record {n}")
-                    if frames_per_scene and size and frames.shape[:3] != (frames_per_scene, size, size):
-                        raise JumpbenchError(f"{path}: record {n} holds {frames.shape[0]} frames of "
-                                             f"{frames.shape[1]}x{frames.shape[2]}; the manifest says "
-                                             f"{frames_per_scene} of {size}x{size}")
+                    decoded = decode_frames(feats.get("frames", []), f"{path}: record {n}")
+                    if frames and size and decoded.shape[:3] != (frames, size, size):
+                        raise JumpbenchError(f"{path}: record {n} holds {decoded.shape[0]} frames of "
+                                             f"{decoded.shape[1]}x{decoded.shape[2]}; the manifest says "
+                                             f"{frames} of {size}x{size}")
                     n += 1
                     if progress:
                         progress(1)

@@ -157,8 +157,7 @@ def test_verify_refuses_an_edited_manifest(tmp_path):
 
     def rehashed(m, **params):  # an edit that also fixes the hash: the records still disagree
         m["params"].update(params)
-        m["params_sha256"] = records.params_sha256({k: m[k] for k in ("generator", "version", "dataset")}
-                                                   | m["params"])
+        m["params_sha256"] = records.dataset_proof(m["generator"], m["version"], m["dataset"], m["params"])
     one_line_error(edited(lambda m: rehashed(m, frames=10)), "the manifest says 10 of")
     train = ("run", "--model", "jump", "--data", root, "--preset", "smoke", "--out", tmp_path / "runs", "--quiet")
     one_line_error(run(*train), "the manifest says 10")  # a run checks what verify does not re-read

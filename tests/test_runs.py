@@ -157,7 +157,7 @@ def test_video_models_need_a_video_dataset(small_ts, tmp_path, model):
     m = json.loads((dice / "manifest.json").read_text())
     m.update(dataset="mnist_dice", viewpoint={"key": "cameras", "dim": 7})
     m["params"]["views"] = 12
-    m["params_sha256"] = records.params_sha256({k: m[k] for k in ("generator", "version", "dataset")} | m["params"])
+    m["params_sha256"] = records.dataset_proof(m["generator"], m["version"], m["dataset"], m["params"])
     (dice / "manifest.json").write_text(json.dumps(m))
     one_line_error(run("run", "--model", model, "--data", dice, "--preset", "smoke", "--out", tmp_path / "r"),
                    "needs a video dataset")

@@ -19,7 +19,7 @@ import torch
 
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path, file_lock, file_sha256, fsync
-from jumpbench.records import MANIFEST, Dataset, check_manifest, load_manifest
+from jumpbench.records import MANIFEST, Dataset, check_manifest, frames_per_scene, load_manifest
 
 
 VIEWPOINT_DIMS = {"cameras": 7, "timestamps": 1}  # what `viewpoints` makes of each stored key
@@ -51,7 +51,7 @@ def dataset_info(data: str | Path) -> dict:
         raise JumpbenchError(f"no dataset at {data} (make it with: {hint} --out {data.parent})")
     m = load_manifest(data)
     check_manifest(data, m)
-    frames = m["params"].get("frames") or m["params"].get("views")
+    frames = frames_per_scene(m["params"])
     key, dim = m["viewpoint"]["key"], int(m["viewpoint"]["dim"])
     if VIEWPOINT_DIMS.get(key) != dim:
         raise JumpbenchError(f"{data / MANIFEST}: viewpoint {key!r} of dimension {dim}; jumpbench reads it as "
@@ -90,8 +90,7 @@ class Scenes(torch.utils.data.Dataset):
         self.split, self.size = split, image_size
         self.key = self.ds.manifest["viewpoint"]["key"]
         self.n = self.ds.num(split)
-        params = self.ds.manifest["params"]
-        self.frames = params.get("frames") or params.get("views")  # per scene, as the manifest says
+        self.frames = frames_per_scene(self.ds.manifest["params"])  # per scene, as the manifest says
 
     def __len__(self):
         return self.n

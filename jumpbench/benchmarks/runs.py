@@ -32,7 +32,7 @@ import io
 import json
 import os
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from jumpbench.benchmarks.data import dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import (append_line, atomic_path, file_lock, fsync, read_json, write_json_atomic,
                              write_text_atomic)
-from jumpbench.records import MANIFEST, load_manifest
+from jumpbench.records import MANIFEST, load_manifest, params_diff
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -115,12 +115,9 @@ def run_lock(folder: Path):
         yield
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(folder.parent / f".{folder.name}.lock", wait=False))
-        except BlockingIOError:
-            raise JumpbenchError(f"{folder} is being trained by another jumpbench process; wait for it "
-                                 f"to finish, or stop it, and re-run") from None
+    with file_lock(folder.parent / f".{folder.name}.lock", wait=False,
+                   busy=lambda: f"{folder} is being trained by another jumpbench process; wait for it "
+                                f"to finish, or stop it, and re-run"):
         yield
 
 
@@ -384,10 +381,9 @@ def run_dataset(record: dict, data: str | Path | None = None) -> Path:
             params = {k: v for k, v in (g.get("params") or {}).items() if k not in ("counts", "shard_size")}
             return {"generator": g.get("generator"), "version": g.get("version"), **params}
 
-        a, b = scenes(want), scenes(m)
-        if a != b:
-            diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-            raise JumpbenchError(f"{data} holds other scenes than the dataset the run trained on ({diff}); "
+        if scenes(want) != scenes(m):
+            raise JumpbenchError(f"{data} holds other scenes than the dataset the run trained on "
+                                 f"({params_diff(scenes(want), scenes(m))}); "
                                  f"give --data that dataset (config.json: dataset_generator)")
     return data
 

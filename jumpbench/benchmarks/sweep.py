@@ -38,7 +38,7 @@ from jumpbench.benchmarks.data import dataset_info
 from jumpbench.benchmarks.machine import usable_cores
 from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import check_model_fits, train_run
-from jumpbench.errors import JumpbenchError, one_line, os_error_line
+from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
 
 LAUNCHERS = ("local", "slurm")
@@ -69,13 +69,10 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
         for t, folder in todo:
             try:
                 train_run(t, progress)
-            except (JumpbenchError, OSError) as e:  # this run's own (a corrupt checkpoint): the others go on
-                if len(todo) == 1:
+            except Exception as e:  # this run's own (a corrupt checkpoint; status.json says why): the others go on
+                if len(todo) == 1 and isinstance(e, (JumpbenchError, OSError)):
                     raise
-                failed.append((t, one_line(str(e)) if isinstance(e, JumpbenchError) else os_error_line(e)))
-                continue
-            except Exception as e:  # recorded in status.json by train(); the sweep goes on
-                failed.append((t, one_line(f"{type(e).__name__}: {e}")))
+                failed.append((t, error_line(e)))
                 continue
             _report(folder)
         return failed

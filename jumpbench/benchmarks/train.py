@@ -146,8 +146,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
             if isinstance(e, Exception):
                 runs.write_status(folder, "failed", str(e) if isinstance(e, JumpbenchError) else f"{type(e).__name__}: {e}")
             else:  # Ctrl-C or SIGTERM before the first step: nothing to checkpoint
-                runs.write_status(folder, "interrupted", f"interrupted at step {step} of {tc.steps}; "
-                                  "run the same command to resume")
+                _mark_interrupted(folder, step, tc.steps)
         raise
 
     from tqdm import tqdm
@@ -173,8 +172,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
                 if rank == 0:
                     runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
                                              *stats.host(), precision=precision, device_type=device.type)
-                    runs.write_status(folder, "interrupted", f"interrupted at step {step} of {tc.steps}; "
-                                               "run the same command to resume")
+                    _mark_interrupted(folder, step, tc.steps)
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
             torch.manual_seed(_seed(seed, step, rank, 0))
@@ -306,6 +304,10 @@ class _StepStats:
 
     def reset(self) -> None:
         self.sums, self.count = {}, 0
+
+
+def _mark_interrupted(folder: Path, step: int, steps: int) -> None:
+    runs.write_status(folder, "interrupted", f"interrupted at step {step} of {steps}; run the same command to resume")
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,8 +74,7 @@ def _check_request(counts: dict[str, int], shard_size: int, workers: int) -> Non
 def _identity(gen: Generator, out, counts: dict[str, int], shard_size: int) -> tuple[Path, dict, str]:
     """The dataset folder, the parameters the manifest records and their hash (the proof)."""
     params = {**gen.params(), "counts": dict(counts), "shard_size": shard_size}
-    proof = records.params_sha256({"generator": gen.name, "version": gen.version, "dataset": gen.dataset,
-                                   **params})
+    proof = records.dataset_proof(gen.name, gen.version, gen.dataset, params)
     return Path(out) / gen.dataset, params, proof
 
 
@@ -248,13 +247,12 @@ LOCK = ".lock"  # held (fcntl.flock) by the one process writing the dataset fold
 def dataset_lock(root: Path):
     """An exclusive lock on a dataset folder for one writer; a second gets a one-line refusal.
     flock locks die with their process, so a crashed writer never leaves a stale lock."""
-    with ExitStack() as stack:
-        try:
-            f = stack.enter_context(files.file_lock(root / LOCK, wait=False))
-        except BlockingIOError:
-            holder = (root / LOCK).read_text().strip() or "?"
-            raise JumpbenchError(f"{root} is being written by another jumpbench process (pid {holder}); "
-                                 f"wait for it to finish, or stop it, and re-run") from None
+    def busy() -> str:
+        holder = (root / LOCK).read_text().strip() or "?"
+        return (f"{root} is being written by another jumpbench process (pid {holder}); "
+                f"wait for it to finish, or stop it, and re-run")
+
+    with files.file_lock(root / LOCK, wait=False, busy=busy) as f:
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")  # the pid left in the file is only a hint
@@ -305,11 +303,8 @@ def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, wo
     not match its record (a set made by an earlier writer) is refused; with `overwrite` the
     whole set is written again. (Damage that keeps a shard's size is for `jumpbench verify`.)"""
     manifest = records.load_manifest(root)
-    def damaged_(path: Path, shard: dict) -> bool:  # (a record older than the layout's 1.1 has no size)
-        return not path.is_file() or ("bytes" in shard and path.stat().st_size != shard["bytes"])
-
     damaged = [(split, k, shard) for split, info in manifest["splits"].items()
-               for k, shard in enumerate(info["shards"]) if damaged_(root / split / shard["file"], shard)]
+               for k, shard in enumerate(info["shards"]) if _missing_or_cut(root / split / shard["file"], shard)]
     for split, k, shard in damaged:
         path = root / split / shard["file"]
         n = manifest["splits"][split]["scenes"]
@@ -317,7 +312,7 @@ def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, wo
             p.unlink(missing_ok=True)
         _write_shard(gen, split, path, k * shard_size, min(n, (k + 1) * shard_size), proof)
         made = records.describe_shard(path)
-        if any(made[k] != v for k, v in shard.items() if k in made):  # (older records lack some keys)
+        if any(made[key] != value for key, value in shard.items() if key in made):  # (older records lack some)
             for p in (path, records.index_path(path), records.meta_path(path)):
                 p.unlink(missing_ok=True)  # left missing, as it was found
             if not overwrite:
@@ -335,6 +330,12 @@ def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, wo
     done = [f"wrote {len(damaged)} missing or damaged shard(s) again, as the manifest records them"] if damaged else []
     done += [f"repaired {repaired} missing index file(s)"] if repaired else []
     _say(progress, f"{root}: already generated with these parameters; " + ("; ".join(done) or "nothing to do"))
+
+
+def _missing_or_cut(path: Path, shard: dict) -> bool:
+    """Whether a finished set's shard is gone or not of its recorded size (a record older than
+    the layout's 1.1 has no size)."""
+    return not path.is_file() or ("bytes" in shard and path.stat().st_size != shard["bytes"])
 
 
 def _repair_indexes(root: Path) -> int:
@@ -361,8 +362,7 @@ def _claim(root: Path, params: dict, overwrite: bool) -> bool:
         previous = files.read_json(lock)
     if previous is not None and previous != params:
         if not overwrite:
-            diff = ", ".join(f"{k}: {previous.get(k)!r} -> {params.get(k)!r}"
-                             for k in sorted(set(previous) | set(params)) if previous.get(k) != params.get(k))
+            diff = records.params_diff(previous, params)
             raise JumpbenchError(f"{root} holds a dataset with other parameters ({diff}); "
                                  f"pass --overwrite to replace it")
         for split in records.SPLITS:
