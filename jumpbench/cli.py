@@ -216,18 +216,22 @@ class LazyChoice(click.Choice):
               help="Seeds run at a time, each in its own process (cores // J threads, or its own GPU).")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
               help="slurm: submit through submitit (parameters from $JUMPBENCH_SLURM).")
+@click.option("--procs", type=int, default=1, show_default=True,
+              help="Data-parallel processes per run on this machine (the batch split among them; "
+              "cores // (J * P) threads each). On a 2-core CPU, 2 makes CDNA and SV2P faster.")
 @click.option("--config", "config", default=None, metavar="best|FILE",
               help="Preset and overrides of a sweep's winner (OUT/<dataset>/<model>/best.json, or a file).")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events into each run folder "
               "(tensorboard --logdir OUT); needs jumpbench[tensorboard].")
 @one_line_errors
 def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides, name, out, quiet, jobs, launcher,
-        config, tensorboard):
+        procs, config, tensorboard):
     """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
     from jumpbench.benchmarks.sweep import load_best, run_seeds
 
-    if jobs < 1:
-        raise JumpbenchError(f"--jobs must be at least 1, got {jobs}")
+    for opt, value in (("--jobs", jobs), ("--procs", procs)):
+        if value < 1:
+            raise JumpbenchError(f"{opt} must be at least 1, got {value}")
     if config is not None:  # the sweep's preset and overrides; --set and --steps apply on top
         preset, best = load_best(out, data, model, config)
         overrides = best + list(overrides)
@@ -247,7 +251,7 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet,
                        jobs=jobs, launcher=launcher, tensorboard=tensorboard, extend=extend,
-                       branch_from=branch_from)
+                       branch_from=branch_from, procs=procs)
     if failed:
         raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
                              "; ".join(f"seed {k}: {why}" for k, why in failed))
@@ -265,15 +269,20 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
 @click.option("--seed", type=int, default=0, show_default=True, help="The one seed of each point.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Points run at a time.")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--procs", type=int, default=1, show_default=True,
+              help="Data-parallel processes per run on this machine (the batch split among them; "
+              "cores // (J * P) threads each). On a 2-core CPU, 2 makes CDNA and SV2P faster.")
 @click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
-def sweep(model, data, preset, grid, overrides, metric, seed, jobs, launcher, out, quiet):
+def sweep(model, data, preset, grid, overrides, metric, seed, jobs, launcher, procs, out, quiet):
     """Hyperparameter sweep: one seed per grid point, ranked; writes OUT/<dataset>/<model>/best.json."""
     from jumpbench.benchmarks.sweep import sweep as run_sweep
 
+    if procs < 1:
+        raise JumpbenchError(f"--procs must be at least 1, got {procs}")
     best = run_sweep(model, data, preset, list(grid), out, metric, list(overrides), seed, jobs, launcher,
-                     progress=not quiet)
+                     progress=not quiet, procs=procs)
     for i, r in enumerate(best["ranking"]):
         value = "-" if r["value"] is None else f"{r['value']:.6g}"
         click.echo(f"{i + 1:>3}. {best['metric']} {value:>10}  {r['status']:<8} {' '.join(r['overrides'])}")
@@ -414,10 +423,12 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
 @click.option("--steps", type=int, default=5, show_default=True, help="Steps per variant per round.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Interleaved rounds.")
 @click.option("--compile", "compiled", is_flag=True, help="Also time the torch.compile'd step.")
+@click.option("--procs", type=int, default=1, show_default=True,
+              help="Also time the step data-parallel in this many processes (as run --procs trains).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config overrides.")
 @click.option("--out", type=click.Path(dir_okay=False), default="results/speed/train.json", show_default=True)
 @one_line_errors
-def bench_train(preset, models, dataset, data, device, steps, repeats, compiled, overrides, out):
+def bench_train(preset, models, dataset, data, device, steps, repeats, compiled, procs, overrides, out):
     """Print a table of ms per training step per model: fp32 vs bf16 (vs compiled), end to end."""
     import torch
 
@@ -427,7 +438,7 @@ def bench_train(preset, models, dataset, data, device, steps, repeats, compiled,
 
     torch.set_num_threads(default_threads())
     result = train_speed([m for m in models.split(",") if m] if models else _model_names(), preset, dataset, device, steps, repeats,
-                         compiled, data, list(overrides))
+                         compiled, data, list(overrides), procs)
     click.echo(format_table(result))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(out), result)

@@ -77,12 +77,28 @@ def test_loader_workers_give_each_step_its_batch_once(small_ts):
     assert item["frames"].shape == (20, 3, 32, 32) and item["viewpoints"].shape == (20, 1)
 
 
-def test_ddp_ranks_split_a_step():
+def test_ddp_ranks_split_the_global_batch_of_a_step():
+    """train.batch_size is the global batch: the processes of a data-parallel run share each
+    step's scenes, the same scenes one process trains on."""
     full = list(D.StepBatches(100, 4, 0, 0, 3, rank=0, world=1))
     r0 = list(D.StepBatches(100, 4, 0, 0, 3, rank=0, world=2))
     r1 = list(D.StepBatches(100, 4, 0, 0, 3, rank=1, world=2))
-    assert all(len(a) == 4 and not set(a) & set(b) for a, b in zip(r0, r1))
-    assert full != r0
+    assert all(len(a) == len(b) == 2 and sorted(a + b) == sorted(f) for a, b, f in zip(r0, r1, full))
+    with pytest.raises(JumpbenchError, match="does not split evenly over 3 processes"):
+        D.StepBatches(100, 4, 0, 0, 3, rank=0, world=3)
+
+
+def test_threads_are_shared_by_the_processes_of_a_data_parallel_run(monkeypatch):
+    from jumpbench.benchmarks import machine as M
+
+    monkeypatch.delenv("JUMPBENCH_THREADS", raising=False)
+    monkeypatch.setattr(M, "usable_cores", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert (M.default_threads(), M.default_threads(jobs=2)) == (8, 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's, and run --procs 2's
+    assert (M.default_threads(), M.default_threads(jobs=2)) == (4, 2)
+    monkeypatch.setenv("JUMPBENCH_THREADS", "3")
+    assert M.default_threads() == 3
 
 
 def _count_builds(monkeypatch):

@@ -63,6 +63,17 @@ def test_forward_loss_and_gradients(model):
             assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
 
 
+@pytest.mark.parametrize("step", [0, 20000, 10 ** 6])
+def test_every_parameter_gets_a_gradient_in_every_training_phase(model, step):
+    """Data-parallel training (DistributedDataParallel without its search for unused
+    parameters) needs every parameter in every step's graph: SV2P's phases (15k + 15k steps by
+    default) and the schedules must not leave one out."""
+    name, m = model
+    m(make_batch(), step=step)["loss"].backward()
+    missing = [pname for pname, p in m.named_parameters() if p.grad is None]
+    assert not missing, f"{name} at step {step}: no gradient for {missing}"
+
+
 def test_sample_shape_and_range(model):
     name, m = model
     b = make_batch(targets=(3, 5))   # queries may skip frames

@@ -74,3 +74,19 @@ def test_bench_train_writes_a_table_and_json(small_ts, tmp_path):
     assert "ms/step" in res.output
     bad = CliRunner().invoke(cli, ["bench", "train", "--models", "nope", "--out", str(out)])
     assert bad.exit_code != 0 and "unknown model" in bad.output
+
+
+def test_bench_train_times_the_data_parallel_step(tmp_path):
+    from click.testing import CliRunner
+
+    from jumpbench.cli import cli
+
+    out = tmp_path / "train.json"
+    res = CliRunner().invoke(cli, ["bench", "train", "--preset", "smoke", "--models", "cdna", "--procs", "2",
+                                   "--steps", "1", "--repeats", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ms = json.loads(out.read_text())["models"]["cdna"]["ms"]
+    assert set(ms) >= {"fp32", "fp32 x2 procs"} and all(t > 0 for t in ms.values())
+    bad = CliRunner().invoke(cli, ["bench", "train", "--preset", "smoke", "--models", "cdna", "--procs", "3",
+                                   "--out", str(out)])
+    assert bad.exit_code != 0 and "does not split evenly" in bad.output

@@ -100,3 +100,43 @@ def test_bad_input_is_one_line(small_ts, tmp_path, args, text):
     r = _cli(*args, "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
     one_line_error(r, text)
     assert not any(tmp_path.rglob("status.json"))
+
+
+def test_procs_2_trains_one_run_in_two_processes_and_resumes_only_so(small_ts, tmp_path):
+    args = ["run", "--model", "cdna", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet"]
+    r = _cli(*args, "--procs", 2)
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "traveling_salesman" / "cdna" / "smoke" / "seed-0"
+    assert _status(folder) == "done"
+    assert json.loads((folder / "config.json").read_text())["world_size"] == 2
+    assert (folder / "metrics.jsonl").read_text().count("\n") == 2
+    one_line_error(_cli(*args, "--steps", 8, "--extend"), "world_size: 2 -> 1")  # the run's own --procs only
+    one_line_error(_cli(*args, "--procs", 3, "--name", "p3"), "does not split evenly over 3 processes")
+    one_line_error(_cli(*args, "--procs", 2, "--launcher", "slurm", "--name", "s"), "local launcher")
+
+
+def test_a_stop_reaches_every_process_of_a_data_parallel_run(small_ts, tmp_path):
+    """SIGTERM to `run --procs 2` (a scheduler's stop; Ctrl-C alike): both processes stop at the
+    same step, the run is checkpointed and marked interrupted, and nothing is left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "traveling_salesman" / "cdna" / "long" / "seed-0"
+    cmd = [sys.executable, "-m", "jumpbench.cli", "run", "--model", "cdna", "--data", str(small_ts), "--preset",
+           "smoke", "--set", "train.steps=100000", "--set", "train.eval_every=2", "--name", "long",
+           "--procs", "2", "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not (folder / "metrics.jsonl").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().endswith("re-run the same command to resume"), err
+    assert _status(folder) == "interrupted" and (folder / "checkpoint.pt").is_file()
+    ps = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", "processes left running"

@@ -1,7 +1,6 @@
 """The one training loop: exact resume, NaN -> diverged, DDP with gloo, the run CLI's errors."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from jumpbench.benchmarks.machine import free_port
 from jumpbench.benchmarks.train import train
 from jumpbench.cli import cli
 from jumpbench.models.jump import JUMP
@@ -232,12 +232,6 @@ def test_auto_precision_resumes_in_the_precision_the_run_started_in(small_ts, tm
     assert M.resumed_precision("bf16", "cpu", "fp32", cpu) == "bf16"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_ddp(small_ts, tmp_path):
     """Two gloo processes train one run. Once (a full test run in a fresh clone) a worker
     aborted (SIGABRT) with its cause cut from the report, and 14 launches after it passed,
@@ -247,7 +241,7 @@ def test_two_process_gloo_ddp(small_ts, tmp_path):
     errors = []
     for attempt in range(2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(_free_port()), "-m", "jumpbench.cli", "run", "--model", "jump",
+               "--master_port", str(free_port()), "-m", "jumpbench.cli", "run", "--model", "jump",
                "--data", str(small_ts), "--preset", "smoke", "--out", str(tmp_path / str(attempt)), "--quiet"]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
         if proc.returncode == 0:

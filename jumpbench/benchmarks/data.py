@@ -159,9 +159,13 @@ class SceneDataset(Scenes):
 
 class StepBatches(torch.utils.data.Sampler):
     """The scene indices of every training step from `start`: a pure function of (seed, step),
-    so a resumed run sees exactly the batches an uninterrupted one would."""
+    so a resumed run sees exactly the batches an uninterrupted one would. `batch` is the global
+    batch: under data parallelism each of `world` processes takes every world-th scene of the
+    step's draw, so a step trains on the same scenes whatever the number of processes."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        if batch % world:
+            raise JumpbenchError(f"train.batch_size {batch} does not split evenly over {world} processes")
         self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
         self.rank, self.world = rank, world
 
@@ -171,7 +175,7 @@ class StepBatches(torch.utils.data.Sampler):
     def __iter__(self):
         for step in range(self.start, self.stop):
             rng = np.random.default_rng([self.seed, step])
-            idx = rng.choice(self.n, self.batch * self.world, replace=self.n < self.batch * self.world)
+            idx = rng.choice(self.n, self.batch, replace=self.n < self.batch)
             yield idx[self.rank::self.world].tolist()
 
 

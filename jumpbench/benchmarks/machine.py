@@ -26,11 +26,22 @@ def usable_cores() -> int:
 
 def default_threads(jobs: int = 1) -> int:
     """Threads for one of `jobs` jobs sharing this machine: JUMPBENCH_THREADS if set, else the
-    usable cores divided among the jobs (at least 1)."""
+    usable cores divided among the jobs and among the processes of a data-parallel run on this
+    machine (LOCAL_WORLD_SIZE, set by torchrun and by `run --procs`), at least 1."""
     env = os.environ.get("JUMPBENCH_THREADS")
     if env:
         return max(1, int(env))
-    return max(1, usable_cores() // max(1, jobs))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, usable_cores() // (max(1, jobs) * max(1, local)))
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for the rendezvous of a data-parallel run's processes."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cpu_has_bf16() -> bool:

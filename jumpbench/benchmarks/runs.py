@@ -57,7 +57,9 @@ class RunSpec:
     """One training run of one seed: what `jumpbench run` was asked for. `name` is the config
     name of its folder (the preset, plus the overrides, when not given); `tensorboard` and
     `extend` change how it trains, not what it is (they are not in config.json); `branch_from`: a
-    run folder (or its config folder) whose checkpoint this run starts from (see branch_source)."""
+    run folder (or its config folder) whose checkpoint this run starts from (see branch_source);
+    `procs`: data-parallel processes on this machine (config.json's world_size), started by the
+    sweep's local launcher."""
     model: str
     data: str
     preset: str = "cpu"
@@ -68,6 +70,7 @@ class RunSpec:
     tensorboard: bool = False
     extend: bool = False
     branch_from: str | None = None
+    procs: int = 1
 
     def __post_init__(self):
         for key, value in (("data", str(self.data)), ("out", str(self.out)), ("overrides", tuple(self.overrides)),
@@ -136,7 +139,7 @@ def pending(spec: RunSpec) -> tuple[Path, dict | None]:
     info = dataset_info(spec.data)
     cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
     folder = spec.folder(info["name"])
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = int(os.environ.get("WORLD_SIZE", spec.procs))  # torchrun's, or the processes the launcher starts
     extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
     if spec.branch_from is not None:
         check_branch_folder(spec, folder)

@@ -8,6 +8,11 @@ status.json says why). Launchers:
 - `local`, jobs = 1: the runs one after another in this process;
 - `local`, jobs = J > 1: J runs at a time, each in a fresh Python process with
   cores // J torch threads, or its own GPU (CUDA_VISIBLE_DEVICES) when there are GPUs;
+- `local`, procs = P > 1: each run trains data-parallel in P processes on this machine
+  (DistributedDataParallel over gloo on CPUs, one GPU each on GPUs), with cores // (J * P)
+  threads each. On a 2-core CPU two 1-thread processes beat one 2-thread process for the
+  video models (many small operations, which a second thread does not speed up);
+  `jumpbench bench train --procs 2` measures it;
 - `slurm`: the same calls submitted through submitit as one job array (`cluster="local"` or
   `"debug"` run submitit's own executors, as the tests do). Slurm parameters come from the
   environment variable JUMPBENCH_SLURM, e.g. "slurm_partition=gpu,timeout_min=4320";
@@ -21,13 +26,18 @@ metric (lower is better: every metric jumpbench logs is a loss or an error), and
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import itertools
 import json
 import math
 import os
 import queue
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -35,7 +45,7 @@ import click
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.data import dataset_info
-from jumpbench.benchmarks.machine import usable_cores
+from jumpbench.benchmarks.machine import free_port, usable_cores
 from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import check_model_fits, train_run
 from jumpbench.errors import JumpbenchError, error_line
@@ -53,6 +63,19 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
         raise JumpbenchError(f"--jobs must be at least 1, got {jobs}")
     if launcher not in LAUNCHERS:
         raise JumpbenchError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
+    procs = max([t.procs for t in tasks], default=1)
+    if procs > 1:
+        if launcher != "local":
+            raise JumpbenchError("--procs: data-parallel processes are started by the local launcher only "
+                                 "(on a cluster, start the processes with torchrun)")
+        if os.environ.get("WORLD_SIZE"):
+            raise JumpbenchError("--procs: this process is already one of a data-parallel group (torchrun)")
+        for t in tasks:
+            info = dataset_info(t.data)
+            bs = C.resolve(t.model, t.preset, info["name"], info, list(t.overrides))["train"].batch_size
+            if bs % t.procs:
+                raise JumpbenchError(f"--procs {t.procs}: train.batch_size {bs} does not split evenly over "
+                                     f"{t.procs} processes")
     todo = []
     for t in tasks:  # a finished run under another config is refused here, not skipped
         folder, status = runs.pending(t)
@@ -64,7 +87,7 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
         return []
     if launcher == "slurm":
         return _submitit(todo, jobs, cluster or "slurm")
-    if jobs == 1:
+    if jobs == 1 and procs == 1:
         failed = []
         for t, folder in todo:
             try:
@@ -76,7 +99,7 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
                 continue
             _report(folder)
         return failed
-    return _processes(todo, jobs)
+    return _processes(todo, jobs, procs, progress)
 
 
 def _report(folder: Path) -> str | None:
@@ -85,54 +108,148 @@ def _report(folder: Path) -> str | None:
     return None if status and status["status"] in ("done", "diverged") else (status or {}).get("why", "no status")
 
 
-def _slots(jobs: int) -> list[dict]:
-    """The environment of each of `jobs` parallel processes: its GPU, or its share of cores."""
+def _slots(jobs: int, procs: int = 1) -> list[dict]:
+    """The environment of each of `jobs` parallel runs of `procs` processes each: their GPUs, or
+    their share of cores."""
     import torch
 
     gpus = []
     if torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    threads = max(1, usable_cores() // jobs)
+        if procs > 1 and len(gpus) < jobs * procs:
+            raise JumpbenchError(f"--jobs {jobs} --procs {procs} needs {jobs * procs} GPUs, this machine "
+                                 f"shows {len(gpus)}")
+    threads = max(1, usable_cores() // (jobs * procs))
     slots = []
     for i in range(jobs):
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "JUMPBENCH_THREADS": str(threads)}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        if gpus:  # a run of P processes gets P GPUs; each process takes the one of its LOCAL_RANK
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[(i * procs + r) % len(gpus)] for r in range(procs))
         slots.append(env)
     return slots
 
 
-def _processes(todo: list[tuple[RunSpec, Path]], jobs: int) -> list[tuple[RunSpec, str]]:
-    """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.sweep`."""
+class _Children:
+    """The processes a local sweep or a data-parallel run starts. They run in sessions of their
+    own, so a Ctrl-C at the terminal reaches this process alone; it (and a SIGTERM) is passed on
+    as one SIGTERM to each child, which checkpoints between two steps, marks its run
+    interrupted and exits; this process waits for them and then stops as interrupted."""
+
+    def __init__(self):
+        self.live, self.lock, self.stopping = set(), threading.RLock(), False
+
+    def start(self, argv: list[str], env: dict, **kw) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping:
+                raise KeyboardInterrupt
+            proc = subprocess.Popen(argv, env=env, start_new_session=True, **kw)
+            self.live.add(proc)
+            return proc
+
+    def finished(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.live.discard(proc)
+
+    def stop(self, signum=None, frame=None) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.live:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def forwarding_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        if self.stopping:
+            raise KeyboardInterrupt
+
+
+def _run_processes(children: _Children, task: RunSpec, env: dict, show: bool) -> tuple[int, str]:
+    """Train `task` in its `procs` processes (ranks of one data-parallel run when more than one)
+    and wait for them: (exit status, the last line any of them wrote to stderr). `show`: rank 0
+    writes to this terminal (its progress bar). When one process fails, the others are given a
+    minute to notice (their gradients' all-reduce fails), then stopped."""
+    argv = [sys.executable, "-m", "jumpbench.benchmarks.sweep", task.to_json()] + (["--progress"] if show else [])
+    group = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(task.procs),
+             "LOCAL_WORLD_SIZE": str(task.procs)} if task.procs > 1 else {}
+    procs, logs = [], []
+    try:
+        for r in range(task.procs):
+            log = tempfile.TemporaryFile("w+")
+            logs.append(log)
+            rank = {"RANK": str(r), "LOCAL_RANK": str(r)} if task.procs > 1 else {}
+            quiet = not (show and r == 0)
+            procs.append(children.start(argv, {**os.environ, **env, **group, **rank},
+                                        stdout=subprocess.DEVNULL if quiet else None,
+                                        stderr=log if quiet else None))
+        deadline = None
+        while any(p.poll() is None for p in procs):
+            if deadline is None and any(p.returncode for p in procs):
+                deadline = time.monotonic() + 60
+            if deadline is not None and time.monotonic() > deadline:
+                for p in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            children.finished(p)
+    lines = []
+    for log in logs:
+        log.seek(0)
+        lines += [ln for ln in log.read().splitlines() if ln.strip() and not ln.startswith("[rank")]
+        log.close()
+    code = max((p.returncode for p in procs), key=abs)
+    return code, lines[-1] if lines else f"exit status {code}"
+
+
+def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
+               progress: bool = False) -> list[tuple[RunSpec, str]]:
+    """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.sweep`
+    (`procs` of them for a data-parallel run). With one job at a time and `progress`, the
+    training's progress bar shows."""
     free = queue.Queue()
-    for env in _slots(jobs):
+    for env in _slots(jobs, procs):
         free.put(env)
+    children = _Children()
 
     def one(t: RunSpec, folder: Path) -> str | None:
         env = free.get()
         try:
-            proc = subprocess.run([sys.executable, "-m", "jumpbench.benchmarks.sweep", t.to_json()],
-                                  env={**os.environ, **env}, capture_output=True, text=True)
+            code, last = _run_processes(children, t, env, show=progress and jobs == 1)
         finally:
             free.put(env)
         why = _report(folder)
-        if proc.returncode != 0 and (read_status(folder) or {}).get("status") != "failed":
-            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]  # died before train() said why
-            return lines[-1] if lines else f"exit status {proc.returncode}"
+        if code != 0 and (read_status(folder) or {}).get("status") not in ("failed", "interrupted"):
+            return last  # died before train() said why
         return why
 
     failed = []
-    with cf.ThreadPoolExecutor(jobs) as pool:
+    with children.forwarding_signals(), cf.ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(one, t, folder): t for t, folder in todo}
         for fut in cf.as_completed(futures):
-            why = fut.result()
+            try:
+                why = fut.result()
+            except KeyboardInterrupt:  # a task not started: the sweep is being stopped
+                continue
             if why:
                 failed.append((futures[fut], why))
     return failed
 
 
-def _train_task(task: RunSpec, threads: int | None = None) -> str:
+def _train_task(task: RunSpec, threads: int | None = None, progress: bool = False) -> str:
     """One run in a worker process (subprocess or submitit job); returns its final status."""
     import torch
 
@@ -140,7 +257,7 @@ def _train_task(task: RunSpec, threads: int | None = None) -> str:
     if threads:  # train() takes its threads from here
         os.environ["JUMPBENCH_THREADS"] = str(threads)
         torch.set_num_threads(threads)
-    folder = train_run(task, False)
+    folder = train_run(task, progress)
     return (read_status(folder) or {}).get("status", "unknown")
 
 
@@ -178,7 +295,7 @@ def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list
 def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
               progress: bool = True, jobs: int = 1, launcher: str = "local",
               cluster: str | None = None, tensorboard: bool = False, extend: bool = False,
-              branch_from: str | None = None) -> list[tuple[int, str]]:
+              branch_from: str | None = None, procs: int = 1) -> list[tuple[int, str]]:
     """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed.
     `tensorboard`, `extend`, `branch_from`: train()'s keywords (a config folder as
     `branch_from` gives each seed its own parent)."""
@@ -195,7 +312,7 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
 
         for s in seeds:
             branch_parent(branch_from, s)
-    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend, branch_from)
+    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend, branch_from, procs)
              for s in seeds]
     return [(t.seed, why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
 
@@ -234,7 +351,7 @@ def default_metric(info: dict) -> str:
 
 def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str | None = None,
           base_overrides: list[str] = (), seed: int = 0, jobs: int = 1, launcher: str = "local",
-          progress: bool = True, cluster: str | None = None) -> dict:
+          progress: bool = True, cluster: str | None = None, procs: int = 1) -> dict:
     """Train one seed per grid point, rank the points by `metric` (lower is better; diverged or
     failed points last) and write <out>/<dataset>/<model>/best.json. Returns its content."""
     info = dataset_info(data)
@@ -249,7 +366,7 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
               for combo in itertools.product(*grid.values())]
     for p in points:  # every point must be a valid config before anything trains
         C.resolve(model, preset, info["name"], info, p)
-    tasks = [RunSpec(model, data, preset, tuple(p), seed, out) for p in points]
+    tasks = [RunSpec(model, data, preset, tuple(p), seed, out, procs=procs) for p in points]
     failed = {t.name: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
     ranking = []
     for t in tasks:
@@ -294,5 +411,18 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
         raise JumpbenchError(f"{path} is not a sweep's best.json") from None
 
 
+def _main(argv: list[str]) -> int:
+    """One run (or one rank of it) for the local launcher: TASK_JSON [--progress]. Errors are one
+    line on stderr, which the launcher reports when the run's status does not say why."""
+    try:
+        _train_task(RunSpec.from_json(argv[0]), progress="--progress" in argv[1:])
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(error_line(e), file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.sweep TASK_JSON
-    _train_task(RunSpec.from_json(sys.argv[1]))
+    sys.exit(_main(sys.argv[1:]))

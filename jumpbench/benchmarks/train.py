@@ -24,7 +24,7 @@ from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import evaluate as E
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import runs
-from jumpbench.errors import JumpbenchError
+from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import read_json
 
 def check_model_fits(model_name: str, info: dict) -> None:
@@ -78,6 +78,9 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
         raise JumpbenchError(f"data.image_size {dc.image_size} must divide the dataset's {info['size']}")
     folder = spec.folder(info["name"])
     rank, world = _dist()
+    if tc.batch_size % world:
+        raise JumpbenchError(f"train.batch_size {tc.batch_size} does not split evenly over {world} processes "
+                             "(the batch is the global one: each process trains batch_size / processes scenes)")
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
     if device.type == "cpu":
@@ -122,7 +125,9 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
         resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
         if tc.precision == "auto":  # go on in the precision the run (or its parent) trained in
             precision = M.resumed_precision(ckpt.get("precision"), ckpt.get("device_type"), precision, device)
-    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    # every parameter gets a gradient at every step (tests/test_models.py checks each model's
+    # phases), so DDP need not search the graph for unused ones
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if rank == 0:
         runs.truncate_metrics(folder / runs.METRICS, step)
         runs.write_status(folder, "running", f"step {step} of {tc.steps}")
@@ -166,7 +171,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
 
     try:
         for item in batches:
-            if stop.requested:  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
+            if stop.now(world, device, step % sync_every == 0):  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
                 if diverged():  # (GPUs: a NaN not read yet) marked, nothing saved; still a stop
                     raise KeyboardInterrupt
                 if rank == 0:
@@ -211,8 +216,10 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
                 t0 = time.perf_counter()
                 if rank == 0:
                     sums, count = stats.host()
+                    with _evaluation_threads(device, world):
+                        scores = evaluator(step, folder)
                     row = {"step": step, "wall": round(wall, 2), "lr": tc.lr_at(step),
-                           **{f"train_{k}": v / count for k, v in sums.items()}, **evaluator(step, folder)}
+                           **{f"train_{k}": v / count for k, v in sums.items()}, **scores}
                     runs.append_metrics(folder, row)
                     if writer is not None:
                         board.log_row(writer, row, folder)
@@ -221,8 +228,14 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
                     runs.write_status(folder, "running", f"step {step} of {tc.steps}")
                 stats.reset()
     except Exception as e:
+        if world > 1 and ("by peer" in str(e) or isinstance(e, torch.distributed.DistError)):  # a peer died
+            # (gloo: "Connection closed/reset by peer", with a path of the machine that built torch)
+            e = JumpbenchError("another process of this data-parallel run stopped (killed, or failed: its "
+                               "output says why); re-run the same command to resume from the last checkpoint")
         if rank == 0 and not _diverged_before(diverged):
-            runs.write_status(folder, "failed", f"{type(e).__name__}: {e}")
+            runs.write_status(folder, "failed", error_line(e))
+        if isinstance(e, JumpbenchError):
+            raise e from None
         raise
     finally:
         stop.restore()
@@ -306,6 +319,22 @@ class _StepStats:
         self.sums, self.count = {}, 0
 
 
+@contextmanager
+def _evaluation_threads(device: torch.device, world: int):
+    """Rank 0 evaluates with the threads of every process of its data-parallel run on this
+    machine: the others wait, asleep, for its gradients meanwhile."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or local <= 1:
+        yield
+        return
+    torch.set_num_threads(threads * local)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _mark_interrupted(folder: Path, step: int, steps: int) -> None:
     runs.write_status(folder, "interrupted", f"interrupted at step {step} of {steps}; run the same command to resume")
 
@@ -338,6 +367,19 @@ class _StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._handle)
+
+    def now(self, world: int, device: torch.device, check: bool = True) -> bool:
+        """Whether to stop before this step. Under data parallelism a request in any process
+        stops every process at the same step (one that stopped alone would leave the others
+        waiting for its gradients); they agree at the steps where `check` (every step on CPUs,
+        where agreeing costs nothing, every sync_every steps on GPUs)."""
+        if world == 1:
+            return self.requested
+        if not check:
+            return False
+        flag = torch.tensor([float(self.requested)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _handle(self, signum, frame):
         if self.requested:  # a second Ctrl-C stops at once

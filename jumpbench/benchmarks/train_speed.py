@@ -6,7 +6,11 @@ Variants of one step (forward, backward, gradient clipping, Adam) at a preset's 
   fp32+compile, bf16+compile   the same through torch.compile (with --compile; compiling is not timed)
 and, with --data, end to end (batch from the data path + step, both at the preset's
 precision): `stream` reads and decodes the shards through a DataLoader (the path without a
-cache), `cache` gathers the batch from the decoded-frame cache in the training process.
+cache), `cache` gathers the batch from the decoded-frame cache in the training process;
+and, with --procs P (CPUs), `fp32 xP procs` (and `bf16 xP procs`): the same step data-parallel
+in P processes of threads // P threads each, each with batch / P scenes and DistributedDataParallel
+over gloo, as `jumpbench run --procs P` trains (the processes wait, asleep, while the other
+variants are timed).
 
 The machines this runs on are shared and noisy, so the contenders are interleaved: each
 round times `steps` steps of every variant in turn, and the median over rounds is reported.
@@ -15,6 +19,7 @@ machine's measured convolution ceiling (a large 3x3 conv timed in the same run).
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -79,6 +84,80 @@ class Stepper:
         self.step_no += 1
 
 
+def _rank(rank: int, procs: int, port: int, threads: int, name: str, cfg: dict, precision: str,
+          dataset: str, steps: int, go, done) -> None:
+    """One process of the data-parallel variant: builds its model and batch (batch / procs
+    scenes), warms up, then times `steps` steps each time `go` gives it a round; rank 0 puts
+    the ms per step on `done` (every rank puts "ready" there first, once warm). Runs until `go`
+    gives None."""
+    import dataclasses
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(procs),
+                      LOCAL_WORLD_SIZE=str(procs))
+    torch.set_num_threads(threads)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=procs)
+    cfg = {**cfg, "train": dataclasses.replace(cfg["train"], batch_size=cfg["train"].batch_size // procs)}
+    stepper = Stepper(name, cfg, torch.device("cpu"), precision, False)
+    batch = stepper.batch(synthetic_item(dataset, cfg["train"].batch_size, cfg["data"].image_size, seed=rank), 0)
+    stepper.model = torch.nn.parallel.DistributedDataParallel(stepper.model)
+    for _ in range(2):
+        stepper.step(batch)
+    done.put("ready")
+    while go.get() is not None:
+        torch.distributed.barrier()
+        t = time.perf_counter()
+        for _ in range(steps):
+            stepper.step(batch)
+        torch.distributed.barrier()
+        if rank == 0:
+            done.put((time.perf_counter() - t) / steps * 1e3)
+    torch.distributed.destroy_process_group()
+
+
+class DataParallel:
+    """The data-parallel variant's processes (see _rank): start them, time a round, stop them."""
+
+    def __init__(self, procs: int, name: str, cfg: dict, precision: str, dataset: str, steps: int):
+        import multiprocessing as mp
+
+        if cfg["train"].batch_size % procs:
+            raise JumpbenchError(f"--procs {procs}: train.batch_size {cfg['train'].batch_size} does not split "
+                                 f"evenly over {procs} processes")
+        port = M.free_port()
+        ctx = mp.get_context("spawn")
+        self.go, self.done = [ctx.Queue() for _ in range(procs)], ctx.Queue()
+        threads = max(1, torch.get_num_threads() // procs)
+        self.procs = [ctx.Process(target=_rank, args=(r, procs, port, threads, name, cfg, precision, dataset,
+                                                      steps, self.go[r], self.done), daemon=True)
+                      for r in range(procs)]
+        for p in self.procs:
+            p.start()
+        for _ in self.procs:  # started and warm: they must not run beside the other variants' rounds
+            self._wait()
+
+    def round(self) -> float:
+        for q in self.go:
+            q.put(True)
+        return self._wait()
+
+    def _wait(self):
+        while True:
+            try:
+                return self.done.get(timeout=5)
+            except Exception:  # queue.Empty: is every process still alive?
+                if any(p.exitcode not in (None, 0) for p in self.procs):
+                    self.close()
+                    raise JumpbenchError("--procs: a data-parallel benchmark process died") from None
+
+    def close(self) -> None:
+        for q in self.go:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+
+
 def step_flops(stepper: Stepper, batch: dict) -> float:
     """FLOPs of one forward + backward (the optimizer's elementwise work is negligible)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -120,19 +199,21 @@ def _cached(scenes, cfg, seed: int):
 
 def train_speed(models: list[str], preset: str = "cpu", dataset: str = "traveling_salesman",
                 device: str = "cpu", steps: int = 5, repeats: int = 3, compiled: bool = False,
-                data: str | None = None, overrides: list[str] = ()) -> dict:
+                data: str | None = None, overrides: list[str] = (), procs: int = 1) -> dict:
     """ms per step of each model and variant, medians over interleaved rounds (see above)."""
     from jumpbench.models import MODELS
     from jumpbench.models.base import Model
 
-    if steps < 1 or repeats < 1:
-        raise JumpbenchError("--steps and --repeats must be at least 1")
+    if steps < 1 or repeats < 1 or procs < 1:
+        raise JumpbenchError("--steps, --repeats and --procs must be at least 1")
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise JumpbenchError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise JumpbenchError("--device cuda: no CUDA device here")
+    if dev.type == "cuda" and procs > 1:
+        raise JumpbenchError("--procs: the data-parallel variant is timed on CPUs (on GPUs: one process per GPU)")
     M.setup_device(dev)
     bf16 = M.has_bf16(dev)
     scenes = None
@@ -144,7 +225,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
             raise JumpbenchError(f"unknown dataset {dataset!r}; choose from {', '.join(SHAPES)}")
         info = dict(SHAPES[dataset])
     result = {"preset": preset, "dataset": dataset, "device": str(dev), "threads": torch.get_num_threads(),
-              "steps": steps, "repeats": repeats, "bf16_supported": bf16,
+              "procs": procs, "steps": steps, "repeats": repeats, "bf16_supported": bf16,
               "conv_ceiling_gflops": {"fp32": round(conv_ceiling(dev, "fp32"), 1)}, "models": {}}
     if bf16:
         result["conv_ceiling_gflops"]["bf16"] = round(conv_ceiling(dev, "bf16"), 1)
@@ -172,28 +253,45 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         for v in list(variants.values()) + [s for s, _ in ends.values()]:  # warm up (and compile)
             for _ in range(2):
                 v.step(batch)
-        times = {k: [] for k in [*variants, *(f"end-to-end {k}" for k in ends)]}
-        for r in range(repeats):
-            for k, v in variants.items():  # one batch composition (M, K) for the model-only step:
-                _sync(dev)                    # cuDNN's autotuner then measures each shape once
-                t = time.perf_counter()
-                for i in range(steps):
-                    v.step(batch)
-                _sync(dev)
-                times[k].append((time.perf_counter() - t) / steps * 1e3)
-            for k, (v, batches) in ends.items():
-                _sync(dev)
-                t = time.perf_counter()
-                for i in range(steps):
-                    v.step(v.batch(next(batches), r * steps + i))
-                _sync(dev)
-                times[f"end-to-end {k}"].append((time.perf_counter() - t) / steps * 1e3)
+        parallel = {f"{p} x{procs} procs": DataParallel(procs, name, cfg, p, dataset, steps)
+                    for p in (["fp32", "bf16"] if bf16 else ["fp32"])} if procs > 1 else {}
+        times = {k: [] for k in [*variants, *parallel, *(f"end-to-end {k}" for k in ends)]}
+        try:
+            for r in range(repeats):
+                _time_round(variants, parallel, ends, times, batch, dev, steps, r)
+        finally:
+            for dp in parallel.values():
+                dp.close()
+        ms = {k: round(statistics.median(v), 2) for k, v in times.items()}
         ms = {k: round(statistics.median(v), 2) for k, v in times.items()}
         result["models"][name] = {
             "gflop_per_step": round(flops / 1e9, 2), "ms": ms, "all_ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
             "gflops": {k: round(flops / 1e9 / (t / 1e3), 1) for k, t in ms.items()},
             "speedup_vs_fp32": {k: round(ms["fp32"] / t, 2) for k, t in ms.items()}}
     return result
+
+
+def _time_round(variants: dict, parallel: dict, ends: dict, times: dict, batch: dict, dev: torch.device,
+                steps: int, r: int) -> None:
+    """One round: `steps` steps of every variant in turn, ms per step appended to `times`. The
+    model-only variants step on one `batch` (one composition (M, K): cuDNN's autotuner then
+    measures each shape once)."""
+    for k, v in variants.items():
+        _sync(dev)
+        t = time.perf_counter()
+        for i in range(steps):
+            v.step(batch)
+        _sync(dev)
+        times[k].append((time.perf_counter() - t) / steps * 1e3)
+    for k, dp in parallel.items():
+        times[k].append(dp.round())
+    for k, (v, batches) in ends.items():
+        _sync(dev)
+        t = time.perf_counter()
+        for i in range(steps):
+            v.step(v.batch(next(batches), r * steps + i))
+        _sync(dev)
+        times[f"end-to-end {k}"].append((time.perf_counter() - t) / steps * 1e3)
 
 
 def format_table(result: dict) -> str:
