@@ -216,9 +216,10 @@ class LazyChoice(click.Choice):
               help="Seeds run at a time, each in its own process (cores // J threads, or its own GPU).")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
               help="slurm: submit through submitit (parameters from $JUMPBENCH_SLURM).")
-@click.option("--procs", type=int, default=1, show_default=True,
+@click.option("--procs", type=int, default=None,
               help="Data-parallel processes per run on this machine (the batch split among them; "
-              "cores // (J * P) threads each). On a 2-core CPU, 2 makes CDNA and SV2P faster.")
+              "cores // (J * P) threads each). On a 2-core CPU, 2 makes CDNA and SV2P faster. "
+              "[1, or the sweep's with --config]")
 @click.option("--config", "config", default=None, metavar="best|FILE",
               help="Preset and overrides of a sweep's winner (OUT/<dataset>/<model>/best.json, or a file).")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events into each run folder "
@@ -230,11 +231,13 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
     from jumpbench.benchmarks.sweep import load_best, run_seeds
 
     for opt, value in (("--jobs", jobs), ("--procs", procs)):
-        if value < 1:
+        if value is not None and value < 1:
             raise JumpbenchError(f"{opt} must be at least 1, got {value}")
-    if config is not None:  # the sweep's preset and overrides; --set and --steps apply on top
-        preset, best = load_best(out, data, model, config)
+    if config is not None:  # the sweep's preset, overrides and processes; --set and --steps apply on top
+        preset, best, best_procs = load_best(out, data, model, config)
         overrides = best + list(overrides)
+        procs = procs or best_procs
+    procs = procs or 1
     if seeds is not None and seed is not None:
         raise JumpbenchError("give --seeds N or --seed K, not both")
     if seeds is not None and seeds < 1:

@@ -120,6 +120,14 @@ def test_fig5b_consistency_and_speed(runs, tmp_path):
     train = _figure(out, "speed_train_cpu")  # every model and variant drawn, JUMP's end to end too
     assert train["ms"] == {"fp32": {"jump": 89.0, "cdna": 800.0}, "bf16": {"jump": 68.0, "cdna": 560.0},
                            "end-to-end cache": {"jump": 88.0}}
+    assert not [ln for ln in lines if ln.startswith("warning")]
+    speed = runs.parent / "speed"
+    (speed / "torn.json").write_text('{"models": {"jump"')
+    (speed / "notes.json").write_text('{"todo": 1}')
+    lines = plot_all(runs, out, grids=False)  # files it cannot draw are named, the others drawn
+    assert [ln.split(": ")[1] for ln in lines if ln.startswith("warning")] == [
+        str(speed / "notes.json"), str(speed / "torn.json")]
+    assert any("speed_train_cpu" in ln for ln in lines)
     scores = _figure(out, "scores_mnist_dice_cpu")
     agree = scores["models"]["agreement"]
     assert agree["jump"]["test_score_agreement"]["mean"] == pytest.approx(0.85)

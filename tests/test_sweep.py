@@ -89,6 +89,9 @@ def test_parse_grid_splits_outside_brackets():
     (["sweep", "--grid", "lr="], "--grid expects key=v1,v2"),
     (["sweep", "--grid", "wings=1,2"], "unknown key 'wings'"),
     (["sweep", "--grid", "lr=1e-4,1e-3", "--metric", "accuracy"], "unknown metric 'accuracy'"),
+    (["sweep", "--grid", "lr=1e-4,1e-3", "--metric", "test_min_mze"], "logs test_kl, test_loss, test_min_mse"),
+    (["sweep", "--grid", "lr=1e-4", "--procs", 0], "--procs must be at least 1"),
+    (["run", "--procs", 0], "--procs must be at least 1"),
     (["sweep", "--grid", "lr=1e-4", "--jobs", 0], "--jobs must be at least 1"),
     (["run", "--jobs", 0], "--jobs must be at least 1"),
     (["run", "--launcher", "pbs"], "pbs"),
@@ -140,3 +143,69 @@ def test_a_stop_reaches_every_process_of_a_data_parallel_run(small_ts, tmp_path)
     assert _status(folder) == "interrupted" and (folder / "checkpoint.pt").is_file()
     ps = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert ps.stdout.strip() == "", "processes left running"
+
+
+def test_why_a_data_parallel_run_failed_names_the_process_that_failed_first_of_its_own_accord():
+    from jumpbench.benchmarks.sweep import _why_failed
+    from jumpbench.benchmarks.train import PEER_LOST
+
+    lost = f"{PEER_LOST} (killed, ...)"
+    assert _why_failed([], {}, [0, 0]) is None
+    assert _why_failed([0, 1], {0: lost, 1: "shard 3 is corrupt"}, [1, 1]) == "shard 3 is corrupt (process 1 of 2)"
+    assert _why_failed([0, 1], {0: lost}, [1, -9]) == "killed by signal 9 (process 1 of 2), perhaps for want of memory"
+    assert _why_failed([0], {0: "no such dataset"}, [1]) == "no such dataset"
+    assert _why_failed([1], {}, [0, 3]) == "exit status 3 (process 1 of 2)"
+
+
+def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
+    """A scheduler signals every process of a job and the launcher passes its own on: the
+    second SIGTERM must not cut the checkpoint short; a second Ctrl-C is a person insisting."""
+    import signal
+
+    from jumpbench.benchmarks.sweep import _Children
+    from jumpbench.benchmarks.train import _StopRequest
+
+    stop = _StopRequest()
+    try:
+        stop._handle(signal.SIGTERM, None)
+        stop._handle(signal.SIGTERM, None)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+    finally:
+        stop.restore()
+
+    class Child:
+        def __init__(self):
+            self.got = []
+
+        def send_signal(self, sig):
+            self.got.append(sig)
+
+    children, child = _Children(), Child()
+    children.live.add(child)
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGINT):
+        children.stop(sig)
+    assert child.got == [signal.SIGTERM, signal.SIGINT]
+
+
+def test_run_config_best_trains_in_the_sweeps_processes(tmp_path):
+    from jumpbench.benchmarks.sweep import load_best
+
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"preset": "cpu", "best": {"overrides": ["lr=1e-4"]}, "procs": 2}))
+    assert load_best(tmp_path, None, "cdna", str(best)) == ("cpu", ["lr=1e-4"], 2)
+    best.write_text(json.dumps({"preset": "cpu", "best": {"overrides": []}}))  # before --procs
+    assert load_best(tmp_path, None, "cdna", str(best)) == ("cpu", [], 1)
+
+
+def test_a_data_parallel_run_of_the_per_process_batch_is_not_resumed(tmp_path):
+    from jumpbench.benchmarks.runs import check_global_batch
+
+    (tmp_path / "config.json").write_text(json.dumps({"world_size": 2}))
+    with pytest.raises(JumpbenchError, match="per process"):
+        check_global_batch(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"world_size": 2, "batch_size_is_global": True}))
+    check_global_batch(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"world_size": 1}))
+    check_global_batch(tmp_path)

@@ -224,14 +224,17 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
     return made
 
 
-def fig_speed(speed_dir: Path, out: Path) -> list[Path]:
+def fig_speed(speed_dir: Path, out: Path, problems: list[str] | None = None) -> list[Path]:
     """One figure per speed JSON: `bench jumpy`'s seconds to sample frame t per model (log scale),
-    or `bench train`'s milliseconds per training step per model and variant."""
+    or `bench train`'s milliseconds per training step per model and variant. A file that is
+    neither is skipped with a line in `problems`."""
     plt, made = _plt(), []
+    problems = [] if problems is None else problems
     for path in sorted(Path(speed_dir).glob("*.json")):
         try:
             res = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            problems.append(f"warning: {path}: unreadable ({type(e).__name__}), not drawn")
             continue
         if isinstance(res, dict) and isinstance(res.get("models"), dict) and res["models"]:
             made.append(fig_train_speed(res, path, out))
@@ -239,6 +242,7 @@ def fig_speed(speed_dir: Path, out: Path) -> list[Path]:
         try:
             ts, secs = res["ts"], res["seconds"]
         except (KeyError, TypeError):
+            problems.append(f"warning: {path}: neither a 'bench jumpy' nor a 'bench train' result, not drawn")
             continue
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for i, model in enumerate(ordered(secs)):
@@ -279,7 +283,10 @@ def fig_train_speed(res: dict, path: Path, out: Path) -> Path:
     ax.set(xlim=(0, top * 1.4), xlabel="milliseconds per training step (median of interleaved rounds)")
     ceiling = ", ".join(f"{k} {v:,.0f}" for k, v in res.get("conv_ceiling_gflops", {}).items())
     ax.set_title(f"Training step ({path.name}): preset {res.get('preset', '?')}, {res.get('dataset', '?')}, "
-                 f"{res.get('device', '?')}, {res.get('threads', '?')} threads\nconv ceiling GFLOP/s: {ceiling}; "
+                 f"{res.get('device', '?')}, {res.get('threads', '?')} threads"
+                 + (f"; x{res['procs']} procs: {res['procs']} processes of {res['threads'] // res['procs'] or 1} "
+                    "thread(s)" if res.get("procs", 1) > 1 else "")
+                 + f"\nconv ceiling GFLOP/s: {ceiling}; "
                  "labels: ms and speed-up over fp32", fontsize=8)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, axis="x")
@@ -294,13 +301,15 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
     runs = collect(runs_root)
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = [f"warning: {r.path}: counted with no evaluations: {r.problem}" for r in runs if r.problem]
+    speed_problems = []
     for name, make in (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
                        ("consistency", lambda: fig_consistency(main, out)),
                        ("scores", lambda: fig_scores(main, out)),
-                       ("speed", lambda: fig_speed(speed, out))):
+                       ("speed", lambda: fig_speed(speed, out, speed_problems))):
         made = make()
         lines += [f"wrote {p} (+ .pdf, .json)" for p in made] or [
             f"skipped {name}: no inputs under {speed if name == 'speed' else runs_root}; make them with: {HINTS[name]}"]
+    lines += speed_problems
     if grids:
         from jumpbench.benchmarks.grids import sample_grids
 

@@ -253,14 +253,16 @@ def summary_rows(runs: list[Run]) -> list[dict]:
 def baselines(runs: list[Run]) -> dict[str, dict[str, float]]:
     """{dataset: {baseline name: value}}: the trivial predictors' scores that the runs'
     evaluators wrote (test_baseline_*), on their test subsets; runs whose subsets differ are
-    averaged (they agree when eval_scenes does)."""
+    averaged (they agree when eval_scenes does), to 6 significant digits: runs evaluated in
+    fp32 and in bf16 differ in the 8th, which would otherwise change the figures' files with
+    every new run."""
     found: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         last = r.rows[-1] if r.rows else {}
         for key, v in last.items():
             if key.startswith("test_baseline_") and v is not None:
                 found.setdefault(r.dataset, {}).setdefault(key[len("test_baseline_"):], []).append(float(v))
-    return {d: {k: float(np.mean(v)) for k, v in b.items()} for d, b in found.items()}
+    return {d: {k: float(f"{np.mean(v):.6g}") for k, v in b.items()} for d, b in found.items()}
 
 
 def _fmt(v, digits=4) -> str:

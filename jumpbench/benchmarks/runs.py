@@ -104,7 +104,16 @@ def record(spec: RunSpec, world: int, info: dict, cfg: dict) -> dict:
     return {"model": spec.model, "data": spec.data, "dataset": info["name"], "dataset_sha256": dataset_sha256(spec.data),
             "dataset_generator": {k: m.get(k) for k in ("generator", "version", "params")},
             "preset": spec.preset, "overrides": list(spec.overrides), "seed": spec.seed, "world_size": world,
-            "config": C.to_dict(cfg)}
+            "batch_size_is_global": True, "config": C.to_dict(cfg)}
+
+
+def check_global_batch(folder: Path) -> None:
+    """A data-parallel run made before train.batch_size became the global batch (each process
+    then took a whole batch of its own) is refused rather than resumed with half the batch."""
+    old = read_json(Path(folder) / CONFIG)
+    if isinstance(old, dict) and old.get("world_size", 1) > 1 and not old.get("batch_size_is_global"):
+        raise JumpbenchError(f"{folder} was trained with train.batch_size per process (an older jumpbench); "
+                             "it would resume with another batch: give another --name or --out to start anew")
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.data import dataset_info
 from jumpbench.benchmarks.machine import free_port, usable_cores
 from jumpbench.benchmarks.runs import RunSpec, read_status
-from jumpbench.benchmarks.train import check_model_fits, train_run
+from jumpbench.benchmarks.train import PEER_LOST, check_model_fits, train_run
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
 
@@ -132,12 +132,14 @@ def _slots(jobs: int, procs: int = 1) -> list[dict]:
 
 class _Children:
     """The processes a local sweep or a data-parallel run starts. They run in sessions of their
-    own, so a Ctrl-C at the terminal reaches this process alone; it (and a SIGTERM) is passed on
-    as one SIGTERM to each child, which checkpoints between two steps, marks its run
-    interrupted and exits; this process waits for them and then stops as interrupted."""
+    own, so a Ctrl-C at the terminal reaches this process alone; it (and a SIGTERM or SIGHUP) is
+    passed on as one SIGTERM to each child, which checkpoints between two steps, marks its run
+    interrupted and exits; this process waits for them and then stops as interrupted. A second
+    Ctrl-C is passed on as SIGINT: the children stop at once. A child stops too when this
+    process dies (PR_SET_PDEATHSIG, _main)."""
 
     def __init__(self):
-        self.live, self.lock, self.stopping = set(), threading.RLock(), False
+        self.live, self.lock, self.stopping, self.forced = set(), threading.RLock(), False, False
 
     def start(self, argv: list[str], env: dict, **kw) -> subprocess.Popen:
         with self.lock:
@@ -153,17 +155,21 @@ class _Children:
 
     def stop(self, signum=None, frame=None) -> None:
         with self.lock:
+            force = self.stopping and signum == signal.SIGINT and not self.forced
+            if self.stopping and not force:
+                return
+            self.forced |= force
             self.stopping = True
             for proc in self.live:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+                    proc.send_signal(signal.SIGINT if force else signal.SIGTERM)
 
     @contextlib.contextmanager
     def forwarding_signals(self):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        old = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             yield
         finally:
@@ -173,46 +179,61 @@ class _Children:
             raise KeyboardInterrupt
 
 
-def _run_processes(children: _Children, task: RunSpec, env: dict, show: bool) -> tuple[int, str]:
+def _run_processes(children: _Children, task: RunSpec, env: dict, show: bool) -> tuple[int, str | None, list[int]]:
     """Train `task` in its `procs` processes (ranks of one data-parallel run when more than one)
-    and wait for them: (exit status, the last line any of them wrote to stderr). `show`: rank 0
-    writes to this terminal (its progress bar). When one process fails, the others are given a
-    minute to notice (their gradients' all-reduce fails), then stopped."""
+    and wait for them: (exit status, why they failed or None, their pids). `show`: rank 0 writes
+    to this terminal (its progress bar). When one process fails, the others are given a minute
+    to notice (their gradients' all-reduce fails), then stopped."""
     argv = [sys.executable, "-m", "jumpbench.benchmarks.sweep", task.to_json()] + (["--progress"] if show else [])
     group = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(task.procs),
              "LOCAL_WORLD_SIZE": str(task.procs)} if task.procs > 1 else {}
-    procs, logs = [], []
-    try:
-        for r in range(task.procs):
-            log = tempfile.TemporaryFile("w+")
-            logs.append(log)
-            rank = {"RANK": str(r), "LOCAL_RANK": str(r)} if task.procs > 1 else {}
-            quiet = not (show and r == 0)
-            procs.append(children.start(argv, {**os.environ, **env, **group, **rank},
-                                        stdout=subprocess.DEVNULL if quiet else None,
-                                        stderr=log if quiet else None))
-        deadline = None
-        while any(p.poll() is None for p in procs):
-            if deadline is None and any(p.returncode for p in procs):
-                deadline = time.monotonic() + 60
-            if deadline is not None and time.monotonic() > deadline:
-                for p in procs:
-                    with contextlib.suppress(ProcessLookupError):
-                        p.kill()
-            time.sleep(0.2)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            children.finished(p)
-    lines = []
-    for log in logs:
-        log.seek(0)
-        lines += [ln for ln in log.read().splitlines() if ln.strip() and not ln.startswith("[rank")]
-        log.close()
+    procs, order = [], []  # order: the ranks in the order they exited with an error
+    with tempfile.TemporaryDirectory(prefix="jumpbench-run-") as tmp:
+        errors = [Path(tmp) / f"rank-{r}.error" for r in range(task.procs)]
+        try:
+            for r in range(task.procs):
+                rank = {"RANK": str(r), "LOCAL_RANK": str(r)} if task.procs > 1 else {}
+                out = None if show and r == 0 else subprocess.DEVNULL
+                procs.append(children.start(argv, {**os.environ, **env, **group, **rank,
+                                                   "JUMPBENCH_ERROR_FILE": str(errors[r])}, stdout=out, stderr=out))
+            deadline = None
+            while any(p.poll() is None for p in procs):
+                order += [r for r, p in enumerate(procs) if p.returncode and r not in order]
+                if deadline is None and order:
+                    deadline = time.monotonic() + 60
+                if deadline is not None and time.monotonic() > deadline:
+                    for p in procs:
+                        with contextlib.suppress(ProcessLookupError):
+                            p.kill()
+                time.sleep(0.2)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                children.finished(p)
+        order += [r for r, p in enumerate(procs) if p.returncode and r not in order]
+        said = {r: e.read_text().strip() for r, e in enumerate(errors) if e.is_file()}
     code = max((p.returncode for p in procs), key=abs)
-    return code, lines[-1] if lines else f"exit status {code}"
+    return code, _why_failed(order, said, [p.returncode for p in procs]), [p.pid for p in procs]
+
+
+def _why_failed(order: list[int], said: dict[int, str], codes: list[int]) -> str | None:
+    """One line for a failed run's processes: the error of the first that failed of its own
+    accord (not one that only lost a peer), else how the first was stopped."""
+    if not order:
+        return None
+    where = (lambda r: f" (process {r} of {len(codes)})") if len(codes) > 1 else (lambda r: "")
+    own = [r for r in order if r in said and not said[r].startswith(PEER_LOST)]
+    if own:
+        return said[own[0]] + where(own[0])
+    killed = [r for r in order if codes[r] < 0]
+    if killed:
+        r = killed[0]
+        return (f"killed by signal {-codes[r]}{where(r)}" +
+                (", perhaps for want of memory" if -codes[r] == signal.SIGKILL else ""))
+    r = order[0]
+    return said.get(r, f"exit status {codes[r]}") + where(r)
 
 
 def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
@@ -228,12 +249,19 @@ def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
     def one(t: RunSpec, folder: Path) -> str | None:
         env = free.get()
         try:
-            code, last = _run_processes(children, t, env, show=progress and jobs == 1)
+            code, why, pids = _run_processes(children, t, env, show=progress and jobs == 1)
         finally:
             free.put(env)
-        why = _report(folder)
-        if code != 0 and (read_status(folder) or {}).get("status") not in ("failed", "interrupted"):
-            return last  # died before train() said why
+        status = read_status(folder)
+        if why is None or children.stopping:
+            return _report(folder)
+        if status and status.get("pid") in pids and status["status"] != "running" and \
+                not status["why"].startswith(PEER_LOST):
+            return _report(folder)  # the run's status.json says why, from this launch
+        if (folder / runs.CONFIG).is_file():  # else: a stale status, "running", or only a lost peer
+            runs.write_status(folder, "failed", why)
+            return _report(folder)
+        click.echo(f"{folder}: failed ({why})")  # before the run had a folder
         return why
 
     failed = []
@@ -349,6 +377,29 @@ def default_metric(info: dict) -> str:
     return "test_min_mse" if info["viewpoint_key"] == "timestamps" else "test_loss"
 
 
+def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
+    """The metrics a run of `model` under `cfg` logs: train_<term> and test_<term> for each term
+    of its loss (one forward pass on a random batch of two, at the config's sizes), and the
+    evaluation's own: test_min_mse and test_time_variation on videos. (test_baseline_* and,
+    at a run's end, test_score_* come on top.)"""
+    import torch
+
+    from jumpbench.benchmarks import data as D
+    from jumpbench.models import MODELS
+
+    size, frames, dim = cfg["data"].image_size, info["frames"], info["viewpoint_dim"]
+    g = torch.Generator().manual_seed(0)
+    item = {"frames": torch.randint(0, 256, (2, frames, 3, size, size), dtype=torch.uint8, generator=g),
+            "viewpoints": (torch.arange(frames, dtype=torch.float32).view(1, frames, 1).expand(2, frames, dim)
+                           if info["viewpoint_key"] == "timestamps" else torch.randn(2, frames, dim, generator=g))}
+    torch.manual_seed(0)
+    net = MODELS[model][0](cfg["model"])
+    with torch.no_grad():
+        terms = net(D.train_batch(item, cfg["data"], net.jumpy, g), 0)
+    video = ["test_min_mse", "test_time_variation"] if info["viewpoint_key"] == "timestamps" else []
+    return {f"{split}_{k}" for k in terms for split in ("train", "test")} | set(video)
+
+
 def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str | None = None,
           base_overrides: list[str] = (), seed: int = 0, jobs: int = 1, launcher: str = "local",
           progress: bool = True, cluster: str | None = None, procs: int = 1) -> dict:
@@ -358,14 +409,16 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     check_model_fits(model, info)
     grid = parse_grid(grid_items)
     metric = metric or default_metric(info)
-    if not (metric.startswith("test_") or metric.startswith("train_")) or metric == "test_" or (
-            metric == "test_min_mse" and info["viewpoint_key"] != "timestamps"):
-        raise JumpbenchError(f"unknown metric {metric!r}; use a logged test_<term> or train_<term>, e.g. "
-                             f"{default_metric(info)} (test_min_mse only on videos)")
     points = [list(base_overrides) + [f"{k}={v}" for k, v in zip(grid, combo)]
               for combo in itertools.product(*grid.values())]
     for p in points:  # every point must be a valid config before anything trains
-        C.resolve(model, preset, info["name"], info, p)
+        cfg = C.resolve(model, preset, info["name"], info, p)
+    try:  # and the metric one its runs log (a typo: before hours of training)
+        known = logged_metrics(model, cfg, info)
+    except (RuntimeError, ValueError) as e:  # a config that does not run fails here, not in every point
+        raise JumpbenchError(f"{model} under this config fails a forward pass: {error_line(e)}") from None
+    if metric not in known and not metric.startswith(("test_baseline_", "test_score_")):
+        raise JumpbenchError(f"unknown metric {metric!r}; {model} on {info['name']} logs {', '.join(sorted(known))}")
     tasks = [RunSpec(model, data, preset, tuple(p), seed, out, procs=procs) for p in points]
     failed = {t.name: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
     ranking = []
@@ -383,7 +436,7 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     if not ranking[0]["ok"]:
         raise JumpbenchError(f"no grid point finished; see the status.json files under {Path(out) / info['name']}")
     best = {"model": model, "dataset": info["name"], "data": str(data), "preset": preset, "metric": metric,
-            "lower_is_better": True, "seed": seed, "grid": grid, "base_overrides": list(base_overrides),
+            "lower_is_better": True, "seed": seed, "procs": procs, "grid": grid, "base_overrides": list(base_overrides),
             "best": {k: ranking[0][k] for k in ("overrides", "name", "value")}, "ranking": ranking}
     path = Path(out) / info["name"] / model / "best.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,9 +444,10 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     return best
 
 
-def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str]]:
-    """(preset, overrides) of a sweep's winner: `which` is "best" (<out>/<dataset>/<model>/
-    best.json) or the path of such a file."""
+def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str], int]:
+    """(preset, overrides, processes per run) of a sweep's winner: `which` is "best"
+    (<out>/<dataset>/<model>/best.json) or the path of such a file. Its seed's run is the
+    sweep's own point, so `run --config best` trains in as many processes as the sweep did."""
     path = Path(which)
     if which == "best":
         path = Path(out) / dataset_info(data)["name"] / model / "best.json"
@@ -401,10 +455,11 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
         raise JumpbenchError(f"--config {which}: a folder; give 'best' or the path of a sweep's best.json")
     try:
         best = json.loads(path.read_text())
-        preset, overrides = best["preset"], best["best"]["overrides"]
-        if not (isinstance(preset, str) and isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        preset, overrides, procs = best["preset"], best["best"]["overrides"], best.get("procs", 1)
+        if not (isinstance(preset, str) and isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)
+                and isinstance(procs, int) and procs >= 1):
             raise TypeError
-        return preset, list(overrides)
+        return preset, list(overrides), procs
     except OSError:
         raise JumpbenchError(f"no {path} (make it with: jumpbench sweep --model {model} --grid KEY=V1,V2)") from None
     except (ValueError, KeyError, TypeError):
@@ -412,16 +467,31 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
 
 
 def _main(argv: list[str]) -> int:
-    """One run (or one rank of it) for the local launcher: TASK_JSON [--progress]. Errors are one
-    line on stderr, which the launcher reports when the run's status does not say why."""
+    """One run (or one process of it) for the local launcher: TASK_JSON [--progress]. An error is
+    one line on stderr and in $JUMPBENCH_ERROR_FILE, which the launcher reports. A SIGTERM
+    before the training loop takes over the signals (while the model is built) stops it as
+    interrupted, as does the launcher's death."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    with contextlib.suppress(OSError, AttributeError):  # Linux: SIGTERM when the launcher dies
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     try:
         _train_task(RunSpec.from_json(argv[0]), progress="--progress" in argv[1:])
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        print(error_line(e), file=sys.stderr)
+        line = error_line(e)
+        print(line, file=sys.stderr)
+        if os.environ.get("JUMPBENCH_ERROR_FILE"):
+            with contextlib.suppress(OSError):
+                Path(os.environ["JUMPBENCH_ERROR_FILE"]).write_text(line)
         return 1
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.sweep TASK_JSON

@@ -27,6 +27,9 @@ from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import read_json
 
+PEER_LOST = "another process of this data-parallel run stopped"
+
+
 def check_model_fits(model_name: str, info: dict) -> None:
     """Video-only models (not jumpy: they roll frames forward in time) need a video dataset."""
     from jumpbench.models import MODELS
@@ -101,8 +104,16 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
         runs.load_state(branch[0], opt, branch[1]["optimizer"], "optimizer state")
         record["branched_from"] = branch[2]
     # config.json is written once; a resume under another config or dataset is refused
-    extended = runs.open_run(folder, record, write=rank == 0, extend=spec.extend)
-    status = runs.read_status(folder)
+    if world > 1:  # every process decides on the folder as found, before rank 0 rewrites config.json
+        runs.check_global_batch(folder)
+        extended = runs.open_run(folder, record, write=False, extend=spec.extend)
+        status = runs.read_status(folder)
+        torch.distributed.barrier()
+        if rank == 0:
+            runs.open_run(folder, record, write=True, extend=spec.extend)
+    else:
+        extended = runs.open_run(folder, record, write=True, extend=spec.extend)
+        status = runs.read_status(folder)
     if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
         return folder
     step, wall, resumed, ckpt = 0, 0.0, ({}, 0), None
@@ -159,7 +170,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     writer = board.open_writer(folder, step) if spec.tensorboard and rank == 0 else None
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{spec.model} seed {seed}")
-    stats, t0 = _StepStats(*resumed, device), time.perf_counter()
+    stats, t0 = _StepStats(*resumed, device, world), time.perf_counter()
     sync_every = _sync_every(device)
     stop = _StopRequest()
 
@@ -174,9 +185,10 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
             if stop.now(world, device, step % sync_every == 0):  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
                 if diverged():  # (GPUs: a NaN not read yet) marked, nothing saved; still a stop
                     raise KeyboardInterrupt
+                sums = stats.host()  # every process
                 if rank == 0:
                     runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
-                                             *stats.host(), precision=precision, device_type=device.type)
+                                             *sums, precision=precision, device_type=device.type)
                     _mark_interrupted(folder, step, tc.steps)
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
@@ -214,8 +226,8 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
             if evaluate:
                 wall += time.perf_counter() - t0
                 t0 = time.perf_counter()
+                sums, count = stats.host()  # every process
                 if rank == 0:
-                    sums, count = stats.host()
                     with _evaluation_threads(device, world):
                         scores = evaluator(step, folder)
                     row = {"step": step, "wall": round(wall, 2), "lr": tc.lr_at(step),
@@ -230,8 +242,8 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     except Exception as e:
         if world > 1 and ("by peer" in str(e) or isinstance(e, torch.distributed.DistError)):  # a peer died
             # (gloo: "Connection closed/reset by peer", with a path of the machine that built torch)
-            e = JumpbenchError("another process of this data-parallel run stopped (killed, or failed: its "
-                               "output says why); re-run the same command to resume from the last checkpoint")
+            e = JumpbenchError(f"{PEER_LOST} (killed, or failed: `run --procs` says why); re-run the same "
+                               "command to resume from the last checkpoint")
         if rank == 0 and not _diverged_before(diverged):
             runs.write_status(folder, "failed", error_line(e))
         if isinstance(e, JumpbenchError):
@@ -291,9 +303,13 @@ class _StepStats:
     numbers as summing on the host) and the first step whose loss was not finite, all kept on
     the device: adding a step queues a few tiny kernels and waits for nothing."""
 
-    def __init__(self, sums: dict, count: int, device: torch.device):
-        self.sums = {k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in sums.items()}
-        self.count = count
+    def __init__(self, sums: dict, count: int, device: torch.device, world: int = 1):
+        # resumed sums: under data parallelism already over every process, so kept apart from
+        # this process's own (a single process adds to them, in step order, as before)
+        self.base = {k: float(v) for k, v in sums.items()} if world > 1 else {}
+        self.sums = {} if world > 1 else {k: torch.tensor(float(v), dtype=torch.float64, device=device)
+                                          for k, v in sums.items()}
+        self.count, self.world = count, world
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
 
@@ -312,11 +328,22 @@ class _StepStats:
         return None if step < 0 else (step, float(self.bad_loss))
 
     def host(self) -> tuple[dict, int]:
-        """The sums as Python floats, and the number of steps they sum."""
-        return {k: float(v) for k, v in self.sums.items()}, self.count
+        """The sums as Python floats, and the number of steps they sum. Under data parallelism
+        each term is the mean over the processes (each saw its share of the batch): a collective,
+        called by every process at the same step."""
+        own = self.sums
+        if self.world > 1 and own:
+            keys = sorted(own)
+            total = torch.stack([own[k] for k in keys])
+            torch.distributed.all_reduce(total)
+            own = dict(zip(keys, (total / self.world).tolist()))
+        sums = dict(self.base)
+        for k, v in own.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        return sums, self.count
 
     def reset(self) -> None:
-        self.sums, self.count = {}, 0
+        self.sums, self.base, self.count = {}, {}, 0
 
 
 @contextmanager
@@ -382,9 +409,9 @@ class _StopRequest:
         return bool(flag.item())
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C stops at once; a second
+            raise KeyboardInterrupt                     # SIGTERM (a scheduler signals every process
+        self.requested = True                           # of a job, and the launcher passes its own on) waits
 
     def restore(self):
         for sig, handler in self.old.items():

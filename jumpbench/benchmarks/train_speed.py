@@ -253,16 +253,17 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         for v in list(variants.values()) + [s for s, _ in ends.values()]:  # warm up (and compile)
             for _ in range(2):
                 v.step(batch)
-        parallel = {f"{p} x{procs} procs": DataParallel(procs, name, cfg, p, dataset, steps)
-                    for p in (["fp32", "bf16"] if bf16 else ["fp32"])} if procs > 1 else {}
-        times = {k: [] for k in [*variants, *parallel, *(f"end-to-end {k}" for k in ends)]}
-        try:
+        parallel, precisions = {}, (["fp32", "bf16"] if bf16 else ["fp32"]) if procs > 1 else []
+        times = {k: [] for k in [*variants, *(f"{p} x{procs} procs" for p in precisions),
+                                 *(f"end-to-end {k}" for k in ends)]}
+        try:  # the data-parallel processes are stopped whatever happens
+            for p in precisions:
+                parallel[f"{p} x{procs} procs"] = DataParallel(procs, name, cfg, p, dataset, steps)
             for r in range(repeats):
                 _time_round(variants, parallel, ends, times, batch, dev, steps, r)
         finally:
             for dp in parallel.values():
                 dp.close()
-        ms = {k: round(statistics.median(v), 2) for k, v in times.items()}
         ms = {k: round(statistics.median(v), 2) for k, v in times.items()}
         result["models"][name] = {
             "gflop_per_step": round(flops / 1e9, 2), "ms": ms, "all_ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
