@@ -157,6 +157,15 @@ class SceneDataset(Scenes):
         return {k: v for k, v in self.ds.features(self.split, int(i)).items() if k != "frames"}
 
 
+def batch_share(batch: int, world: int) -> int:
+    """The scenes each of `world` data-parallel processes trains per step: train.batch_size is
+    the global batch, so it must split evenly among them."""
+    if batch % world:
+        raise JumpbenchError(f"train.batch_size {batch} does not split evenly over {world} processes "
+                             "(the batch is the global one: each process trains batch_size / processes scenes)")
+    return batch // world
+
+
 class StepBatches(torch.utils.data.Sampler):
     """The scene indices of every training step from `start`: a pure function of (seed, step),
     so a resumed run sees exactly the batches an uninterrupted one would. `batch` is the global
@@ -164,8 +173,7 @@ class StepBatches(torch.utils.data.Sampler):
     step's draw, so a step trains on the same scenes whatever the number of processes."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
-        if batch % world:
-            raise JumpbenchError(f"train.batch_size {batch} does not split evenly over {world} processes")
+        batch_share(batch, world)
         self.n, self.batch, self.seed, self.start, self.stop = n, batch, seed, start, stop
         self.rank, self.world = rank, world
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks.data import dataset_info, dataset_sha256
+from jumpbench.benchmarks.data import batch_share, dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import (append_line, atomic_path, file_lock, fsync, read_json, write_json_atomic,
                              write_text_atomic)
@@ -149,6 +149,7 @@ def pending(spec: RunSpec) -> tuple[Path, dict | None]:
     cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
     folder = spec.folder(info["name"])
     world = int(os.environ.get("WORLD_SIZE", spec.procs))  # torchrun's, or the processes the launcher starts
+    batch_share(cfg["train"].batch_size, world)
     extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
     if spec.branch_from is not None:
         check_branch_folder(spec, folder)

@@ -70,14 +70,8 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
                                  "(on a cluster, start the processes with torchrun)")
         if os.environ.get("WORLD_SIZE"):
             raise JumpbenchError("--procs: this process is already one of a data-parallel group (torchrun)")
-        for t in tasks:
-            info = dataset_info(t.data)
-            bs = C.resolve(t.model, t.preset, info["name"], info, list(t.overrides))["train"].batch_size
-            if bs % t.procs:
-                raise JumpbenchError(f"--procs {t.procs}: train.batch_size {bs} does not split evenly over "
-                                     f"{t.procs} processes")
     todo = []
-    for t in tasks:  # a finished run under another config is refused here, not skipped
+    for t in tasks:  # a finished run under another config (or a batch its processes cannot split) is refused here
         folder, status = runs.pending(t)
         if status:
             click.echo(f"{folder}: {status['status']} already ({status['why']}); skipped")
@@ -385,17 +379,14 @@ def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
     import torch
 
     from jumpbench.benchmarks import data as D
+    from jumpbench.benchmarks.train_speed import synthetic_item
     from jumpbench.models import MODELS
 
-    size, frames, dim = cfg["data"].image_size, info["frames"], info["viewpoint_dim"]
     g = torch.Generator().manual_seed(0)
-    item = {"frames": torch.randint(0, 256, (2, frames, 3, size, size), dtype=torch.uint8, generator=g),
-            "viewpoints": (torch.arange(frames, dtype=torch.float32).view(1, frames, 1).expand(2, frames, dim)
-                           if info["viewpoint_key"] == "timestamps" else torch.randn(2, frames, dim, generator=g))}
     torch.manual_seed(0)
     net = MODELS[model][0](cfg["model"])
     with torch.no_grad():
-        terms = net(D.train_batch(item, cfg["data"], net.jumpy, g), 0)
+        terms = net(D.train_batch(synthetic_item(info, 2, cfg["data"].image_size), cfg["data"], net.jumpy, g), 0)
     video = ["test_min_mse", "test_time_variation"] if info["viewpoint_key"] == "timestamps" else []
     return {f"{split}_{k}" for k in terms for split in ("train", "test")} | set(video)
 

@@ -81,9 +81,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
         raise JumpbenchError(f"data.image_size {dc.image_size} must divide the dataset's {info['size']}")
     folder = spec.folder(info["name"])
     rank, world = _dist()
-    if tc.batch_size % world:
-        raise JumpbenchError(f"train.batch_size {tc.batch_size} does not split evenly over {world} processes "
-                             "(the batch is the global one: each process trains batch_size / processes scenes)")
+    D.batch_share(tc.batch_size, world)
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
     if device.type == "cpu":

@@ -43,9 +43,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def synthetic_item(dataset: str, batch: int, size: int, seed: int = 0) -> dict:
-    """What the data path yields for one step: random uint8 frames and real-looking viewpoints."""
-    key, t = SHAPES[dataset]["viewpoint_key"], SHAPES[dataset]["frames"]
+def synthetic_item(info: dict, batch: int, size: int, seed: int = 0) -> dict:
+    """What the data path yields for one step of a dataset with `info`'s shapes (dataset_info(),
+    or SHAPES): random uint8 frames and real-looking viewpoints."""
+    key, t = info["viewpoint_key"], info["frames"]
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (batch, t, 3, size, size), dtype=torch.uint8, generator=g)
     if key == "timestamps":
@@ -85,7 +86,7 @@ class Stepper:
 
 
 def _rank(rank: int, procs: int, port: int, threads: int, name: str, cfg: dict, precision: str,
-          dataset: str, steps: int, go, done) -> None:
+          info: dict, steps: int, go, done) -> None:
     """One process of the data-parallel variant: builds its model and batch (batch / procs
     scenes), warms up, then times `steps` steps each time `go` gives it a round; rank 0 puts
     the ms per step on `done` (every rank puts "ready" there first, once warm). Runs until `go`
@@ -96,9 +97,9 @@ def _rank(rank: int, procs: int, port: int, threads: int, name: str, cfg: dict, 
                       LOCAL_WORLD_SIZE=str(procs))
     torch.set_num_threads(threads)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=procs)
-    cfg = {**cfg, "train": dataclasses.replace(cfg["train"], batch_size=cfg["train"].batch_size // procs)}
+    cfg = {**cfg, "train": dataclasses.replace(cfg["train"], batch_size=D.batch_share(cfg["train"].batch_size, procs))}
     stepper = Stepper(name, cfg, torch.device("cpu"), precision, False)
-    batch = stepper.batch(synthetic_item(dataset, cfg["train"].batch_size, cfg["data"].image_size, seed=rank), 0)
+    batch = stepper.batch(synthetic_item(info, cfg["train"].batch_size, cfg["data"].image_size, seed=rank), 0)
     stepper.model = torch.nn.parallel.DistributedDataParallel(stepper.model)
     for _ in range(2):
         stepper.step(batch)
@@ -117,17 +118,15 @@ def _rank(rank: int, procs: int, port: int, threads: int, name: str, cfg: dict, 
 class DataParallel:
     """The data-parallel variant's processes (see _rank): start them, time a round, stop them."""
 
-    def __init__(self, procs: int, name: str, cfg: dict, precision: str, dataset: str, steps: int):
+    def __init__(self, procs: int, name: str, cfg: dict, precision: str, info: dict, steps: int):
         import multiprocessing as mp
 
-        if cfg["train"].batch_size % procs:
-            raise JumpbenchError(f"--procs {procs}: train.batch_size {cfg['train'].batch_size} does not split "
-                                 f"evenly over {procs} processes")
+        D.batch_share(cfg["train"].batch_size, procs)
         port = M.free_port()
         ctx = mp.get_context("spawn")
         self.go, self.done = [ctx.Queue() for _ in range(procs)], ctx.Queue()
         threads = max(1, torch.get_num_threads() // procs)
-        self.procs = [ctx.Process(target=_rank, args=(r, procs, port, threads, name, cfg, precision, dataset,
+        self.procs = [ctx.Process(target=_rank, args=(r, procs, port, threads, name, cfg, precision, info,
                                                       steps, self.go[r], self.done), daemon=True)
                       for r in range(procs)]
         for p in self.procs:
@@ -234,7 +233,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         if name in ("sssm", "sv2p", "cdna") and info["viewpoint_dim"] != 1:
             raise JumpbenchError(f"{name} is a video model: bench it on a narratives dataset")
         size, bs = cfg["data"].image_size, cfg["train"].batch_size
-        item = synthetic_item(dataset, bs, size)
+        item = synthetic_item(info, bs, size)
         variants = {"fp32": Stepper(name, cfg, dev, "fp32", False)}
         if bf16:
             variants["bf16"] = Stepper(name, cfg, dev, "bf16", False)
@@ -258,7 +257,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
                                  *(f"end-to-end {k}" for k in ends)]}
         try:  # the data-parallel processes are stopped whatever happens
             for p in precisions:
-                parallel[f"{p} x{procs} procs"] = DataParallel(procs, name, cfg, p, dataset, steps)
+                parallel[f"{p} x{procs} procs"] = DataParallel(procs, name, cfg, p, info, steps)
             for r in range(repeats):
                 _time_round(variants, parallel, ends, times, batch, dev, steps, r)
         finally:
