@@ -64,3 +64,24 @@ def generate(generator: str, out: str | Path = "data", n: int | None = None, tes
         return write(gen, out, counts, shard_size, workers, overwrite, progress)
     return generate_parts(gen, out, counts, shard_size, parts, "slurm" if launcher == "slurm" else None, part,
                           workers, overwrite, progress)
+
+
+# the parameters a generator records that are derived, not chosen (a checksum of its inputs)
+DERIVED_PARAMS = ("digits_sha256",)
+
+
+def generate_for_run(run: str | Path, out: str | Path = "data", workers: int = 1, progress: bool = True) -> Path:
+    """Write again the dataset a run trained on, from the generator, version and parameters its
+    config.json records (the same bytes: the same manifest sha256), under out/<dataset>/; returns
+    that folder. For continuing a run from git on a fresh machine."""
+    from jumpbench.files import read_json
+
+    record = read_json(Path(run) / "config.json")
+    gen = record.get("dataset_generator") if isinstance(record, dict) else None
+    if not isinstance(gen, dict) or gen.get("generator") not in GENERATORS or not isinstance(gen.get("params"), dict):
+        raise JumpbenchError(f"{run}: its config.json does not record how its dataset was made (dataset_generator)")
+    params = dict(gen["params"])
+    counts = params.pop("counts", {})
+    options = {k: v for k, v in params.items() if k not in DERIVED_PARAMS + ("shard_size",)}
+    return generate(gen["generator"], out, counts.get("train"), counts.get("test"), shard_size=params.get("shard_size"),
+                    workers=workers, progress=progress, **options)

@@ -140,6 +140,22 @@ def generate_dice(views, digit_pool, mnist_dir, n, test_n, size, seed, workers, 
                     size=size, seed=seed, views=views, digit_pool=digit_pool, mnist_dir=mnist_dir)
 
 
+@generate.command("for-run")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Root folder; the dataset goes in OUT/<dataset>/.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def generate_for_run(run_dir, out, workers, quiet):
+    """The dataset a run trained on, again, from what its config.json records (the same bytes)."""
+    from jumpbench.api import generate_for_run as write
+
+    if workers < 1:
+        raise JumpbenchError(f"--workers must be at least 1, got {workers}")
+    click.echo(f"{write(run_dir, out, workers, progress=not quiet)}: the dataset of {run_dir}")
+
+
 @cli.command()
 @click.argument("dataset", type=click.Path())
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -205,7 +221,7 @@ class LazyChoice(click.Choice):
 @click.option("--extend", is_flag=True, help="Continue the runs named by the other options (done or not) "
               "to --steps in total; nothing else may differ. The folder keeps its name.")
 @click.option("--from", "branch_from", type=click.Path(), default=None, metavar="RUN",
-              help="Start from RUN's checkpoint (a run folder, or its config folder for each seed's own): "
+              help="Start from RUN's checkpoint or published weights (a run folder, or its config folder for each seed's own): "
               "its weights, optimizer, step and metrics so far; the new config may change schedules, "
               "not the architecture. Needs --name.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key; repeatable.")
@@ -224,10 +240,13 @@ class LazyChoice(click.Choice):
               help="Preset and overrides of a sweep's winner (OUT/<dataset>/<model>/best.json, or a file).")
 @click.option("--tensorboard", is_flag=True, help="Also write TensorBoard events into each run folder "
               "(tensorboard --logdir OUT); needs jumpbench[tensorboard].")
+@click.option("--minutes", type=float, default=None, help="Stop each run after this many minutes of training "
+              "(checkpointed and published; the same command goes on): a leg of a fixed length.")
 @one_line_errors
 def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides, name, out, quiet, jobs, launcher,
-        procs, config, tensorboard):
-    """Train MODEL on a dataset for one seed or a sweep of seeds (resumable)."""
+        procs, config, tensorboard, minutes):
+    """Train MODEL on a dataset for one seed or a sweep of seeds (resumable). A run goes on from
+    its checkpoint.pt, or, where it has none (a run from git), from its published weights."""
     from jumpbench.benchmarks.sweep import load_best, run_seeds
 
     for opt, value in (("--jobs", jobs), ("--procs", procs)):
@@ -238,6 +257,8 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
         overrides = best + list(overrides)
         procs = procs or best_procs
     procs = procs or 1
+    if minutes is not None and not minutes > 0:
+        raise JumpbenchError(f"--minutes must be above 0, got {minutes}")
     if seeds is not None and seed is not None:
         raise JumpbenchError("give --seeds N or --seed K, not both")
     if seeds is not None and seeds < 1:
@@ -254,10 +275,41 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
     seed_list = list(range(seeds)) if seeds is not None else [seed or 0]
     failed = run_seeds(model, data, preset, overrides, seed_list, out, name, progress=not quiet,
                        jobs=jobs, launcher=launcher, tensorboard=tensorboard, extend=extend,
-                       branch_from=branch_from, procs=procs)
+                       branch_from=branch_from, procs=procs, minutes=minutes)
     if failed:
         raise JumpbenchError(f"{len(failed)} of {len(seed_list)} seed(s) failed: " +
                              "; ".join(f"seed {k}: {why}" for k, why in failed))
+
+
+@cli.command("continue")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", type=click.Path(), default=None,
+              help="Its dataset [the folder config.json names, if it holds that dataset].")
+@click.option("--steps", type=int, default=None, help="Continue to this many steps in all [the run's own].")
+@click.option("--minutes", type=float, default=None, help="Stop after this many minutes of training "
+              "(checkpointed and published; the same command goes on): a leg of a fixed length.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="How this leg runs on this machine: train.threads, num_workers, cache, cache_gb.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@one_line_errors
+def continue_(run_dir, data, steps, minutes, overrides, quiet):
+    """Train a run folder on: from its checkpoint, or from its published weights (a run from git),
+    with the model, dataset, preset, overrides, seed and name its config.json records."""
+    from jumpbench.benchmarks.runs import EXECUTION, continuation
+    from jumpbench.benchmarks.sweep import run_seeds
+
+    if minutes is not None and not minutes > 0:
+        raise JumpbenchError(f"--minutes must be above 0, got {minutes}")
+    allowed = {k.removeprefix("config.") for k in EXECUTION}
+    for o in overrides:
+        if o.split("=", 1)[0].strip() not in allowed:
+            raise JumpbenchError(f"--set {o}: continue takes only {', '.join(sorted(allowed))} (what the run is "
+                                 f"cannot change; branch it with jumpbench run --from)")
+    c = continuation(run_dir, data, steps)
+    failed = run_seeds(c["model"], c["data"], c["preset"], c["overrides"] + list(overrides), [c["seed"]], c["out"],
+                       c["name"], progress=not quiet, extend=steps is not None, minutes=minutes)
+    if failed:
+        raise JumpbenchError(f"{run_dir}: {failed[0][1]}")
 
 
 @cli.command()
@@ -313,6 +365,23 @@ def plot(runs, out, speed, summary, no_grids):
                              f"jumpbench run --model M --data D, jumpbench bench jumpy)")
     for line in lines:
         click.echo(line)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--weights-only", is_flag=True, help="Leave out Adam's moments: weights to sample from, half "
+              "the size; a continuation then starts a new Adam with a warm-up.")
+@one_line_errors
+def publish(run_dirs, weights_only):
+    """Write a run's checkpoint.pt as weights.safetensors, the file git carries (training writes
+    it at every checkpoint; this is for runs trained before that)."""
+    from jumpbench.benchmarks.runs import WEIGHTS, publish as publish_run
+
+    for run_dir in run_dirs:
+        meta = publish_run(run_dir, moments=not weights_only)
+        size = (Path(run_dir) / WEIGHTS).stat().st_size
+        click.echo(f"{Path(run_dir) / WEIGHTS}: step {meta['step']}, {size / 1e6:.1f} MB"
+                   f"{', with Adam moments' if meta['moments'] else ''}")
 
 
 @cli.command()

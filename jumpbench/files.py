@@ -33,10 +33,12 @@ def file_lock(path: str | Path, wait: bool = True, busy: Callable[[], str] | Non
     for the block; yields the open lock file. With wait=False a lock held elsewhere raises at
     once: JumpbenchError(busy()) when `busy` is given, else BlockingIOError. flock locks die
     with their process, so a crashed holder never leaves a stale lock; two opens of the file
-    exclude each other even in one process."""
+    exclude each other even in one process. A folder is locked itself (yields None): a lock that
+    deleting a file cannot break."""
     import fcntl
 
-    f = open(path, "a+")
+    folder = Path(path).is_dir()
+    f = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if folder else open(path, "a+")
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -44,9 +46,9 @@ def file_lock(path: str | Path, wait: bool = True, busy: Callable[[], str] | Non
             if busy is None:
                 raise
             raise JumpbenchError(busy()) from None
-        yield f
+        yield None if folder else f
     finally:
-        f.close()  # releases the lock
+        os.close(f) if folder else f.close()  # releases the lock
 
 
 def fsync(f) -> None:

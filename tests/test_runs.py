@@ -259,8 +259,11 @@ def test_a_branch_starts_from_another_runs_checkpoint_and_goes_on_under_its_own_
     assert r.exit_code == 0, r.output
     one_line_error(run(*common, "--steps", "9", "--from", branch, "--name", "lr2", "--set", "train.lr=0.01"),
                    "above it")
-    (branch / "checkpoint.pt").unlink()
-    one_line_error(run(*common, "--steps", "12", "--from", branch, "--name", "c"), "no checkpoint.pt")
+    (branch / "checkpoint.pt").unlink()  # its published weights are then what a branch starts from
+    one_line_error(run(*common, "--steps", "12", "--from", branch, "--name", "c"), "weights.safetensors is at step 12")
+    (branch / "weights.safetensors").unlink()
+    one_line_error(run(*common, "--steps", "13", "--from", branch, "--name", "c"),
+                   "no checkpoint.pt or weights.safetensors")
 
 
 def test_a_finished_run_under_another_config_is_refused_not_skipped(small_ts, tmp_path):
@@ -295,12 +298,23 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(small_ts, tmp_path):
 
     args = ("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
             "--set", "train.steps=2", "--name", "two")
-    config = tmp_path / "traveling_salesman" / "jump" / "two"
-    config.mkdir(parents=True)
-    with file_lock(config / ".seed-0.lock"):  # another process is training seed 0
+    folder = tmp_path / "traveling_salesman" / "jump" / "two" / "seed-0"
+    folder.mkdir(parents=True)
+    with file_lock(folder):  # another process is training seed 0
         one_line_error(run(*args), "seed-0 is being trained by another jumpbench process")
-    assert not (config / "seed-0").exists()  # nothing of it was touched
+        assert not any(folder.iterdir())  # nothing of it was touched
+        for f in folder.parent.glob(".*"):  # no lock file whose deletion would let a second trainer in
+            f.unlink()
+        one_line_error(run(*args), "seed-0 is being trained by another jumpbench process")
     assert run(*args).exit_code == 0  # once it has gone
+
+
+def test_a_run_refused_before_it_wrote_anything_leaves_no_folder(small_ts, tmp_path):
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
+            "--set", "data.image_size=7")
+    assert r.exit_code != 0
+    assert not (tmp_path / "traveling_salesman" / "jump").exists() or not any(
+        (tmp_path / "traveling_salesman" / "jump").rglob("seed-0"))
 
 
 def test_a_run_stopped_while_its_data_is_set_up_is_marked_interrupted(small_ts, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ import torch
 
 from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks.results import Run, count_text, primary_metric
-from jumpbench.benchmarks.runs import load_run
+from jumpbench.benchmarks.runs import has_weights, load_run
 
 HINTS = {
     "fig3": "jumpbench generate narratives --narrative color_reaction, then jumpbench run --model jump "
@@ -32,9 +32,10 @@ BLUE, RED = (40, 90, 230), (220, 40, 40)
 
 
 def best_run(runs: list[Run]) -> Run | None:
-    """The finished run with a checkpoint and the lowest final metric."""
+    """The finished or stopped run (a run continued in legs stops between them) with weights to
+    load (a checkpoint, or published weights: a run from git) and the lowest final metric."""
     metric = primary_metric(runs)
-    ok = [r for r in runs if r.status == "done" and (r.path / "checkpoint.pt").is_file()]
+    ok = [r for r in runs if r.status in ("done", "interrupted") and has_weights(r.path)]
     return min(ok, key=lambda r: (r.final(metric) is None, r.final(metric) or 0.0, r.seed)) if ok else None
 
 
@@ -175,5 +176,6 @@ def sample_grids(main: dict, out) -> list[str]:
                 lines.append(f"wrote {path} (+ .pdf, .json)")
                 made = True
         if not made:
-            lines.append(f"skipped {name}: no finished {dataset} run with a checkpoint; make one with: {HINTS[name]}")
+            lines.append(f"skipped {name}: no finished {dataset} run with weights (a checkpoint or published); "
+                         f"make one with: {HINTS[name]}")
     return lines

@@ -57,6 +57,26 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+def describe(device: torch.device) -> str:
+    """The machine a leg ran on, in a few words: the GPU's name, or the CPU's model name with its
+    widest vector extension ("AMD EPYC, AVX-512 BF16"): the facts that set a step's speed."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not name:
+                    name = " ".join(line.split(":", 1)[1].split())
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = next((label for flag, label in (("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                if flag in flags), "")
+    return ", ".join(x for x in (name or "unknown CPU", isa, f"{os.cpu_count()} cores") if x)
+
+
 def has_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 natively (CUDA GPUs that support it; CPUs with
     AVX512-BF16 or AMX)."""

@@ -7,6 +7,8 @@ run folders, as PNG and PDF, each with a JSON of exactly what was drawn beside i
 - consistency_<dataset>_<preset>: KL1 and KL3 per model, the paper's 4.19 / 4.25 marked;
 - speed_<name>: from results/speed/*.json, the time to sample frame t per model (log scale;
   `bench jumpy`) or the milliseconds per training step per model and variant (`bench train`);
+- legs_<dataset>_<model>_<config>_seed<k>: a run trained in several legs (continued from its
+  checkpoint or published weights): prior min-MSE, posterior MSE and KL, the joins marked;
 - fig3/fig4/fig6 sample grids (grids.py).
 
 Every curve and bar is the mean over seeds with error bars of sqrt(2) x SEM; every run is
@@ -24,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from jumpbench.benchmarks.evaluate import BASELINES
-from jumpbench.benchmarks.results import (PAPER_KL, baselines, Run, collect, count_text, counts, curve, main_configs,
-                                          read_best, read_pins, sem2, write_summary)
+from jumpbench.benchmarks.results import (LEG_METRICS, PAPER_KL, baselines, Run, collect, continued, count_text,
+                                          counts, curve, leg_rows, main_configs, read_best, read_pins, sem2,
+                                          write_summary)
 from jumpbench.benchmarks.figures import ordered, plt as _plt, save
 
 HINTS = {
@@ -92,6 +95,41 @@ def fig5a(main: dict, out: Path, runs: list[Run]) -> list[Path]:
         fig.text(0.01, -0.02, CARRY, fontsize=7)
         made.append(save(fig, out, f"fig5a_{dataset}_{preset}", {"metric": "test_min_mse", "models": drawn,
                                                                  "baselines": base}))
+    return made
+
+
+def fig_legs(runs: list[Run], out: Path) -> list[Path]:
+    """legs_<dataset>_<model>_<config>_seed<k>, for each run trained in more than one leg: the
+    prior's min-MSE (with the repeat-last baseline), the posterior's MSE and the KL against
+    steps, side by side, a dashed line where each leg joins the one before."""
+    plt, made = _plt(), []
+    for run in continued(runs):
+        keys = [(k, name) for k, name in LEG_METRICS if run.values(k)[0]][:3]
+        if not keys:
+            continue
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+        drawn = {}
+        for ax, (k, name) in zip(axes[0], keys):
+            steps, vals = run.values(k)
+            ax.plot(steps, vals, "o-", ms=3, color="C0", label=name)
+            drawn[k] = {"steps": steps, "values": vals}
+            base = run.final("test_baseline_repeat_last") if k in ("test_min_mse", "test_mse") else None
+            if base is not None:
+                ax.axhline(base, color="0.4", ls="--", lw=1, label=f"repeat last frame ({base:.4g})")
+            for i, leg in enumerate(run.legs[1:], 2):
+                ax.axvline(leg.get("from", 0), color="0.6", ls=":", lw=1)
+                ax.text(leg.get("from", 0), 1.0, f" leg {i}", transform=ax.get_xaxis_transform(), fontsize=6,
+                        va="top", color="0.4")
+            ax.set(xlabel="training steps", title=name)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        what = "; ".join(f"leg {i + 1}: {leg.get('machine') or 'not recorded'}" + (f" ({leg['device']}, "
+                         f"{leg['precision']})" if leg.get("device") else "") for i, leg in enumerate(run.legs))
+        fig.suptitle(f"{run.dataset} / {run.model} / {run.config} / seed {run.seed}: "
+                     f"{len(run.legs)} legs to step {run.legs[-1].get('to', 0):,}", fontsize=10)
+        fig.text(0.01, -0.04, what, fontsize=6, wrap=True)
+        made.append(save(fig, out, f"legs_{run.dataset}_{run.model}_{run.config}_seed{run.seed}",
+                         {"legs": leg_rows(run), "curves": drawn}))
     return made
 
 
@@ -310,6 +348,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
         lines += [f"wrote {p} (+ .pdf, .json)" for p in made] or [
             f"skipped {name}: no inputs under {speed if name == 'speed' else runs_root}; make them with: {HINTS[name]}"]
     lines += speed_problems
+    lines += [f"wrote {p} (+ .pdf, .json)" for p in fig_legs(runs, out)]
     if grids:
         from jumpbench.benchmarks.grids import sample_grids
 

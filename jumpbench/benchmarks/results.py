@@ -47,6 +47,7 @@ class Run:
     scores: dict | None = None                          # scores.json (jumpbench score)
     record: dict = field(default_factory=dict)          # config.json
     problem: str = ""                                   # why metrics.jsonl could not be read
+    legs: list = field(default_factory=list)            # legs.json: the stretches it was trained in
 
     @property
     def preset(self) -> str:
@@ -100,6 +101,7 @@ def collect(root: str | Path) -> list[Run]:
             run.rows, run.problem = [], str(e)
         run.consistency = read_json(folder / R.CONSISTENCY)
         run.scores = read_json(folder / R.SCORES)
+        run.legs = R.read_legs(folder)
         runs.append(run)
     return runs
 
@@ -309,9 +311,55 @@ def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
         for dataset in sorted(base):
             for k, v in sorted(base[dataset].items(), key=lambda kv: kv[1]):
                 lines.append(f"| {dataset} | {BASELINES.get(k, k)} | {_fmt(v)} |")
+    lines += leg_lines(runs)
     lines += score_lines(group(runs))
     write_text_atomic(md_path, "\n".join(lines) + "\n")
     return md_path, csv_path
+
+
+LEG_METRICS = (("test_min_mse", "prior min-MSE"), ("test_mse", "posterior MSE"), ("test_kl", "KL"),
+               ("test_loss", "test loss"))
+
+
+def continued(runs: list[Run]) -> list[Run]:
+    """The runs trained in more than one leg (continued from a checkpoint or published weights)."""
+    return [r for r in runs if len(r.legs) > 1]
+
+
+def leg_rows(run: Run) -> list[dict]:
+    """Per leg of a run: the leg's record and, at its last evaluation, the LEG_METRICS it logs
+    (the prior's min-MSE, the posterior's MSE, the KL: side by side, so that a prior that stalls
+    while the posterior improves shows)."""
+    out = []
+    for leg in run.legs:
+        last = next((r for r in reversed(run.rows) if r["step"] <= leg.get("to", 0)), {})
+        out.append({**leg, "eval_step": last.get("step"),
+                    **{k: last.get(k) for k, _ in LEG_METRICS if k in last}})
+    return out
+
+
+def leg_lines(runs: list[Run]) -> list[str]:
+    """Markdown tables for results/summary.md: every leg of each continued run."""
+    lines = []
+    for run in continued(runs):
+        rows = leg_rows(run)
+        keys = [(k, name) for k, name in LEG_METRICS if any(k in r for r in rows)]
+        base = (run.rows[-1] if run.rows else {}).get("test_baseline_repeat_last")
+        lines += ["", f"### Legs of {run.dataset}/{run.model}/{run.config}/seed-{run.seed}", "",
+                  "Each leg: one stretch of training in one process, continued from the one before (its "
+                  "checkpoint, or its published weights on another checkout or machine); the metrics at "
+                  "the leg's last evaluation" + (f" (repeat-last baseline: {_fmt(base)})." if base else "."), "",
+                  "| leg | steps | machine | device, precision, threads x procs | began from | wall | eval step | "
+                  + " | ".join(name for _, name in keys) + " |", "|" + "---|" * (7 + len(keys))]
+        for i, r in enumerate(rows):
+            how = (f"{r.get('device', '?')}, {r.get('precision', '?')}, {r.get('threads', '?')} x {r.get('procs', '?')}"
+                   if r.get("machine") else "-")
+            wall = f"{r['wall_s'] / 60:.0f} min" if r.get("wall_s") is not None else "-"
+            began = r.get("resumed", "-") + (f" ({r['optimizer']} Adam)" if r.get("optimizer") else "")
+            lines.append("| " + " | ".join([str(i + 1), f"{r.get('from', 0):,}-{r.get('to', 0):,}",
+                                            r.get("machine") or r.get("note", "not recorded"), how, began, wall,
+                                            _fmt(r["eval_step"])] + [_fmt(r.get(k)) for k, _ in keys]) + " |")
+    return lines
 
 
 # ---------------------------------------------------------------- the ground-truth scores' tables

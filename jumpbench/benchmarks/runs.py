@@ -49,7 +49,12 @@ METRICS = "metrics.jsonl"
 STATUS = "status.json"
 CONSISTENCY = "consistency.json"  # written by `jumpbench consistency` (consistency.py)
 SCORES = "scores.json"            # written by `jumpbench score` (scores.py)
+WEIGHTS = "weights.safetensors"   # published weights (publish_weights): what git carries of a run
+LEGS = "legs.json"                # the stretches of training the run was made in (start_leg)
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
+# how a leg runs on its machine, not what the run is: a resume or a continuation elsewhere may
+# change them (legs.json records the threads each leg had)
+EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.cache", "config.train.cache_gb")
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ class RunSpec:
     `extend` change how it trains, not what it is (they are not in config.json); `branch_from`: a
     run folder (or its config folder) whose checkpoint this run starts from (see branch_source);
     `procs`: data-parallel processes on this machine (config.json's world_size), started by the
-    sweep's local launcher."""
+    sweep's local launcher; `minutes`: stop after that many minutes of training (a leg of a
+    fixed length; the same command goes on)."""
     model: str
     data: str
     preset: str = "cpu"
@@ -71,6 +77,7 @@ class RunSpec:
     extend: bool = False
     branch_from: str | None = None
     procs: int = 1
+    minutes: float | None = None
 
     def __post_init__(self):
         for key, value in (("data", str(self.data)), ("out", str(self.out)), ("overrides", tuple(self.overrides)),
@@ -118,19 +125,25 @@ def check_global_batch(folder: Path) -> None:
 
 @contextmanager
 def run_lock(folder: Path):
-    """One trainer per run folder: the lock file .seed-<k>.lock beside the folder is held (flock)
-    while a process trains it; a second process (the same command twice, a sweep and a manual
-    run) gets a one-line refusal rather than both writing its checkpoint and metrics. Under
+    """One trainer per run folder: the folder itself is locked (flock) while a process trains it,
+    so that a second process (the same command twice, a sweep and a manual run) gets a one-line
+    refusal rather than both writing its checkpoint and metrics; deleting a file cannot break the
+    lock. A folder left empty (a run refused before it wrote anything) is removed again. Under
     torchrun only rank 0 takes it."""
     folder = Path(folder)
     if os.environ.get("RANK", "0") != "0":
         yield
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(folder.parent / f".{folder.name}.lock", wait=False,
-                   busy=lambda: f"{folder} is being trained by another jumpbench process; wait for it "
-                                f"to finish, or stop it, and re-run"):
-        yield
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder, wait=False, busy=lambda: f"{folder} is being trained by another jumpbench process; "
+                                                     f"wait for it to finish, or stop it, and re-run"):
+        try:
+            yield
+        finally:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
 
 
 def read_status(folder: Path) -> dict | None:
@@ -172,8 +185,8 @@ def config_diff(old: dict, new: dict) -> list[str]:
     """'key: old -> new' for every differing leaf of the identity keys (config.* shown bare)."""
     a = _flat({k: old.get(k) for k in IDENTITY if k in old or k in new})
     b = _flat({k: new.get(k) for k in IDENTITY if k in old or k in new})
-    if "dataset_sha256" not in old:  # a run folder from before fingerprints were recorded
-        a.pop("dataset_sha256", None), b.pop("dataset_sha256", None)
+    for key in EXECUTION + (("dataset_sha256",) if "dataset_sha256" not in old else ()):
+        a.pop(key, None), b.pop(key, None)  # (no dataset_sha256: a run folder from before fingerprints)
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
@@ -228,26 +241,28 @@ def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> b
 
 
 def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> tuple[Path, dict, dict]:
-    """(checkpoint path, its loaded state, the "branched_from" record) of the run that the branch
-    `spec` starts from. A branch is a new run folder that starts from another run's checkpoint
-    (weights, optimizer state, step, random state and its metrics so far) and goes on under its
-    own config: the same architecture, dataset, model and seed, other schedules (say, a last
-    phase of the pixel variance). `parent`: a run folder, or its config folder (then its
-    seed-<seed>). Refused in one line when the parent is not such a run."""
+    """(path, its loaded state, the "branched_from" record) of the run that the branch `spec`
+    starts from. A branch is a new run folder that starts from another run's checkpoint (weights,
+    optimizer state, step, random state and its metrics so far), or its published weights where
+    it has no checkpoint, and goes on under its own config: the same architecture, dataset, model
+    and seed, other schedules (say, a last phase of the pixel variance). `parent`: a run folder,
+    or its config folder (then its seed-<seed>). Refused in one line when the parent is not such
+    a run."""
     p, rec = branch_parent(parent, spec.seed)
     for key, mine in (("model", spec.model), ("dataset_sha256", dataset_sha256(spec.data)), ("seed", spec.seed)):
         if rec.get(key) != mine:
             raise JumpbenchError(f"--from {p}: its {key} is {_short(rec.get(key))}, this run's {_short(mine)}; "
                                  "a branch keeps the model, dataset and seed of the run it starts from")
-    path = p / CHECKPOINT
-    if not path.is_file():
-        raise JumpbenchError(f"--from {p}: no {CHECKPOINT} to start from")
-    state, sha = load_checkpoint(path, with_sha=True)
+    state, path, sha = training_state(p, with_sha=True)
+    if state is None:
+        raise JumpbenchError(f"--from {p}: no {CHECKPOINT} or {WEIGHTS} to start from")
     if state["step"] >= steps:
-        raise JumpbenchError(f"--from {p}: its checkpoint is at step {state['step']}; give train.steps "
+        raise JumpbenchError(f"--from {p}: its {path.name} is at step {state['step']}; give train.steps "
                              f"above it (this run's: {steps})")
     origin = {"dataset": info["name"], "model": rec["model"], "name": p.parent.name, "seed": rec["seed"],
               "step": state["step"], "checkpoint_sha256": sha}
+    if state["source"] != "checkpoint":
+        origin["from"] = path.name
     return path, state, origin
 
 
@@ -292,16 +307,35 @@ def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save `state` to `path` atomically, its sha256 recorded in the sidecar first."""
     import torch
 
-    path = Path(path)
     buf = io.BytesIO()
     torch.save(state, buf)
-    data = buf.getvalue()
+    _save_checked(Path(path), buf.getvalue())
+
+
+def _save_checked(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, its sha256 recorded in the sidecar first (which also
+    keeps the one before: a crash between the two writes leaves a file the sidecar accepts)."""
     previous = (read_json(_sidecar(path)) or {}).get("sha256") if path.is_file() else None
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             fsync(f)
         write_json_atomic(_sidecar(path), {"sha256": hashlib.sha256(data).hexdigest(), "previous": previous})
+
+
+def _read_checked(path: Path, what: str) -> tuple[bytes, str]:
+    """(bytes, sha256) of a file written by _save_checked, refused in one line when its sha256 is
+    neither of those its sidecar records."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise JumpbenchError(f"{path}: unreadable {what} ({e.strerror or e})") from None
+    sums, sha = read_json(_sidecar(path)), hashlib.sha256(data).hexdigest()
+    if sums is not None:
+        known = {sums.get("sha256"), sums.get("previous")} - {None} if isinstance(sums, dict) else set()
+        if sha not in known:
+            raise JumpbenchError(f"{path}: corrupt {what} (its sha256 is not the one in {_sidecar(path).name})")
+    return data, sha
 
 
 def save_training_state(path: Path, model, opt, step: int, wall: float, sums: dict | None = None,
@@ -325,15 +359,11 @@ def load_checkpoint(path: Path, map_location="cpu", with_sha: bool = False):
 
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise JumpbenchError(f"{path}: unreadable checkpoint ({e.strerror or e})") from None
-    sums, sha = read_json(_sidecar(path)), hashlib.sha256(data).hexdigest()
-    if sums is not None:
-        known = {sums.get("sha256"), sums.get("previous")} - {None} if isinstance(sums, dict) else set()
-        if sha not in known:
-            raise JumpbenchError(f"{path}: corrupt checkpoint (its sha256 is not the one in {_sidecar(path).name}); "
-                                 f"delete it to restart the run from its start")
+        data, sha = _read_checked(path, "checkpoint")
+    except JumpbenchError as e:
+        if "corrupt" in str(e):
+            raise JumpbenchError(f"{e}; delete it to restart the run from its start") from None
+        raise
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except Exception as e:
@@ -353,12 +383,141 @@ def load_state(path: Path, module, state_dict: dict, what: str = "model") -> Non
         raise JumpbenchError(f"{path}: the checkpoint's {what} does not fit this run ({first})") from None
 
 
+# Published weights: what a run folder carries in git (checkpoint.pt does not travel). One
+# safetensors file (no pickle: opening weights from a repository runs no code) with the model's
+# tensors under "model/<name>" and, for continuing the run elsewhere, Adam's moments in bf16
+# under "adam.exp_avg/<name>" and "adam.exp_avg_sq/<name>" (half the bytes of fp32; continuing
+# with them joins the uninterrupted loss curve, docs/reproduction.md); the header's metadata
+# "jumpbench" holds the step, wall, precision, device type, Adam's step count and the train_*
+# sums since the last evaluation. Its sha256 is in weights.safetensors.sha256, checked on load.
+WEIGHTS_FORMAT = 1
+
+
+def publish_weights(folder: Path, model, opt, step: int, wall: float, sums: dict | None = None, count: int = 0,
+                    precision: str | None = None, device_type: str | None = None, moments: bool = True) -> Path:
+    """Write the run's published weights (see above) atomically; `opt`: its Adam optimizer, whose
+    moments are published unless `moments` is False (or `opt` is None): weights to sample from only."""
+    from safetensors.torch import save
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {f"model/{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    adam_step = None
+    if moments and opt is not None:
+        import torch
+
+        for p, st in opt.state.items():
+            if "exp_avg" not in st:
+                continue
+            name = names[id(p)]
+            tensors[f"adam.exp_avg/{name}"] = st["exp_avg"].detach().to("cpu", torch.bfloat16).contiguous()
+            tensors[f"adam.exp_avg_sq/{name}"] = st["exp_avg_sq"].detach().to("cpu", torch.bfloat16).contiguous()
+            adam_step = float(st["step"])
+    meta = {"format": WEIGHTS_FORMAT, "model": type(model).__name__, "step": step, "wall": round(wall, 2),
+            "sums": dict(sums or {}), "count": count, "precision": precision, "device_type": device_type,
+            "adam_step": adam_step, "moments": "bfloat16" if adam_step is not None else None}
+    path = Path(folder) / WEIGHTS
+    _save_checked(path, save(tensors, metadata={"jumpbench": json.dumps(meta)}))
+    return path
+
+
+def load_weights(path: Path, map_location="cpu", with_sha: bool = False):
+    """A published weights file as a training state: {"model": state dict, "moments": {name:
+    (exp_avg, exp_avg_sq)} (empty when none were published), "adam_step", "step", "wall", "sums",
+    "count", "precision", "device_type", "source": "weights"}, after checking its sha256; one
+    line naming the file when it is corrupt or not such a file."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    data, sha = _read_checked(path, "published weights")
+    try:
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["jumpbench"])
+        tensors = load(data)
+        if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT or not isinstance(meta.get("step"), int):
+            raise ValueError("no jumpbench header")
+    except Exception as e:
+        raise JumpbenchError(f"{path}: not jumpbench's published weights ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:100]})") from None
+    state = {"model": {}, "moments": {}, "source": "weights",
+             **{k: meta.get(k) for k in ("step", "wall", "sums", "count", "precision", "device_type", "adam_step")}}
+    state["sums"], state["count"], state["wall"] = state["sums"] or {}, state["count"] or 0, state["wall"] or 0.0
+    for key, t in tensors.items():
+        kind, _, name = key.partition("/")
+        t = t.to(map_location)
+        if kind == "model":
+            state["model"][name] = t
+        elif kind in ("adam.exp_avg", "adam.exp_avg_sq"):
+            state["moments"].setdefault(name, [None, None])[kind == "adam.exp_avg_sq"] = t
+    return (state, sha) if with_sha else state
+
+
+def load_moments(path: Path, opt, model, state: dict) -> bool:
+    """Put a published state's Adam moments (and step count) into `opt`, the fresh Adam of
+    `model`; False (opt left fresh) when none were published. Refused in one line when they
+    are not the model's."""
+    import torch
+
+    if not state.get("moments"):
+        return False
+    params = dict(model.named_parameters())
+    if set(state["moments"]) != set(params) or any(None in m for m in state["moments"].values()):
+        raise JumpbenchError(f"{path}: its Adam moments are not this model's parameters")
+    for name, p in params.items():
+        avg, sq = state["moments"][name]
+        if avg.shape != p.shape:
+            raise JumpbenchError(f"{path}: its Adam moments for {name} have shape {tuple(avg.shape)}, "
+                                 f"the model's {tuple(p.shape)}")
+        opt.state[p] = {"step": torch.tensor(float(state["adam_step"])),
+                        "exp_avg": avg.to(p.device, p.dtype), "exp_avg_sq": sq.to(p.device, p.dtype)}
+    return True
+
+
+def publish(folder: str | Path, moments: bool = True) -> dict:
+    """Publish a run's checkpoint.pt as its weights.safetensors (runs trained before the loop
+    published its weights; or, with `moments` False, to publish weights for sampling only, at
+    half the size); returns the weights' metadata. The run must not be training."""
+    import torch
+
+    folder = Path(folder)
+    with run_lock(folder):
+        model, record = load_run(folder)
+        if record["weights_source"] != "checkpoint":
+            raise JumpbenchError(f"{folder}: no {CHECKPOINT} to publish (its {WEIGHTS} is what it has)")
+        state = load_checkpoint(folder / CHECKPOINT)
+        opt = torch.optim.Adam(model.parameters())
+        load_state(folder / CHECKPOINT, opt, state["optimizer"], "optimizer state")
+        publish_weights(folder, model, opt, state["step"], state["wall"], state.get("sums"), state.get("count", 0),
+                        state.get("precision"), state.get("device_type"), moments)
+    return load_weights(folder / WEIGHTS)
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether a run folder has weights to load: its checkpoint or its published weights."""
+    return any((Path(folder) / name).is_file() for name in (CHECKPOINT, WEIGHTS))
+
+
+def training_state(folder: Path, map_location="cpu", with_sha: bool = False):
+    """The state a run goes on from: its checkpoint.pt where there is one (exact), else its
+    published weights (a run from git: weights, Adam's moments in bf16, step), else None.
+    The dict has "source": "checkpoint" or "weights"; with `with_sha`: (state, path, sha)."""
+    folder = Path(folder)
+    for name, load in ((CHECKPOINT, load_checkpoint), (WEIGHTS, load_weights)):
+        path = folder / name
+        if path.is_file():
+            state, sha = load(path, map_location=map_location, with_sha=True)
+            state.setdefault("source", "checkpoint")
+            return (state, path, sha) if with_sha else state
+    return (None, None, None) if with_sha else None
+
+
 def load_run(folder: str | Path, device="cpu"):
     """(model, record) of a run folder: the model (in eval mode, on `device`) with the weights
-    of its checkpoint, and config.json's record: model, data, dataset, preset, overrides, seed
-    and the resolved config ({"train", "data", "model"} sections), plus "checkpoint_step": the
-    step of the weights loaded (a run may go on past it). The one way a run's model
-    is loaded (consistency, the figures' grids, jumpbench.load_run)."""
+    of its checkpoint, or of its published weights where it has no checkpoint (a run from git),
+    and config.json's record: model, data, dataset, preset, overrides, seed and the resolved
+    config ({"train", "data", "model"} sections), plus "checkpoint_step": the step of the
+    weights loaded (a run may go on past it) and "weights_source": "checkpoint" or "weights".
+    The one way a run's model is loaded (consistency, score, the figures' grids,
+    jumpbench.load_run)."""
     from jumpbench.benchmarks.config import build_config
     from jumpbench.models import MODELS
 
@@ -366,18 +525,73 @@ def load_run(folder: str | Path, device="cpu"):
     record = read_json(folder / CONFIG)
     if not isinstance(record, dict):
         raise JumpbenchError(f"{folder}: not a run folder (no readable {CONFIG})")
-    path = folder / CHECKPOINT
-    if not path.is_file():
-        raise JumpbenchError(f"{folder}: no {CHECKPOINT} (train it first with jumpbench run)")
     try:
         cls, cfg_cls = MODELS[record["model"]]
         model_cfg = record["config"]["model"]
     except (KeyError, TypeError):
         raise JumpbenchError(f"{folder}/{CONFIG}: not a run's config (no model or config.model)") from None
+    state, path, _ = training_state(folder, map_location=device, with_sha=True)
+    if state is None:
+        raise JumpbenchError(f"{folder}: no {CHECKPOINT} and no {WEIGHTS} (train it first with jumpbench run)")
     model = cls(build_config(cfg_cls, model_cfg, "model"))
-    state = load_checkpoint(path, map_location=device)
     load_state(path, model, state["model"])
-    return model.to(device).eval(), {**record, "checkpoint_step": state["step"]}
+    return model.to(device).eval(), {**record, "checkpoint_step": state["step"], "weights_source": state["source"]}
+
+
+def continuation(folder: str | Path, data: str | Path | None = None, steps: int | None = None) -> dict:
+    """How to train a run folder on (`jumpbench continue`): {"model", "data", "preset", "overrides",
+    "seed", "out", "name"} from its config.json; `steps` replaces its train.steps. The dataset is
+    `data`, else the folder config.json names when it holds the run's dataset (by its manifest's
+    sha256), else a one-line error naming the command that writes it again."""
+    folder = Path(folder)
+    rec = read_json(folder / CONFIG)
+    if not isinstance(rec, dict) or not {"model", "preset", "seed", "dataset"} <= set(rec):
+        raise JumpbenchError(f"{folder}: not a run folder (no readable {CONFIG})")
+    if folder.resolve().name != f"seed-{rec['seed']}":
+        raise JumpbenchError(f"{folder}: a run folder is <out>/<dataset>/<model>/<name>/seed-{rec['seed']}")
+    if data is None:
+        data = rec.get("data")
+        if not (data and (Path(data) / MANIFEST).is_file() and dataset_sha256(data) == rec.get("dataset_sha256")):
+            raise JumpbenchError(f"{folder}: its dataset is not at {data}; write it again with: jumpbench generate "
+                                 f"for-run {folder} (then give --data data/{rec['dataset']} if it goes elsewhere)")
+    overrides = [o for o in rec.get("overrides", []) if not (steps is not None and o.startswith("train.steps="))]
+    if steps is not None:
+        overrides.append(f"train.steps={steps}")
+    full = folder.resolve()
+    return {"model": rec["model"], "data": str(data), "preset": rec["preset"], "overrides": overrides,
+            "seed": rec["seed"], "out": str(full.parents[3]), "name": full.parent.name}
+
+
+def read_legs(folder: Path) -> list[dict]:
+    """legs.json: the stretches of training a run was made in, in order, each {"from", "to" (steps),
+    "wall_s", "started" (UTC), "machine", "device", "precision", "threads", "procs", "resumed"
+    ("start", "checkpoint", "weights" or "branch"), "optimizer"}; [] when there is none."""
+    legs = read_json(Path(folder) / LEGS)
+    return [leg for leg in legs if isinstance(leg, dict)] if isinstance(legs, list) else []
+
+
+class Leg:
+    """This process's stretch of training, recorded in legs.json at every checkpoint (rank 0).
+    Legs recorded by an earlier process past the step it resumes from (its work after its last
+    checkpoint, lost) are cut there; steps made before legs were recorded become one leg whose
+    machine is unknown."""
+
+    def __init__(self, folder: Path, step: int, **facts):
+        self.path = Path(folder) / LEGS
+        legs = [leg for leg in read_legs(folder) if leg.get("from", 0) < step]
+        if legs and legs[-1].get("to", 0) > step:
+            legs[-1] = {**legs[-1], "to": step}
+        if step > 0 and not legs:
+            legs = [{"from": 0, "to": step, "machine": None, "note": "made before legs were recorded"}]
+        self.legs = legs
+        self.leg = {"from": step, "to": step, "wall_s": 0.0,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
+
+    def update(self, step: int, wall_s: float) -> None:
+        if step <= self.leg["from"]:
+            return
+        self.leg.update(to=step, wall_s=round(wall_s, 1))
+        write_json_atomic(self.path, self.legs + [self.leg])
 
 
 def run_dataset(record: dict, data: str | Path | None = None) -> Path:
@@ -424,6 +638,22 @@ def read_metrics(path: Path) -> list[dict]:
             raise JumpbenchError(f"{path}: line {number} is not a metrics row") from None
         rows.append(row)
     return rows
+
+
+def check_metrics(folder: Path, step: int, eval_every: int, source: str) -> None:
+    """A run resumed at `step` (from its `source`, checkpoint.pt or weights.safetensors) must have
+    every evaluation it made on the way there in metrics.jsonl (a deleted or cut file would leave
+    a gap in its curve for good): refused in one line that says how to go on as a new run. A
+    branch's rows before the step it started from are its parent's, not checked here."""
+    rec = read_json(Path(folder) / CONFIG)
+    start = ((rec.get("branched_from") or {}).get("step", 0)) if isinstance(rec, dict) else 0
+    have = {r["step"] for r in read_metrics(Path(folder) / METRICS)}
+    missing = [s for s in range((start // eval_every + 1) * eval_every, step + 1, eval_every) if s not in have]
+    if missing:
+        at = ", ".join(map(str, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise JumpbenchError(f"{folder}: {METRICS} lacks the evaluations at step {at}, made before its {source} at "
+                             f"step {step} (a deleted or cut file); go on as a new run from it with: "
+                             f"jumpbench run ... --from {folder} --name NEW")
 
 
 def append_metrics(folder: Path, row: dict) -> None:

@@ -317,9 +317,9 @@ def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list
 def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[int], out, name=None,
               progress: bool = True, jobs: int = 1, launcher: str = "local",
               cluster: str | None = None, tensorboard: bool = False, extend: bool = False,
-              branch_from: str | None = None, procs: int = 1) -> list[tuple[int, str]]:
+              branch_from: str | None = None, procs: int = 1, minutes: float | None = None) -> list[tuple[int, str]]:
     """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed.
-    `tensorboard`, `extend`, `branch_from`: train()'s keywords (a config folder as
+    `tensorboard`, `extend`, `branch_from`, `minutes`: train()'s keywords (a config folder as
     `branch_from` gives each seed its own parent)."""
     info = dataset_info(data)
     check_model_fits(model, info)
@@ -334,8 +334,8 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
 
         for s in seeds:
             branch_parent(branch_from, s)
-    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend, branch_from, procs)
-             for s in seeds]
+    tasks = [RunSpec(model, data, preset, tuple(overrides), s, out, name, tensorboard, extend, branch_from, procs,
+                     minutes) for s in seeds]
     return [(t.seed, why) for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)]
 
 

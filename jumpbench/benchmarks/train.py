@@ -27,6 +27,7 @@ from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import read_json
 
+RESTART_WARMUP = 200  # steps of learning-rate ramp for a run continued from weights without Adam's moments
 PEER_LOST = "another process of this data-parallel run stopped"
 
 
@@ -52,10 +53,11 @@ def _dist() -> tuple[int, int]:
 
 def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: list[str] = (), seed: int = 0,
           out: str | Path = "results/runs", name: str | None = None, progress: bool = True,
-          tensorboard: bool = False, extend: bool = False, branch_from: str | Path | None = None) -> Path:
+          tensorboard: bool = False, extend: bool = False, branch_from: str | Path | None = None,
+          minutes: float | None = None) -> Path:
     """Train one seed of one model; returns its run folder (train_run of the RunSpec)."""
     return train_run(runs.RunSpec(model_name, data, preset, tuple(overrides), seed, out, name, tensorboard, extend,
-                                  branch_from), progress)
+                                  branch_from, minutes=minutes), progress)
 
 
 def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
@@ -63,7 +65,8 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     run already done. `spec.tensorboard`: also write TensorBoard events into the run folder
     (board.py); `spec.extend`: continue a run (done or not) to a larger train.steps,
     everything else unchanged (runs.open_run); `spec.branch_from`: start from another run's
-    checkpoint (runs.branch_source)."""
+    checkpoint (runs.branch_source); `spec.minutes`: stop (checkpointed, published, marked
+    interrupted: the same command goes on) after that many minutes of training."""
     info = D.dataset_info(spec.data)
     check_model_fits(spec.model, info)
     with runs.run_lock(spec.folder(info["name"])):
@@ -89,7 +92,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     precision = M.resolve_precision(tc.precision, device, compiled=tc.compile)
     ckpt_path = folder / runs.CHECKPOINT
     record = runs.record(spec, world, info, cfg)
-    branch = _branch(spec, folder, info, tc.steps, ckpt_path.is_file())
+    branch = _branch(spec, folder, info, tc.steps, ckpt_path.is_file() or (folder / runs.WEIGHTS).is_file())
 
     # Model, optimizer, and the checkpoint to resume from (a branch's is checked to fit before
     # anything of the branch is written).
@@ -97,40 +100,44 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     torch.manual_seed(seed)
     model = MODELS[spec.model][0](cfg["model"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    optimizer = "new"  # how Adam's state began this leg: new, restored, or new with a warm-up
     if branch is not None:
-        runs.load_state(branch[0], model, branch[1]["model"])
-        runs.load_state(branch[0], opt, branch[1]["optimizer"], "optimizer state")
+        optimizer = _restore(branch[0], branch[1], model, opt)
         record["branched_from"] = branch[2]
-    # config.json is written once; a resume under another config or dataset is refused
-    if world > 1:  # every process decides on the folder as found, before rank 0 rewrites config.json
+    # config.json is written once; a resume under another config or dataset is refused. Every
+    # process decides on the folder as found, and the state it goes on from is loaded and
+    # checked, before rank 0 writes anything (a refused --extend leaves config.json as it was).
+    if world > 1:
         runs.check_global_batch(folder)
-        extended = runs.open_run(folder, record, write=False, extend=spec.extend)
-        status = runs.read_status(folder)
-        torch.distributed.barrier()
-        if rank == 0:
-            runs.open_run(folder, record, write=True, extend=spec.extend)
-    else:
-        extended = runs.open_run(folder, record, write=True, extend=spec.extend)
-        status = runs.read_status(folder)
+    extended = runs.open_run(folder, record, write=False, extend=spec.extend)
+    status = runs.read_status(folder)
     if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
         return folder
-    step, wall, resumed, ckpt = 0, 0.0, ({}, 0), None
+    step, wall, resumed, ckpt, source = 0, 0.0, ({}, 0), None, "start"
     if branch is not None:
-        ckpt = branch[1]
-        if rank == 0:
-            runs.start_branch(folder, branch[0], ckpt["step"])
-    elif ckpt_path.is_file():
-        try:  # a checksummed load; a bad checkpoint names its file and marks the run failed
-            ckpt = runs.load_checkpoint(ckpt_path, map_location=device)
-            runs.load_state(ckpt_path, model, ckpt["model"])
-            runs.load_state(ckpt_path, opt, ckpt["optimizer"], "optimizer state")
+        ckpt, source = branch[1], "branch"
+    else:
+        try:  # checkpoint.pt (exact), else the published weights (a run from git); a checksummed
+            # load: a bad file names itself and marks the run failed
+            ckpt, path, _ = runs.training_state(folder, map_location=device, with_sha=True)
+            if ckpt is not None:
+                source = ckpt["source"]
+                optimizer = _restore(path, ckpt, model, opt)
+                runs.check_metrics(folder, ckpt["step"], tc.eval_every, path.name)
         except JumpbenchError as e:
             if rank == 0:
                 runs.write_status(folder, "failed", str(e))
             raise
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        runs.open_run(folder, record, write=True, extend=spec.extend)
+        if branch is not None:
+            runs.start_branch(folder, branch[0], ckpt["step"])
     if ckpt is not None:
         step, wall = ckpt["step"], ckpt["wall"]
-        torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
+        if "rng" in ckpt:  # (every step seeds its own noise; kept for checkpoints' exactness)
+            torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
         resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
         if tc.precision == "auto":  # go on in the precision the run (or its parent) trained in
             precision = M.resumed_precision(ckpt.get("precision"), ckpt.get("device_type"), precision, device)
@@ -166,6 +173,17 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     from tqdm import tqdm
 
     writer = board.open_writer(folder, step) if spec.tensorboard and rank == 0 else None
+    leg = runs.Leg(folder, step, machine=M.describe(device), device=device.type, precision=precision,
+                   threads=torch.get_num_threads(), procs=world, resumed=source, optimizer=optimizer)
+    leg_wall, start_step = wall, step
+    warmup = RESTART_WARMUP if optimizer == "new, warm-up" else 0
+    deadline = time.monotonic() + spec.minutes * 60 if spec.minutes else None
+
+    def save(step: int, wall: float, sums: dict | None = None, count: int = 0) -> None:  # rank 0
+        runs.save_training_state(ckpt_path, model, opt, step, wall, sums, count, precision=precision,
+                                 device_type=device.type)
+        runs.publish_weights(folder, model, opt, step, wall, sums, count, precision, device.type)
+        leg.update(step, wall - leg_wall)
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{spec.model} seed {seed}")
     stats, t0 = _StepStats(*resumed, device, world), time.perf_counter()
@@ -180,21 +198,25 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
 
     try:
         for item in batches:
-            if stop.now(world, device, step % sync_every == 0):  # Ctrl-C or SIGTERM: checkpoint between two steps, then stop
-                if diverged():  # (GPUs: a NaN not read yet) marked, nothing saved; still a stop
+            timed_out = deadline is not None and time.monotonic() > deadline
+            stop.requested |= timed_out
+            if stop.now(world, device, step % sync_every == 0):  # Ctrl-C, SIGTERM or --minutes: checkpoint
+                if diverged():  # between two steps, then stop (GPUs: a NaN not read yet is marked, nothing saved)
                     raise KeyboardInterrupt
                 sums = stats.host()  # every process
                 if rank == 0:
-                    runs.save_training_state(ckpt_path, model, opt, step, wall + time.perf_counter() - t0,
-                                             *sums, precision=precision, device_type=device.type)
-                    _mark_interrupted(folder, step, tc.steps)
+                    save(step, wall + time.perf_counter() - t0, *sums)
+                    _mark_interrupted(folder, step, tc.steps, f"stopped after --minutes {spec.minutes:g}" if timed_out else "")
+                if timed_out:
+                    return folder
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
             torch.manual_seed(_seed(seed, step, rank, 0))
             g = torch.Generator().manual_seed(_seed(seed, step, rank, 1))
             batch = D.train_batch(item, dc, model.jumpy, g, device)
+            lr = tc.lr_at(step) * (min(1.0, (step - start_step + 1) / warmup) if warmup else 1.0)
             for group in opt.param_groups:
-                group["lr"] = tc.lr_at(step)
+                group["lr"] = lr
             with M.autocast(precision, device):
                 out = net(batch, step)
             loss = out["loss"]
@@ -233,8 +255,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
                     runs.append_metrics(folder, row)
                     if writer is not None:
                         board.log_row(writer, row, folder)
-                    runs.save_training_state(ckpt_path, model, opt, step, wall, precision=precision,
-                                             device_type=device.type)
+                    save(step, wall)
                     runs.write_status(folder, "running", f"step {step} of {tc.steps}")
                 stats.reset()
     except Exception as e:
@@ -360,8 +381,21 @@ def _evaluation_threads(device: torch.device, world: int):
         torch.set_num_threads(threads)
 
 
-def _mark_interrupted(folder: Path, step: int, steps: int) -> None:
-    runs.write_status(folder, "interrupted", f"interrupted at step {step} of {steps}; run the same command to resume")
+def _mark_interrupted(folder: Path, step: int, steps: int, how: str = "") -> None:
+    runs.write_status(folder, "interrupted", f"{how or 'interrupted'} at step {step} of {steps}; run the same "
+                                             "command to resume")
+
+
+def _restore(path: Path, state: dict, model, opt) -> str:
+    """Load a training state (runs.training_state) into the model and its Adam. Returns how the
+    optimizer begins: "restored" (a checkpoint's, or published moments), or "new, warm-up" for
+    published weights without moments (a fresh Adam's first steps would be full-size
+    sign steps: the learning rate is ramped up over RESTART_WARMUP steps instead)."""
+    runs.load_state(path, model, state["model"])
+    if state.get("source") == "weights":
+        return "restored" if runs.load_moments(path, opt, model, state) else "new, warm-up"
+    runs.load_state(path, opt, state["optimizer"], "optimizer state")
+    return "restored"
 
 
 @contextmanager

@@ -1,0 +1,114 @@
+"""One leg of a run on a machine lent for minutes (a GPU): continue it from its published weights.
+
+    python3 scripts/gpu_leg.py results/runs/color_reaction/jump/flagship/seed-0 --minutes 9
+
+In one command, from a fresh checkout with nothing but the repository:
+1. makes jumpbench importable (`--wheels DIR`: first installs the wheels there, for packages the
+   machine lacks and cannot fetch; `scripts/gpu_leg.py --fetch-wheels DIR` downloads them on a
+   machine that reaches PyPI);
+2. writes the run's dataset again from what its config.json records, with every core;
+3. continues the run (`jumpbench continue`: its own model, preset, overrides, seed and name; from
+   its checkpoint.pt if there is one, else from weights.safetensors) for --minutes of training,
+   on the GPU when there is one; the leg is recorded in legs.json like any other;
+4. packs the run folder, less checkpoint.pt (never committed), as $OUT/leg.tar.gz (or --out):
+   unpack it over the run folder of the checkout to commit the leg.
+
+Prints the step it reached and the mean training step time of the leg.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# what jumpbench imports that an image with PyTorch, numpy, pillow, matplotlib, tqdm, click and
+# safetensors may lack (pyrender and trimesh only render dice: a leg regenerates dice only with them)
+WHEELS = ("tfrecord", "crc32c", "submitit", "cloudpickle", "typing-extensions")
+
+
+def fetch_wheels(folder: Path, python: str = "3.12") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in WHEELS:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", python, "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
+                        "--platform", "manylinux2014_x86_64", "--platform", "any", "-d", str(folder), name], check=True)
+    print(f"wheels in {folder}: {', '.join(sorted(p.name for p in folder.glob('*.whl')))}")
+
+
+def environment(wheels: Path | None) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    paths = [str(ROOT)]
+    if wheels is not None:
+        site = Path("/tmp/jumpbench-site")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--upgrade", "--target", str(site), *map(str, sorted(wheels.glob("*.whl")))], check=True)
+        paths.append(str(site))
+    env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", nargs="?", help="The run folder (results/runs/<dataset>/<model>/<name>/seed-<k>).")
+    ap.add_argument("--minutes", type=float, default=9.0, help="Minutes of training (the set-up comes before).")
+    ap.add_argument("--wheels", type=Path, default=None, help="Install the wheels in this folder first.")
+    ap.add_argument("--fetch-wheels", type=Path, default=None, metavar="DIR",
+                    help="Only download the wheels a GPU image may lack into DIR (here, with PyPI), then stop.")
+    ap.add_argument("--data", default=str(ROOT / "data"), help="Where to write the dataset again.")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/jumpbench-leg")))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="How this leg runs (train.threads, num_workers, cache, cache_gb).")
+    args = ap.parse_args()
+    if args.fetch_wheels:
+        fetch_wheels(args.fetch_wheels)
+        return
+    if not args.run:
+        ap.error("give the run folder")
+    run = Path(args.run).resolve()
+    env = environment(args.wheels)
+    t0 = time.time()
+
+    sys.path[:0] = env["PYTHONPATH"].split(os.pathsep)
+    from jumpbench.api import generate_for_run
+
+    data = generate_for_run(run, args.data, workers=args.workers, progress=False)
+    print(f"dataset {data} written again in {time.time() - t0:.0f} s", flush=True)
+
+    cmd = [sys.executable, "-m", "jumpbench.cli", "continue", str(run), "--data", str(data),
+           "--minutes", str(args.minutes), "--quiet"]
+    for o in args.overrides:
+        cmd += ["--set", o]
+    before = _legs(run)
+    proc = subprocess.run(cmd, env=env)
+    legs = _legs(run)
+    if len(legs) > len(before) and legs[-1].get("to", 0) > legs[-1].get("from", 0):
+        leg = legs[-1]
+        steps = leg["to"] - leg["from"]
+        print(f"leg: steps {leg['from']} -> {leg['to']} on {leg['machine']} ({leg['device']}, {leg['precision']}); "
+              f"{leg['wall_s']:.0f} s, {1000 * leg['wall_s'] / steps:.1f} ms per step (evaluations included)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(args.out / "leg.tar.gz", "w:gz") as tar:
+        for f in sorted(run.iterdir()):
+            if f.is_file() and not f.name.startswith("checkpoint"):
+                tar.add(f, arcname=f.name)
+    where = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
+    print(f"wrote {args.out / 'leg.tar.gz'}: unpack it over {where} and commit it")
+    sys.exit(proc.returncode)
+
+
+def _legs(run: Path) -> list:
+    try:
+        return json.loads((run / "legs.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
+if __name__ == "__main__":
+    main()
