@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test bench
 
-# EGL (headless OpenGL for pyrender) where missing, then torch (CPU build first, so pip
-# does not pull a CUDA build), then the project with its test extra.
+# EGL (headless OpenGL for pyrender) where missing; then torch 2.13.0 before the project, so
+# that the project's torch>= range is already met: where pip is configured with a local CPU
+# wheel of it (the project's machines) that is what installs, elsewhere PyPI's default build
+# (CUDA, several GB); only if that install fails, the newest CPU build from PyTorch's own index.
+# Then the project with its test extra.
 $(BIN)/jumpbench: pyproject.toml
 	@scripts/egl-deps.sh
 	$(PY) -m venv $(VENV)
