@@ -41,6 +41,7 @@ HINTS = {
     "speed": "jumpbench bench jumpy",
     "summary": "jumpbench run --model M --seeds N",
 }
+BASELINE_STYLES = ("--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))  # one per baseline drawn
 CARRY = ("mean ± √2·SEM over seeds; every run counted: a run that stopped early carries its last value, "
          "× = diverged")
 
@@ -84,15 +85,22 @@ def fig5a(main: dict, out: Path, runs: list[Run]) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = _curves(ax, models, "test_min_mse")
         base = baselines([r for r in runs if r.dataset == dataset]).get(dataset, {})
-        for k, v in base.items():  # the trivial predictors, as in the summary
-            ax.axhline(v, color="0.4", ls="--" if k == "repeat_last" else ":", lw=1,
+        top = max((v for d in drawn.values() for v in d["mean"] if v is not None and np.isfinite(v)), default=None)
+        off = []
+        for i, (k, v) in enumerate(sorted(base.items(), key=lambda kv: kv[1])):  # the trivial predictors
+            if top is not None and v > 2 * top:  # far above every curve: named, not drawn (it would squash them)
+                off.append(f"{BASELINES.get(k, k)} {v:.4g}")
+                continue
+            ax.axhline(v, color="0.35", ls=BASELINE_STYLES[i % len(BASELINE_STYLES)], lw=1,
                        label=f"baseline: {BASELINES.get(k, k)} ({v:.4g})")
         samples = _eval_samples(_all(models))
-        ax.set(xlabel="training steps", ylabel=f"test min-MSE ({samples} samples per video)")
+        ax.set_xscale("log")  # the video models' 1,000 steps and JUMP's tens of thousands, each readable
+        ax.set(xlabel="training steps (log scale)", ylabel=f"test min-MSE ({samples} samples per video)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         _title(fig, "Fig. 5a: forward-prediction min-MSE", dataset, preset, _all(models))
-        fig.text(0.01, -0.02, CARRY, fontsize=7)
+        fig.text(0.01, -0.02, CARRY + ("\nbaselines far above the curves, not drawn: " + "; ".join(off) if off else ""),
+                 fontsize=7, va="top")
         made.append(save(fig, out, f"fig5a_{dataset}_{preset}", {"metric": "test_min_mse", "models": drawn,
                                                                  "baselines": base}))
     return made
@@ -142,7 +150,8 @@ def _eval_samples(runs: list[Run]) -> str:
 
 
 def _points(ax, models: dict[str, list[Run]], keys: list[str], xlabels: list[str]) -> dict:
-    """Mean ± sqrt(2) SEM per model and key (grouped), each seed a dot. Returns what was drawn."""
+    """Mean ± sqrt(2) SEM per model and key (grouped, a square with error bars), each seed a dot
+    beside it. Returns what was drawn."""
     drawn, names = {}, ordered(models)
     width = 0.8 / max(len(names), 1)
     for i, model in enumerate(names):
@@ -154,12 +163,14 @@ def _points(ax, models: dict[str, list[Run]], keys: list[str], xlabels: list[str
             vals = [v for _, v in pairs]
             x = j + (i - (len(names) - 1) / 2) * width
             m, e = float(np.mean(vals)), sem2(vals)
-            ax.bar(x, m, width * 0.9, yerr=0 if np.isnan(e) else e, capsize=4, color=f"C{i}", alpha=0.6,
-                   label=f"{model}: {count_text(models[model])}" if j == 0 else None)
-            ax.plot([x] * len(vals), vals, "k.", ms=4)
+            # a point, not a bar: the axis is fitted to the values, and a bar from its edge would mislead
+            ax.errorbar(x, m, yerr=0 if np.isnan(e) else e, fmt="s", ms=8, capsize=5, color=f"C{i}",
+                        label=f"{model}: {count_text(models[model])}" if j == 0 else None)
+            ax.plot([x + width * 0.25] * len(vals), vals, "k.", ms=4)
             drawn[model][key] = {"mean": m, "err": e, "n": len(vals), "seeds": [s for s, _ in pairs],
                                  "values": vals}
     ax.set_xticks(range(len(keys)), xlabels)
+    ax.margins(y=0.15)  # the axis fits the values and whatever else is drawn (bars from 0 hid differences)
     return drawn
 
 
