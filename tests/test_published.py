@@ -189,3 +189,22 @@ def test_continue_takes_everything_from_the_run_folder(small_ts, tmp_path):
     assert r.exit_code == 0, r.output
     assert run("continue", folder, "--steps", 12, "--quiet").exit_code == 0
     assert R.read_legs(folder)[-1]["to"] == 12
+
+
+def test_a_run_finds_its_dataset_from_any_folder(small_ts, tmp_path, monkeypatch):
+    """config.json records the dataset path as given where the run trained (relative to the
+    repository's root, as a rule); score, consistency and the figures find it from elsewhere,
+    or name the command that writes it again."""
+    import shutil
+
+    shutil.copytree(small_ts, tmp_path / "repo" / "data" / "traveling_salesman")
+    monkeypatch.chdir(tmp_path / "repo")
+    folder = train("jump", "data/traveling_salesman", "smoke", FP32 + ["train.steps=5"], 0, "results/runs",
+                   name="r", progress=False)
+    monkeypatch.chdir(tmp_path)  # another folder
+    model, record = R.load_run(Path("repo") / folder)
+    assert R.run_dataset(record) == (tmp_path / "repo" / "data" / "traveling_salesman").resolve()
+    shutil.rmtree(tmp_path / "repo" / "data")
+    model, record = R.load_run(Path("repo") / folder)
+    with pytest.raises(JumpbenchError, match="jumpbench generate for-run"):
+        R.run_dataset(record)

@@ -20,7 +20,7 @@ import torch
 
 from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks.results import Run, count_text, primary_metric
-from jumpbench.benchmarks.runs import has_weights, load_run
+from jumpbench.benchmarks.runs import has_weights, load_run, run_dataset
 
 HINTS = {
     "fig3": "jumpbench generate narratives --narrative color_reaction, then jumpbench run --model jump "
@@ -71,7 +71,7 @@ def _draw(rows: list[tuple[str, np.ndarray]], title: str):
 
 
 def _scene(cfg: dict, index: int = 0) -> dict:
-    scenes = D.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
+    scenes = D.Scenes(run_dataset(cfg), "test", cfg["config"]["data"]["image_size"])
     item = scenes[index]
     return {"frames": D.to_float(item["frames"])[None], "viewpoints": item["viewpoints"][None], "scenes": scenes}
 

@@ -525,17 +525,36 @@ def load_run(folder: str | Path, device="cpu"):
     record = read_json(folder / CONFIG)
     if not isinstance(record, dict):
         raise JumpbenchError(f"{folder}: not a run folder (no readable {CONFIG})")
+    if not has_weights(folder):
+        raise JumpbenchError(f"{folder}: no {CHECKPOINT} and no {WEIGHTS} (train it first with jumpbench run)")
     try:
         cls, cfg_cls = MODELS[record["model"]]
         model_cfg = record["config"]["model"]
     except (KeyError, TypeError):
         raise JumpbenchError(f"{folder}/{CONFIG}: not a run's config (no model or config.model)") from None
     state, path, _ = training_state(folder, map_location=device, with_sha=True)
-    if state is None:
-        raise JumpbenchError(f"{folder}: no {CHECKPOINT} and no {WEIGHTS} (train it first with jumpbench run)")
     model = cls(build_config(cfg_cls, model_cfg, "model"))
     load_state(path, model, state["model"])
-    return model.to(device).eval(), {**record, "checkpoint_step": state["step"], "weights_source": state["source"]}
+    return model.to(device).eval(), {**record, "checkpoint_step": state["step"], "weights_source": state["source"],
+                                     "run": str(folder), "data_path": find_dataset(folder, record)}
+
+
+def find_dataset(folder: Path, record: dict) -> str | None:
+    """Where the dataset a run recorded is on this machine: its "data" path as it was given
+    (relative to where the run trained: the repository's root, as a rule), from the current
+    folder or from any folder above the run's; the first that holds a dataset of the run's name
+    and generator parameters. None when there is none."""
+    data = record.get("data")
+    if not isinstance(data, str) or not data:
+        return None
+    paths = [Path(data)] + ([] if Path(data).is_absolute() else [p / data for p in Path(folder).resolve().parents])
+    for path in paths:
+        if (path / MANIFEST).is_file():
+            try:
+                return str(run_dataset(record, path))
+            except JumpbenchError:
+                continue
+    return None
 
 
 def continuation(folder: str | Path, data: str | Path | None = None, steps: int | None = None) -> dict:
@@ -598,8 +617,12 @@ def run_dataset(record: dict, data: str | Path | None = None) -> Path:
     """The dataset to evaluate a loaded run on (`data`, else the one it trained on), refused when
     its generator, version or scene parameters are not those the run recorded: other test scenes.
     Scene i of a split is a function of those alone, so the split sizes and the shard size (the
-    layout: another manifest sha256) may differ."""
-    data = Path(data or record["data"])
+    layout: another manifest sha256) may differ. Without `data`, a record from load_run is looked
+    for where find_dataset found it, from any folder."""
+    if data is None and record.get("run") and not record.get("data_path"):
+        raise JumpbenchError(f"{record['run']}: its dataset is not at {record.get('data')} (from here or above the "
+                             f"run); write it again with: jumpbench generate for-run {record['run']}, or give --data")
+    data = Path(data or record.get("data_path") or record["data"])
     want = record.get("dataset_generator")
     if want and (data / MANIFEST).is_file():
         m = load_manifest(data)
