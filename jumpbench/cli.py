@@ -39,7 +39,15 @@ def one_line_errors(fn):
 
 
 class OneLineGroup(click.Group):
-    """Usage errors too are one line ("error: ..."), exit status 2, no usage dump."""
+    """Usage errors too are one line ("error: ..."), exit status 2, no usage dump; so is a group
+    given no command (`jumpbench generate`: which commands it has). Its subgroups are of its class."""
+
+    group_class = type
+
+    def parse_args(self, ctx, args):
+        if not args and not ctx.resilient_parsing:
+            raise click.UsageError(f"{ctx.command_path} needs a command: {', '.join(self.list_commands(ctx))}", ctx)
+        return super().parse_args(ctx, args)
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
@@ -174,17 +182,31 @@ def verify(dataset, quiet):
 
 
 @cli.command()
-@click.argument("dataset", type=click.Path())
+@click.argument("folder", type=click.Path())
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--index", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="A .png contact sheet or a .gif.")
-@click.option("--scale", type=int, default=2, show_default=True, help="Pixel magnification.")
+@click.option("--scale", type=int, default=None, help="Pixel magnification [default: 2; a run's: to about 128 px].")
+@click.option("--samples", type=int, default=None, help="A run's samples beside the truth [default: 3].")
+@click.option("--data", type=click.Path(), default=None, help="A run's dataset, where it is not found.")
 @one_line_errors
-def view(dataset, split, index, out, scale):
-    """Write a contact sheet (PNG) or an animation (GIF) of one scene."""
+def view(folder, split, index, out, scale, samples, data):
+    """Write a contact sheet (PNG) or an animation (GIF) of one scene of a dataset FOLDER; of
+    a run FOLDER, the scene's truth beside samples of the run's model, which sees the first
+    data.eval_context frames (dice: the hidden-face context views), panel by panel over time."""
+    from jumpbench.records import MANIFEST
+
+    if (Path(folder) / "config.json").is_file() and not (Path(folder) / MANIFEST).is_file():  # a run folder
+        from jumpbench.view import write_run_samples
+
+        what = write_run_samples(folder, out, index, split, 3 if samples is None else samples, scale, data)
+        click.echo(f"wrote {out}: {what}")
+        return
+    if samples is not None or data is not None:
+        raise JumpbenchError(f"--samples and --data are for a run folder; {folder} is not one (no config.json)")
     from jumpbench.view import write_scene
 
-    write_scene(dataset, split, index, out, scale)
+    write_scene(folder, split, index, out, 2 if scale is None else scale)
     click.echo(f"wrote {out}")
 
 
@@ -263,8 +285,6 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
         raise JumpbenchError("give --seeds N or --seed K, not both")
     if seeds is not None and seeds < 1:
         raise JumpbenchError(f"--seeds must be at least 1, got {seeds}")
-    if seed is not None and seed < 0:
-        raise JumpbenchError(f"--seed must be non-negative, got {seed}")
     if extend and steps is None:
         raise JumpbenchError("--extend needs --steps N: the total number of steps to continue the runs to")
     if branch_from is not None and (extend or not name):
@@ -355,8 +375,10 @@ def sweep(model, data, preset, grid, overrides, metric, seed, jobs, launcher, pr
 @one_line_errors
 def plot(runs, out, speed, summary, no_grids):
     """The paper's figures (PNG and PDF) and the summary table, from the run folders."""
+    from jumpbench import checks
     from jumpbench.benchmarks.plot import plot_all
 
+    checks.folder("--out", out)
     if not Path(runs).is_dir():
         raise JumpbenchError(f"--runs {runs}: no such folder (make runs with: jumpbench run --model M --data D)")
     lines = plot_all(runs, out, speed, summary, grids=not no_grids)

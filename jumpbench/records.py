@@ -5,9 +5,12 @@
 
 `frames` is a bytes list of PNG-encoded RGB frames; every other key is a flat int64 or
 float list whose shape the manifest's schema gives (a shape may name the frame count "T").
-The schema is documented in docs/records.md. TFRecord framing (length, masked CRC32C) is
-written here directly so that each shard's sha256 is computed while it is written; the
-protobuf classes come from the `tfrecord` package, imported lazily (see `_example_pb2`).
+The schema is documented in docs/records.md, with what is checked: a manifest against itself
+when it is loaded (`manifest_problem`, `check_manifest`), and every record against the
+manifest as `verify` or a reader reads it (`check_record`, `decode_frames`). TFRecord framing
+(length, masked CRC32C) is written here directly so that each shard's sha256 is computed while
+it is written; the protobuf classes come from the `tfrecord` package, imported lazily (see
+`_example_pb2`).
 """
 from __future__ import annotations
 
@@ -43,10 +46,19 @@ def encode_png_palette(index: np.ndarray, palette: bytes, level: int = 1) -> lis
     t, h, w = index.shape
     raw = np.zeros((t, h, w + 1), np.uint8)  # a leading 0 per row: PNG filter type "None"
     raw[:, :, 1:] = index
-    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)) \
-        + _png_chunk(b"PLTE", palette)
+    head = png_head(w, h, palette)
     tail = _png_chunk(b"IEND", b"")
     return [head + _png_chunk(b"IDAT", zlib.compress(raw[i].tobytes(), level)) + tail for i in range(t)]
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_head(width: int, height: int, palette: bytes | None) -> bytes:
+    """The bytes a frame starts with: the PNG signature and header (8 bits, no interlace; palette
+    colour followed by the palette, or RGB colour without one), as our encoders and PIL write them."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3 if palette else 2, 0, 0, 0)
+    return PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + (_png_chunk(b"PLTE", palette) if palette else b"")
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -313,9 +325,12 @@ def manifest_problem(m: Any) -> str | None:
     if not m["splits"]:
         return "no splits"
     for key, spec in m["schema"].items():
-        if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("shape"), list)
-                and all(d == "T" or (isinstance(d, int) and not isinstance(d, bool)) for d in spec["shape"])):
+        if not (isinstance(spec, dict) and set(spec) == {"dtype", "shape"} and isinstance(spec["shape"], list)
+                and all(d == "T" or (isinstance(d, int) and not isinstance(d, bool) and d >= -1)
+                        for d in spec["shape"])):
             return f"schema of {key!r} is not {{'dtype', 'shape'}}"
+        if spec["dtype"] not in DTYPES or (spec["dtype"] == "png") != (key == "frames"):
+            return f"schema of {key!r}: dtype {spec['dtype']!r} (known: png for frames, int64 and float32 for the rest)"
     if not isinstance(m["viewpoint"].get("key"), str):
         return "'viewpoint' has no 'key'"
     for split, info in m["splits"].items():
@@ -329,21 +344,140 @@ def manifest_problem(m: Any) -> str | None:
                 return f"split {split!r}: shard file {shard['file']!r} is not a plain file name"
         if "scenes" in info and info["scenes"] != sum(s["records"] for s in info["shards"]):
             return f"split {split!r}: 'scenes' is not the sum of its shards' records"
+    return meaning_problem(m)
+
+
+DTYPES = ("png", "int64", "float32")  # a schema's dtypes: PNG frames (a bytes list), int64 and float32 lists
+VIEWPOINT_DIMS = {"cameras": 7, "timestamps": 1}  # the dimension the loader makes of each viewpoint key
+VIEWPOINT_SHAPES = {"cameras": ["T", 5], "timestamps": ["T"]}  # and the stored shape it reads
+
+
+def meaning_problem(m: dict) -> str | None:
+    """What in a well-formed manifest disagrees with itself or with what jumpbench reads, or None:
+    a layout other than the two known ones (before 1.1: no params_sha256 and no shard sizes;
+    since: both), a frame count, frame size or seed that is not an integer, a duplicated field
+    that disagrees (`seed` and `params.seed`, `dataset` and `params.narrative`), a viewpoint key
+    or dimension the loader does not read, and, for a known generator, a schema or viewpoint
+    other than the one it writes for these parameters (`generator_layout`)."""
+    params, schema, vp = m["params"], m["schema"], m["viewpoint"]
+    shards = [s for info in m["splits"].values() for s in info["shards"]]
+    sized = [isinstance(s.get("bytes"), int) and isinstance(s.get("index_sha256"), str) for s in shards]
+    unsized = [not ({"bytes", "index_sha256"} & set(s)) for s in shards]
+    if not (all(sized) and "params_sha256" in m or all(unsized) and "params_sha256" not in m):
+        if all(sized):
+            return "its shards record their sizes (the layout since 1.1) but it has no params_sha256: it was edited"
+        return "not a known layout (since 1.1: params_sha256 and each shard's 'bytes' and 'index_sha256'; before: none)"
+    if "params_sha256" in m and not isinstance(m["params_sha256"], str):
+        return "'params_sha256' is not a string"
+    for key, value, least in (("size", params.get("size"), 1), ("seed", params.get("seed"), 0),
+                              ("frames" if "frames" in params else "views", frames_per_scene(params), 1)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+            return f"params.{key} {value!r} is not an integer of at least {least}"
+    if "seed" in m and m["seed"] != params["seed"]:
+        return f"its seed {m['seed']!r} is not its params.seed {params['seed']!r}"
+    if "narrative" in params and params["narrative"] != m["dataset"]:
+        return f"its dataset {m['dataset']!r} is not its params.narrative {params['narrative']!r}"
+    if schema.get("frames") != {"dtype": "png", "shape": ["T"]}:
+        return "its schema has no 'frames' of dtype png and shape ['T']"
+    key, dim = vp["key"], vp.get("dim")
+    if key not in VIEWPOINT_DIMS:
+        return f"viewpoint key {key!r}; jumpbench reads {' or '.join(VIEWPOINT_DIMS)}"
+    if not (isinstance(dim, int) and not isinstance(dim, bool)) or dim != VIEWPOINT_DIMS[key]:
+        return f"viewpoint {key!r} of dimension {dim!r}; jumpbench reads it as {VIEWPOINT_DIMS[key]}"
+    if schema.get(key) != {"dtype": "float32", "shape": VIEWPOINT_SHAPES[key]}:
+        return f"viewpoint {key!r} is not in its schema as float32 of shape {VIEWPOINT_SHAPES[key]}"
+    layout = generator_layout(m)
+    if isinstance(layout, str):
+        return layout
+    if layout:
+        name = m["generator"]
+        if m["dataset"] != layout["dataset"]:
+            return f"dataset {m['dataset']!r}; the {name} generator writes {layout['dataset']!r} for its parameters"
+        for k in sorted(set(schema) | set(layout["schema"])):
+            if schema.get(k) != layout["schema"].get(k):
+                return f"schema of {k!r} is {schema.get(k)}; the {name} generator writes {layout['schema'].get(k)}"
+        if vp != layout["viewpoint"]:
+            return f"viewpoint {vp}; the {name} generator writes {layout['viewpoint']}"
     return None
 
 
-def shape_features(raw: dict[str, Any], schema: dict[str, dict]) -> dict[str, Any]:
-    """Reshape a parsed Example's flat lists with the schema ("T": the frame count, -1: any
-    length, []: a scalar); `frames` stay PNG bytes."""
-    n_frames = len(raw.get("frames", []))
+def generator_layout(m: dict) -> dict | str | None:
+    """What the manifest's generator writes for its parameters: {"dataset", "schema",
+    "viewpoint", "palette"} (`palette`: the frames are palette PNGs with it; None: RGB PNGs);
+    None for a generator jumpbench does not know (the generic checks alone then apply); a
+    string: why the parameters are not ones the generator takes."""
+    params = m["params"]
+    if m.get("generator") == "narratives":
+        from jumpbench.generators import narratives
+
+        if params.get("narrative") not in narratives.NARRATIVES:
+            return f"params.narrative {params.get('narrative')!r} is not one of {', '.join(narratives.NARRATIVES)}"
+        return {"dataset": params["narrative"], "schema": narratives.schema(params["narrative"]),
+                "viewpoint": narratives.NarrativesGenerator.viewpoint, "palette": narratives.PALETTE}
+    if m.get("generator") == "dice":
+        from jumpbench.generators import dice
+
+        return {"dataset": dice.DiceGenerator.dataset, "schema": dice.SCHEMA,
+                "viewpoint": dice.DiceGenerator.viewpoint, "palette": None}
+    return None
+
+
+def check_record(raw: dict[str, Any], manifest: dict, split: str, i: int, where: str) -> dict[str, Any]:
+    """A parsed Example (`parse_example`) checked against the manifest and reshaped with its
+    schema ("T": the manifest's frame count, -1: any length, []: a scalar): exactly the
+    schema's keys, each of its dtype and shape, every float finite, and its scene_index and
+    scene_seed those of scene `i` of `split` (see Determinism in docs/records.md). `frames`
+    stay PNG bytes, checked as they are decoded (`decode_frames`). Cheap: nothing is decoded."""
+    schema, params = manifest["schema"], manifest["params"]
+    t = frames_per_scene(params)
+    missing, extra = sorted(set(schema) - set(raw)), sorted(set(raw) - set(schema))
+    if missing:
+        raise JumpbenchError(f"{where}: no {missing[0]!r}, which the manifest's schema declares")
+    if extra:
+        raise JumpbenchError(f"{where}: holds {extra[0]!r}, which the manifest's schema does not declare")
     out = {}
-    for key, value in raw.items():
-        spec = schema.get(key)
-        if spec is None or spec["dtype"] == "png":
+    for key, spec in schema.items():
+        value, dtype = raw[key], spec["dtype"]
+        kind = "bytes" if isinstance(value, list) else str(value.dtype)
+        if kind != ("bytes" if dtype == "png" else dtype):
+            raise JumpbenchError(f"{where}: {key!r} holds {kind}; the manifest's schema says {dtype}")
+        if dtype == "png":
+            if len(value) != t:
+                raise JumpbenchError(f"{where}: holds {len(value)} frames; the manifest says {t} of "
+                                     f"{params['size']}x{params['size']}")
             out[key] = value
-        else:
-            out[key] = value.reshape([n_frames if d == "T" else d for d in spec["shape"]])
+            continue
+        try:
+            value = value.reshape([t if d == "T" else d for d in spec["shape"]])
+        except ValueError:  # a record of another dataset, or an edited schema
+            raise JumpbenchError(f"{where}: {key!r} holds {value.size} values, not the shape {spec['shape']} "
+                                 f"(T = {t}) of the manifest's schema; the record is not of this dataset") from None
+        if dtype == "float32" and not np.isfinite(value).all():
+            raise JumpbenchError(f"{where}: {key!r} holds NaN or infinite values")
+        out[key] = value
+    if "scene_index" in out and out["scene_index"].shape == () and int(out["scene_index"]) != i:
+        raise JumpbenchError(f"{where}: holds scene {int(out['scene_index'])} of its split, not scene {i} "
+                             f"(records moved, or of another dataset)")
+    if "scene_seed" in out and out["scene_seed"].shape == ():
+        from jumpbench.generators.base import SPLIT_IDS, scene_seed
+
+        if split in SPLIT_IDS and int(out["scene_seed"]) != scene_seed(params["seed"], split, i):
+            raise JumpbenchError(f"{where}: its scene_seed is not the one seed {params['seed']} gives scene {i} of "
+                                 f"{split} (the manifest's seed was edited, or the record is of another dataset)")
     return out
+
+
+def frame_format(manifest: dict) -> tuple[bytes, str]:
+    """(the bytes each frame of the dataset starts with, what that is in words): the PNG header
+    of the manifest's frame size and, for a known generator, its colour type and palette."""
+    size = manifest["params"]["size"]
+    layout = generator_layout(manifest)
+    if not isinstance(layout, dict):
+        return PNG_SIGNATURE, f"PNGs of {size}x{size}"
+    palette = layout["palette"]
+    return (png_head(size, size, palette),
+            f"{'8-bit palette PNGs' if palette else 'RGB PNGs'} of {size}x{size} (what the {manifest['generator']} "
+            f"generator writes)")
 
 
 @dataclass
@@ -367,6 +501,8 @@ class Dataset:
         check_manifest(self.root, self.manifest)
         self.name = self.manifest["dataset"]
         self.schema = self.manifest["schema"]
+        self.size = self.manifest["params"]["size"]
+        self.frame_format = frame_format(self.manifest)
         self._offsets: dict[str, list[tuple[int, int, int]]] = {}
         self._files: dict[tuple[int, str], Any] = {}
 
@@ -408,23 +544,22 @@ class Dataset:
         return data
 
     def features(self, split: str, i: int) -> dict[str, Any]:
-        """Parsed and reshaped features; `frames` left as PNG bytes."""
+        """Parsed, checked and reshaped features (`check_record`); `frames` left as PNG bytes."""
         try:
             raw = parse_example(self.raw(split, i))
         except JumpbenchError:
             raise
         except Exception as e:  # protobuf DecodeError and kin
             raise JumpbenchError(f"{self.root}/{split}: record {i} does not parse ({e})") from None
-        try:
-            return shape_features(raw, self.schema)
-        except ValueError as e:  # a record of another dataset: its arrays do not fit the schema
-            shard = self._split(split)["shards"][self._index(split)[i][0]]["file"]
-            raise JumpbenchError(f"{self.root / split / shard}: record {i} does not match the manifest's "
-                                 f"schema ({e}); the shard is not of this dataset") from None
+        return check_record(raw, self.manifest, split, i, self._where(split, i))
+
+    def _where(self, split: str, i: int) -> str:
+        shard = self._split(split)["shards"][self._index(split)[i][0]]["file"]
+        return f"{self.root / split / shard}: scene {i} of {split}"
 
     def scene(self, split: str, i: int) -> Scene:
         feats = self.features(split, i)
-        frames = decode_frames(feats.pop("frames"), f"{self.root}/{split} record {i}")
+        frames = decode_frames(feats.pop("frames"), self._where(split, i), self.size, self.frame_format)
         return Scene(frames, feats)
 
     def __getstate__(self):  # DataLoader workers reopen their own files
@@ -475,11 +610,28 @@ def check_index(path: Path, shard: dict, check_size: bool = True) -> list[tuple[
     return rows
 
 
-def decode_frames(pngs: list[bytes], where: str) -> np.ndarray:
+def decode_frames(pngs: list[bytes], where: str, size: int | None = None,
+                  fmt: tuple[bytes, str] = (PNG_SIGNATURE, "PNGs")) -> np.ndarray:
+    """A record's frames decoded to (T, H, W, 3) uint8. Each must start with the bytes of `fmt`
+    (`frame_format`: the PNG header, colour type and palette the dataset's frames have) and
+    decode to size x size (when given)."""
+    head, what = fmt
+    for k, png in enumerate(pngs):
+        if not png.startswith(head):
+            if png.startswith(PNG_SIGNATURE + b"\x00\x00\x00\rIHDR") and len(png) >= 26:
+                w, h, depth, colour = struct.unpack(">IIBB", png[16:26])
+                found = f"a {w}x{h} PNG of {depth}-bit colour type {colour}"
+            else:
+                found = "not a PNG"
+            raise JumpbenchError(f"{where}: frame {k} is {found}; the manifest's frames are {what}")
     try:
-        return np.stack([decode_png(b) for b in pngs])
+        frames = np.stack([decode_png(b) for b in pngs])
     except Exception as e:
         raise JumpbenchError(f"{where}: a frame does not decode ({e})") from None
+    if size is not None and frames.shape[1:3] != (size, size):
+        raise JumpbenchError(f"{where}: frames of {frames.shape[2]}x{frames.shape[1]}; the manifest says "
+                             f"{len(frames)} of {size}x{size}")
+    return frames
 
 
 def check_manifest(root: Path, manifest: dict) -> None:
@@ -488,7 +640,7 @@ def check_manifest(root: Path, manifest: dict) -> None:
     ones those parameters make, and no shard file lies in the folder that it does not list."""
     path = Path(root) / MANIFEST
     params = manifest["params"]
-    if "params_sha256" in manifest:  # older manifests (before the layout's version 1.1) have no hash
+    if "params_sha256" in manifest:  # manifests of the layout before 1.1 have no hash (manifest_problem)
         proof = dataset_proof(manifest.get("generator"), manifest.get("version"), manifest["dataset"], params)
         if proof != manifest["params_sha256"]:
             raise JumpbenchError(f"{path}: its parameters do not hash to its params_sha256 (the manifest was edited)")
@@ -510,14 +662,14 @@ def check_manifest(root: Path, manifest: dict) -> None:
 
 
 def verify(root: str | Path, progress=None) -> dict[str, int]:
-    """Check the manifest (check_manifest), then re-read every shard: sha256 and record counts
-    against the manifest, every record's CRC, every frame decodes to the manifest's frame count
-    and size. Returns records per split; raises JumpbenchError naming the bad shard and record."""
+    """Check the manifest (`load_manifest`, `check_manifest`), then re-read every shard: sha256,
+    size and record counts against the manifest, every record's CRC and index line, every
+    record against the schema (`check_record`) and every frame decoded (`decode_frames`).
+    Returns records per split; raises JumpbenchError naming the bad shard and record."""
     root = Path(root)
     manifest = load_manifest(root)
     check_manifest(root, manifest)
-    params = manifest["params"]
-    frames, size = frames_per_scene(params), params.get("size")
+    size, fmt = manifest["params"]["size"], frame_format(manifest)
     counts = {}
     for split, info in manifest["splits"].items():
         total = 0
@@ -541,14 +693,11 @@ def verify(root: str | Path, progress=None) -> dict[str, int]:
                         raise JumpbenchError(f"{index_path(path)}: line {n + 1} does not match record {n} "
                                              f"of the shard (edited or swapped index)")
                     try:
-                        feats = parse_example(data)
+                        raw = parse_example(data)
                     except Exception as e:
                         raise JumpbenchError(f"{path}: record {n} does not parse ({e})") from None
-                    decoded = decode_frames(feats.get("frames", []), f"{path}: record {n}")
-                    if frames and size and decoded.shape[:3] != (frames, size, size):
-                        raise JumpbenchError(f"{path}: record {n} holds {decoded.shape[0]} frames of "
-                                             f"{decoded.shape[1]}x{decoded.shape[2]}; the manifest says "
-                                             f"{frames} of {size}x{size}")
+                    where = f"{path}: record {n} (scene {total + n} of {split})"
+                    decode_frames(check_record(raw, manifest, split, total + n, where)["frames"], where, size, fmt)
                     n += 1
                     if progress:
                         progress(1)

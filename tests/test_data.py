@@ -151,7 +151,7 @@ def test_a_run_waits_for_the_frame_cache_another_is_building(small_ts, tmp_path,
         waiter.start()
         waiter.join(1.0)
         assert waiter.is_alive() and not got  # it waits rather than building a second copy
-        D.FrameCache._save(built, (fpath, vpath))  # the builder finishes
+        D.FrameCache._save(built, scenes)  # the builder finishes
     waiter.join(30)
     assert builds == [] and got  # loaded what the other built
     np.testing.assert_array_equal(got["cache"].frames, built[0])

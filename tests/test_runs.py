@@ -154,8 +154,12 @@ def test_name_must_be_a_plain_folder_name(small_ts, tmp_path, name):
 @pytest.mark.parametrize("model", ["sv2p", "cdna", "sssm"])
 def test_video_models_need_a_video_dataset(small_ts, tmp_path, model):
     dice = shutil.copytree(small_ts, tmp_path / "mnist_dice")
-    m = json.loads((dice / "manifest.json").read_text())
-    m.update(dataset="mnist_dice", viewpoint={"key": "cameras", "dim": 7})
+    m = json.loads((dice / "manifest.json").read_text())  # a manifest the dice generator could write
+    from jumpbench.generators import dice as dice_gen
+
+    m.update(generator="dice", version=dice_gen.VERSION, dataset="mnist_dice", schema=dice_gen.SCHEMA,
+             viewpoint={"key": "cameras", "dim": 7})
+    del m["params"]["narrative"], m["params"]["frames"]
     m["params"]["views"] = 12
     m["params_sha256"] = records.dataset_proof(m["generator"], m["version"], m["dataset"], m["params"])
     (dice / "manifest.json").write_text(json.dumps(m))

@@ -20,16 +20,24 @@ def _events(folder):
 
 def test_tensorboard_events_of_a_smoke_run(small_ts, tmp_path):
     pytest.importorskip("tensorboard")
-    folder = train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False, tensorboard=True)
+    folder = train("jump", small_ts, "smoke", ["train.log_every=2"], 0, tmp_path, progress=False, tensorboard=True)
     rows = runs.read_metrics(folder / "metrics.jsonl")
     acc = _events(folder)
-    tags = set(acc.Tags()["scalars"])
+    every = set(acc.Tags()["scalars"])
+    tags = {t for t in every if t.startswith(("train/", "test/"))}  # the evaluations'
     assert {"train/loss", "train/kl", "test/loss", "test/min_mse", "test/baseline_repeat_last"} <= tags
     expected = {f"{p}/{k[len(p) + 1:]}" for r in rows for k in r for p in ("train", "test")
                 if k.startswith(p + "_")}
     assert tags == expected
     for tag in tags:
         assert [e.step for e in acc.Scalars(tag)] == [3, 6]
+    per_step = every - tags  # every train.log_every steps
+    assert {"step/loss", "step/kl", "step/pixel_var", "step/lr", "step/grad_norm", "speed/steps_per_s",
+            "speed/data_wait_ms"} <= per_step
+    for tag in per_step:
+        assert [e.step for e in acc.Scalars(tag)] == [2, 4, 6], tag
+    lr = [e.value for e in acc.Scalars("step/lr")]  # the smoke preset anneals 5e-4 -> 5e-5 over 6 steps
+    assert lr == pytest.approx([4.25e-4, 2.75e-4, 1.25e-4], rel=1e-5)  # the rate steps 1, 3, 5 took
     loss = acc.Scalars("test/min_mse")
     assert [e.value for e in loss] == pytest.approx([r["test_min_mse"] for r in rows], rel=1e-6)
     images = acc.Images("samples")
@@ -45,10 +53,12 @@ def test_tensorboard_events_of_a_smoke_run(small_ts, tmp_path):
     ckpt["step"] = 3
     runs.save_checkpoint(folder / "checkpoint.pt", ckpt)
     runs.write_status(folder, "running", "rewound by the test")
-    train("jump", small_ts, "smoke", [], 0, tmp_path, progress=False, tensorboard=True)
+    train("jump", small_ts, "smoke", ["train.log_every=2"], 0, tmp_path, progress=False, tensorboard=True)
     acc = _events(folder)
     for tag in tags:
         assert [e.step for e in acc.Scalars(tag)] == [3, 6], tag
+    for tag in per_step:
+        assert [e.step for e in acc.Scalars(tag)] == [2, 4, 6], tag
     assert [e.step for e in acc.Images("samples")] == [3, 6]
     assert len(list(folder.glob("events.out.tfevents.*"))) == 2
 

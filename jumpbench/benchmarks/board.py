@@ -1,14 +1,18 @@
 """TensorBoard event files of a run (`run --tensorboard`, the optional extra jumpbench[tensorboard]).
 
 The events go into the run folder itself, so `tensorboard --logdir results/runs` shows every
-run (a sweep's seeds side by side) under its dataset/model/config/seed path. At each
-evaluation: the row's train_* and test_* values as scalars `train/<key>` and `test/<key>`, and
-the samples grid (the picture of samples.png) as the image `samples`. A resumed run drops the
+run (a sweep's seeds side by side) under its dataset/model/config/seed path. Every
+`train.log_every` steps: the step's loss terms as `step/<key>` (loss, nll, kl, mse, pixel_var,
+...), `step/lr`, `step/grad_norm` (before clipping), `speed/steps_per_s` and
+`speed/data_wait_ms` (per step, waiting for the next batch). At each evaluation: the row's
+train_* and test_* values as scalars `train/<key>` and `test/<key>`, and the samples grid (the
+picture of samples.png) as the image `samples`. A resumed run drops the
 events written after the step it resumes from (SummaryWriter's purge_step), so no step
 appears twice.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 HINT = "--tensorboard needs TensorBoard: pip install 'jumpbench[tensorboard]'"
@@ -47,3 +51,36 @@ def log_row(writer, row: dict, folder: Path) -> None:
         with Image.open(png) as img:
             writer.add_image("samples", np.asarray(img.convert("RGB")), step, dataformats="HWC")
     writer.flush()
+
+
+class Pace:
+    """Steps per second and the mean wait for data per step since the last `take`. `step(t_item)`
+    after each step, with the time its batch arrived."""
+
+    def __init__(self):
+        self.t0 = self.last = time.perf_counter()
+        self.steps, self.wait = 0, 0.0
+
+    def step(self, t_item: float) -> None:
+        self.wait += max(0.0, t_item - self.last)
+        self.last = time.perf_counter()
+        self.steps += 1
+
+    def take(self) -> tuple[float, float]:
+        """(steps per second, data wait in ms per step), and start over."""
+        now = time.perf_counter()
+        rate = self.steps / max(now - self.t0, 1e-9)
+        wait = 1e3 * self.wait / max(self.steps, 1)
+        self.t0, self.steps, self.wait = now, 0, 0.0
+        return rate, wait
+
+
+def log_step(writer, step: int, out: dict, lr: float, grad_norm, steps_per_s: float, wait_ms: float) -> None:
+    """The per-step scalars (see the module's docstring) at `step`: reads the device once."""
+    for key, value in out.items():
+        writer.add_scalar(f"step/{key}", float(value.detach()) if hasattr(value, "detach") else float(value), step)
+    writer.add_scalar("step/lr", lr, step)
+    if grad_norm is not None:
+        writer.add_scalar("step/grad_norm", float(grad_norm), step)
+    writer.add_scalar("speed/steps_per_s", steps_per_s, step)
+    writer.add_scalar("speed/data_wait_ms", wait_ms, step)

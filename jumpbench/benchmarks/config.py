@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
+from jumpbench.checks import parse_override
 from jumpbench.errors import JumpbenchError
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -39,9 +39,10 @@ class TrainConfig:
     compile: bool = False         # torch.compile the model's loss (compiles once per run)
     cache: bool = True            # decode the train split once into a uint8 frame cache
     cache_gb: float = 8.0         # ... if it fits in this many GB, else stream from the shards
+    log_every: int = 50           # --tensorboard: per-step scalars every N steps (losses, lr, grad norm, speed)
 
     def __post_init__(self):
-        for k in ("steps", "batch_size", "eval_every", "eval_scenes", "eval_samples", "sample_scenes"):
+        for k in ("steps", "batch_size", "eval_every", "eval_scenes", "eval_samples", "sample_scenes", "log_every"):
             if getattr(self, k) < 1:
                 raise JumpbenchError(f"train.{k} must be at least 1, got {getattr(self, k)}")
         if self.lr <= 0 or self.lr_final <= 0 or self.lr_anneal_steps < 1:
@@ -80,17 +81,6 @@ def load_preset(name: str) -> dict:
         raise JumpbenchError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     text = resources.files("jumpbench.benchmarks").joinpath("presets", f"{name}.toml").read_text()
     return tomllib.loads(text)
-
-
-def parse_override(item: str) -> tuple[str, object]:
-    if "=" not in item or not item.split("=", 1)[0].strip():
-        raise JumpbenchError(f"--set expects key=value, got {item!r}")
-    key, text = (s.strip() for s in item.split("=", 1))
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text  # a bare word: a string
-    return key, value
 
 
 def _fields(cls) -> dict:
@@ -143,9 +133,11 @@ def check_type(key: str, value, annotation, default=None) -> object:
 
 
 def resolve(model: str, preset: str, dataset: str, manifest_info: dict, overrides: list[str]) -> dict:
-    """{"train": TrainConfig, "data": DataConfig, "model": <Model>Config} for one run.
+    """{"train": TrainConfig, "data": DataConfig, "model": <Model>Config, "warnings": [...]} for
+    one run, held to what the data and the machine allow (fit_to_data: its warnings).
 
-    manifest_info: {"viewpoint_dim": D, "frames": T} read from the dataset's manifest."""
+    manifest_info: {"viewpoint_dim": D, "frames": T, and where known "viewpoint_key" and
+    "test_scenes"} read from the dataset's manifest (data.dataset_info)."""
     from jumpbench.models import MODELS
 
     if model not in MODELS:
@@ -180,8 +172,47 @@ def resolve(model: str, preset: str, dataset: str, manifest_info: dict, override
     data = build_config(DataConfig, sections["data"], "data")
     sections["model"].update(image_size=data.image_size, viewpoint_dim=manifest_info["viewpoint_dim"],
                              frames=manifest_info["frames"])
-    return {"train": build_config(TrainConfig, sections["train"], "train"), "data": data,
-            "model": build_config(model_cls, sections["model"], f"model ({model})")}
+    cfg = {"train": build_config(TrainConfig, sections["train"], "train"), "data": data,
+           "model": build_config(model_cls, sections["model"], f"model ({model})")}
+    cfg["warnings"] = fit_to_data(cfg, manifest_info)
+    return cfg
+
+
+def fit_to_data(cfg: dict, info: dict) -> list[str]:
+    """Hold the config to what the dataset (`info`: dataset_info's frames per scene, viewpoint
+    key and test scenes, where given) and this machine allow, rather than record one value and
+    quietly use another: a split that cannot be drawn is refused; a value beyond what can be
+    used is clamped to it, and the warnings returned (resolve's "warnings": the run's
+    config.json records them, and training prints them)."""
+    from jumpbench.benchmarks.machine import usable_cores
+
+    tc, dc, t = cfg["train"], cfg["data"], info["frames"]
+    warnings = []
+
+    def clamp(section, key: str, limit: int, why: str) -> None:
+        value = getattr(section, key)
+        if value > limit:
+            setattr(section, key, limit)
+            name = f"{'train' if section is tc else 'data'}.{key}"
+            warnings.append(f"{name}={value} is more than {why}; using {limit}")
+
+    if dc.context_min + dc.targets_min > t:
+        raise JumpbenchError(f"data.context_min={dc.context_min} context + data.targets_min={dc.targets_min} "
+                             f"target frames do not fit in the dataset's scenes of {t} frames")
+    if info.get("viewpoint_key") == "timestamps" and dc.eval_context >= t:
+        raise JumpbenchError(f"data.eval_context={dc.eval_context} leaves no frame to predict in the dataset's "
+                             f"videos of {t} frames; give at most {t - 1}")
+    clamp(dc, "context_max", t - dc.targets_min, f"a scene of {t} frames leaves beside "
+                                                 f"data.targets_min={dc.targets_min} target(s)")
+    clamp(dc, "targets", t - dc.context_min, f"a scene of {t} frames leaves beside "
+                                             f"data.context_min={dc.context_min} context frame(s)")
+    if info.get("test_scenes"):
+        clamp(tc, "eval_scenes", info["test_scenes"], f"the {info['test_scenes']} scenes of the test split")
+    clamp(tc, "sample_scenes", tc.eval_scenes, f"the train.eval_scenes={tc.eval_scenes} scenes evaluated")
+    cores = usable_cores()
+    clamp(tc, "threads", cores, f"the {cores} core(s) this process may use")
+    clamp(tc, "num_workers", cores, f"the {cores} core(s) this process may use")
+    return warnings
 
 
 def config_name(preset: str, overrides: list[str]) -> str:
@@ -194,14 +225,26 @@ def config_name(preset: str, overrides: list[str]) -> str:
 
 
 def to_dict(cfg: dict) -> dict:
-    return {k: dataclasses.asdict(v) for k, v in cfg.items()}
+    """The train, data and model sections as dicts (config.json's "config"; not the warnings)."""
+    return {k: dataclasses.asdict(v) for k, v in cfg.items() if dataclasses.is_dataclass(v)}
 
 
-def slurm_params(defaults: dict | None = None) -> dict:
-    """submitit's slurm parameters: `defaults` (a training run's by default), then the
-    environment variable JUMPBENCH_SLURM ("key=value,key=value", values as in --set)."""
-    params = dict(defaults or {"timeout_min": 3 * 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4})  # 3 days a run
-    for item in filter(None, os.environ.get("JUMPBENCH_SLURM", "").split(",")):
-        key, value = parse_override(item)
-        params[key] = value
-    return params
+def run_inputs(model, data, preset, overrides_, seeds, out, run_name=None, branch_from=None,
+               minutes=None) -> None:
+    """Check a training run's (or a seed sweep's, or a grid sweep's) arguments: train() and the
+    launcher's run_seeds and sweep, which the CLI's run and sweep call. `seeds`: a list; each a
+    whole number >= 0 (a seed of -1 would make a folder seed--1)."""
+    from jumpbench.checks import folder, name, overrides, positive, shown, whole
+    from jumpbench.models import MODELS
+
+    name("model", model, list(MODELS))
+    folder("--data", data)
+    name("preset", preset, PRESETS)
+    overrides(overrides_)
+    for s in seeds:
+        whole("--seed", s, 0)
+    folder("--out", out)
+    if run_name is not None and not isinstance(run_name, str):
+        raise JumpbenchError(f"--name must be a folder name, got {shown(run_name)}")
+    folder("--from", branch_from, none_ok=True)
+    positive("--minutes", minutes, none_ok=True)

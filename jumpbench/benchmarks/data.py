@@ -8,9 +8,10 @@ non-jumpy video models get the first m frames as context and the rest as targets
 """
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import click
@@ -18,21 +19,10 @@ import numpy as np
 import torch
 
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import atomic_path, file_lock, file_sha256, fsync
-from jumpbench.records import MANIFEST, Dataset, check_manifest, frames_per_scene, load_manifest
-
-
-VIEWPOINT_DIMS = {"cameras": 7, "timestamps": 1}  # what `viewpoints` makes of each stored key
-
-
-def viewpoints(meta: dict, key: str) -> np.ndarray:
-    """A scene's viewpoints (T, D) float32 from its stored key (the one conversion)."""
-    if key == "cameras":
-        x, y, z, yaw, pitch = np.asarray(meta["cameras"], np.float32).T
-        return np.stack([x, y, z, np.sin(yaw), np.cos(yaw), np.sin(pitch), np.cos(pitch)], 1)
-    if key == "timestamps":
-        return np.asarray(meta["timestamps"], np.float32)[:, None]
-    raise JumpbenchError(f"unknown viewpoint key {key!r}")
+from jumpbench.files import atomic_path, file_lock, file_sha256, fsync, read_json, write_json_atomic
+from jumpbench.records import MANIFEST, VIEWPOINT_DIMS, Dataset, check_manifest, frames_per_scene, load_manifest
+from jumpbench.scenes import downsample, viewpoints
+from jumpbench.workers import quiet_workers
 
 
 MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
@@ -44,7 +34,8 @@ MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
 
 def dataset_info(data: str | Path) -> dict:
     """What a run needs of a dataset's manifest: its name, viewpoint key and dimension, frames
-    per scene and frame size; a one-line error with the command that makes it when missing."""
+    per scene, frame size and test scenes; a one-line error with the command that makes it when
+    missing."""
     data = Path(data)
     if not (data / MANIFEST).is_file() and not any(data.glob(f"*/{MANIFEST}")):  # else load_manifest says which
         hint = MISSING_DATA.get(data.name, "jumpbench generate ...")
@@ -56,30 +47,14 @@ def dataset_info(data: str | Path) -> dict:
     if VIEWPOINT_DIMS.get(key) != dim:
         raise JumpbenchError(f"{data / MANIFEST}: viewpoint {key!r} of dimension {dim}; jumpbench reads it as "
                              f"{VIEWPOINT_DIMS.get(key, 'unknown')} (the manifest was edited)")
+    test = m["splits"].get("test", {}).get("shards", [])  # (check_manifest checked the shard list)
     return {"name": m["dataset"], "viewpoint_key": key, "viewpoint_dim": dim, "frames": int(frames),
-            "size": int(m["params"]["size"])}
+            "size": int(m["params"]["size"]), "test_scenes": sum(int(s["records"]) for s in test)}
 
 
 def dataset_sha256(data: str | Path) -> str:
     """The dataset's fingerprint: the sha256 of its manifest (which holds every shard's)."""
     return file_sha256(Path(data) / MANIFEST)
-
-
-def downsample(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, size, size, 3) by area averaging (H a multiple of size)."""
-    t, h, w, c = frames.shape
-    if h == size and w == size:
-        return frames
-    if h % size or w % size:
-        raise JumpbenchError(f"frames of {h}x{w} cannot be area-downsampled to {size}x{size}")
-    k, l = h // size, w // size
-    acc = np.zeros((t, size, size, c), np.uint32)
-    for i in range(k):  # strided slices: about 9x faster than a mean over reshaped axes
-        for j in range(l):
-            acc += frames[:, i::k, j::l]
-    # the mean, rounded half to even: the same bytes as rint(mean) in float32 (sums below 2^24
-    # are exact; a quotient is either exact or at least 1/(2kl) away from a tie)
-    return np.rint(acc / (k * l)).astype(np.uint8)
 
 
 class Scenes(torch.utils.data.Dataset):
@@ -124,10 +99,11 @@ class SceneDataset(Scenes):
     frames (T, 3, S, S) uint8 (float32 in [0, 1] with dtype="float32"), viewpoints (T, D)
     float32, index (int) and meta: the scene's ground truth (every fixed-shape metadata array
     of the manifest's schema, as tensors). `metadata(i)` gives every key as numpy arrays,
-    including the variable-length ones (`ragged_keys`), which a default collate cannot batch."""
+    including the variable-length ones (`ragged_keys`), which a default collate cannot batch.
+    `transform(item)`, when given, is the item; ds[a:b] is a list of items."""
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int | None = None,
-                 dtype: str = "uint8"):
+                 dtype: str = "uint8", transform=None):
         if dtype not in ("uint8", "float32"):
             raise JumpbenchError(f"dtype must be 'uint8' or 'float32', got {dtype!r}")
         native = Dataset(root).manifest["params"]["size"]
@@ -136,21 +112,23 @@ class SceneDataset(Scenes):
             raise JumpbenchError(f"image_size {image_size!r} must divide the dataset's frame size {native}")
         super().__init__(root, split, size)
         self.ds._split(split)  # an unknown split fails here, in one line
-        self.dtype = dtype
+        self.dtype, self.transform = dtype, transform
         schema = self.ds.schema
         self.ragged_keys = sorted(k for k, s in schema.items() if k != "frames" and -1 in s["shape"])
         self.meta_keys = sorted(k for k in schema if k != "frames" and k not in self.ragged_keys)
 
     def __getitem__(self, i):
-        if not -self.n <= int(i) < self.n:
-            raise IndexError(f"{self.split} has {self.n} scenes, no index {i}")
-        i = int(i) % self.n
+        from jumpbench.scenes import scene_index
+
+        i = scene_index(i, self.n, self.split)
+        if isinstance(i, range):
+            return [self[k] for k in i]
         scene = self.ds.scene(self.split, i)
         item = self._item(scene, i)
         if self.dtype == "float32":
             item["frames"] = to_float(item["frames"])
         item["meta"] = {k: torch.as_tensor(np.asarray(scene.meta[k])) for k in self.meta_keys}
-        return item
+        return item if self.transform is None else self.transform(item)
 
     def metadata(self, i: int) -> dict:
         """Every metadata key of scene i (numpy arrays), the variable-length ones included."""
@@ -215,54 +193,136 @@ class FrameCache:
     the dataset folder itself is never written), then read whole into memory on later runs
     (a memory map is re-read from disk whenever the page cache is squeezed). Runs started
     together on one dataset (a sweep's jobs) build it once: the first holds a lock while it
-    builds, the others wait and load it. An unreadable cache is rebuilt over. Where the cache
-    folder cannot be written the cache lives in memory for the run only. `nbytes` gives a
-    split's size, to check it against a budget first."""
+    builds, the others wait and load it. Where the cache folder cannot be written the cache
+    lives in memory for the run only. `nbytes` gives a split's size (from the dataset, never
+    from the cache), to check it against a budget first.
 
-    def __init__(self, scenes: Scenes, progress: bool = True):
-        fpath, vpath = self.paths(scenes)
-        loaded = self._load(fpath, vpath, len(scenes))
+    A cache proves itself, so that a run's result never depends on what the cache folder
+    holds: beside its arrays it keeps <stem>.index.npy (each scene's frames' sha256) and, written
+    last, <stem>.proof.json (the dataset it was built from: its manifest's sha256 and
+    params_sha256; its arrays' shapes and dtypes; the viewpoints' and the index's sha256).
+    Opening checks all of it, the shapes against the manifest, that every viewpoint is finite,
+    and the frames of SPOT_CHECK random scenes against the index (about 20 ms for the cpu
+    preset's 20,000 videos, scripts/cache_check_cost.py); every other scene is checked the
+    first time a batch uses it (a sha256 of 37 KB per scene, once). A cache that fails when
+    opened (edited, cut, NaN, unreadable, from another dataset or an older jumpbench) is
+    rebuilt with one line saying why; a scene that fails later is decoded again from the
+    shards for this run, with one line, and the cache is rebuilt by the next."""
+
+    def __init__(self, scenes: Scenes, progress: bool = True, warn: bool = True):
+        self.scenes, self.warn, self.warned = scenes, warn, False
+        loaded, why = self._open(scenes)
         if loaded is None:
+            proof = self.proof_paths(scenes)[1]
             with ExitStack() as stack:
                 try:  # one builder per cache: a second run (a sweep's other job) waits, then loads it
-                    fpath.parent.mkdir(parents=True, exist_ok=True)
-                    lock = fpath.with_name(fpath.name.split(".")[0] + ".lock")
+                    proof.parent.mkdir(parents=True, exist_ok=True)
+                    lock = proof.with_name(proof.name.split(".")[0] + ".lock")
                     try:
                         stack.enter_context(file_lock(lock, wait=False))
                     except BlockingIOError:
                         if progress:
-                            click.echo(f"waiting for another process to build the frame cache {fpath.parent}", err=True)
+                            click.echo(f"waiting for another process to build the frame cache {proof.parent}", err=True)
                         stack.enter_context(file_lock(lock))
-                    loaded = self._load(fpath, vpath, len(scenes))  # built while we looked or waited?
+                    loaded, why = self._open(scenes)  # built while we looked or waited?
                     writable = True
                 except OSError:  # a read-only or full cache folder: build it in memory for this run
                     writable = False
                 if loaded is None:
-                    loaded = self._build(scenes, progress)
+                    if why and warn:  # (as found under the lock: not a build another process was finishing)
+                        click.echo(f"frame cache {self._name(scenes)}: {why}; rebuilding it", err=True)
+                    frames, vps = self._build(scenes, progress)
+                    index = scene_hashes(frames)
                     if writable:
-                        self._save(loaded, (fpath, vpath))
-        self.frames, self.viewpoints = loaded
+                        self._save((frames, vps), scenes, index)
+                    loaded = frames, vps, index, np.ones(len(frames), bool)  # decoded here: proven
+        self.frames, self.viewpoints, self.index, self.checked = loaded
 
     @staticmethod
-    def _load(fpath: Path, vpath: Path, n: int):
-        """(frames, viewpoints) from a built cache, read whole into memory (a memory map is re-read
-        under memory pressure); None when it is missing, unreadable or not of `n` scenes (it is
-        then rebuilt over)."""
-        try:
-            frames, vps = np.load(fpath), np.load(vpath)
-        except (OSError, ValueError, EOFError):
-            return None
-        return (frames, vps) if len(frames) == len(vps) == n else None
+    def _name(scenes: Scenes) -> str:
+        return str(dataset_cache_dir(scenes.ds) / f"{scenes.split}-{scenes.size}px")
 
     @staticmethod
-    def _save(arrays, paths) -> None:
-        """Write the cache's .npy files atomically; a failure (a full disk) leaves no file behind
-        and only costs the next run a rebuild."""
+    def _open(scenes: Scenes) -> tuple[tuple | None, str | None]:
+        """((frames, viewpoints, index, checked), None) from a built cache that proves itself
+        (`checked`: the scenes whose frames were checked against the index), read whole into
+        memory (a memory map is re-read under memory pressure); (None, why) when it does not,
+        why None when there is no cache at all."""
+        proof_path = FrameCache.proof_paths(scenes)[1]
+        if not proof_path.is_file():
+            there = any(p.exists() for p in (*FrameCache.paths(scenes), FrameCache.proof_paths(scenes)[0]))
+            return None, ("it has no proof of what it holds (an older jumpbench, or a build cut short)"
+                          if there else None)
         try:
-            for arr, path in zip(arrays, paths):
+            return FrameCache._check(scenes, read_json(proof_path)), None
+        except _Unproven as e:
+            return None, str(e)
+
+    @staticmethod
+    def _check(scenes: Scenes, proof) -> tuple:
+        """The cache's arrays after checking them against `proof` and the dataset (see the class);
+        _Unproven(why) at the first thing that does not hold."""
+        (fpath, vpath), (ipath, _) = FrameCache.paths(scenes), FrameCache.proof_paths(scenes)
+        want = FrameCache._proof(scenes)
+        if not isinstance(proof, dict) or proof.get("format") != CACHE_FORMAT:
+            raise _Unproven("its proof is unreadable or of another format")
+        for key in ("dataset_sha256", "params_sha256", "frames", "viewpoints"):
+            if proof.get(key) != want[key]:
+                raise _Unproven(f"its proof records {key} {_shape_or_hash(proof.get(key))}, the dataset "
+                                f"needs {_shape_or_hash(want[key])}")
+        arrays = []
+        for path, key in ((fpath, "frames"), (vpath, "viewpoints"), (ipath, "index")):
+            shape, dtype = (want[key]["shape"], want[key]["dtype"]) if key != "index" else ([len(scenes), 32], "uint8")
+            try:  # the header first: a file cut short or of another shape is not read whole
+                head = np.load(path, mmap_mode="r")
+                if list(head.shape) != shape or str(head.dtype) != dtype:
+                    raise _Unproven(f"{path.name} holds {str(head.dtype)} {list(head.shape)}, the dataset "
+                                    f"needs {dtype} {shape}")
+                del head
+                arrays.append(np.ascontiguousarray(np.load(path)))
+            except (OSError, ValueError, EOFError):
+                raise _Unproven(f"{path.name} is unreadable") from None
+        frames, vps, index = arrays
+        if not np.isfinite(vps).all():
+            raise _Unproven(f"{vpath.name} holds values that are not finite")
+        for arr, path, key in ((vps, vpath, "viewpoints_sha256"), (index, ipath, "index_sha256")):
+            if hashlib.sha256(arr).hexdigest() != proof.get(key):
+                raise _Unproven(f"{path.name} is not the file it was built with (its sha256 differs)")
+        checked = np.zeros(len(frames), bool)
+        spot = np.random.default_rng().choice(len(frames), min(SPOT_CHECK, len(frames)), replace=False)
+        for i in np.sort(spot):
+            if _sha(frames[i]) != index[i].tobytes():
+                raise _Unproven(f"scene {i}'s frames are not those it was built with")
+        checked[spot] = True
+        return frames, vps, index, checked
+
+    @staticmethod
+    def _proof(scenes: Scenes) -> dict:
+        """What a proof records of the dataset and of the arrays a split's cache must hold."""
+        n, t, s = len(scenes), scenes.frames, scenes.size
+        return {"format": CACHE_FORMAT, "dataset_sha256": dataset_sha256(scenes.ds.root),
+                "params_sha256": scenes.ds.manifest.get("params_sha256"),
+                "frames": {"shape": [n, t, 3, s, s], "dtype": "uint8"},
+                "viewpoints": {"shape": [n, t, VIEWPOINT_DIMS.get(scenes.key, 0)], "dtype": "float32"}}
+
+    @staticmethod
+    def _save(arrays, scenes: Scenes, index: np.ndarray | None = None) -> None:
+        """Write the cache's .npy files and its index atomically, then its proof (last: a cache
+        without one is rebuilt); a failure (a full disk) leaves no file behind and only costs the
+        next run a rebuild. `index`: scene_hashes of the frames, computed when not given."""
+        frames, vps = arrays
+        index = scene_hashes(frames) if index is None else index
+        (fpath, vpath), (ipath, ppath) = FrameCache.paths(scenes), FrameCache.proof_paths(scenes)
+        proof = {**FrameCache._proof(scenes),
+                 "viewpoints_sha256": hashlib.sha256(np.ascontiguousarray(vps)).hexdigest(),
+                 "index": "sha256 of each scene's frames (C order)", "index_sha256": hashlib.sha256(index).hexdigest()}
+        try:
+            ppath.unlink(missing_ok=True)  # the old proof must not vouch for new files
+            for arr, path in ((frames, fpath), (vps, vpath), (index, ipath)):
                 with atomic_path(path) as tmp, open(tmp, "wb") as f:
                     np.save(f, arr)
                     fsync(f)
+            write_json_atomic(ppath, proof)
         except OSError:
             pass
 
@@ -273,16 +333,16 @@ class FrameCache:
         return folder / f"{stem}.frames.npy", folder / f"{stem}.viewpoints.npy"
 
     @staticmethod
+    def proof_paths(scenes: Scenes) -> tuple[Path, Path]:
+        """The split's index (each scene's sha256) and proof files in the cache folder."""
+        stem, folder = f"{scenes.split}-{scenes.size}px", dataset_cache_dir(scenes.ds)
+        return folder / f"{stem}.index.npy", folder / f"{stem}.proof.json"
+
+    @staticmethod
     def nbytes(scenes: Scenes) -> int:
-        """The cache's size for a split: the built cache's, else from the split's first scene."""
-        fpath, vpath = FrameCache.paths(scenes)
-        if fpath.is_file() and vpath.is_file():
-            try:
-                return np.load(fpath, mmap_mode="r").nbytes
-            except (OSError, ValueError):  # unreadable: judged from the data, rebuilt or refused later
-                pass
-        first = scenes[0]["frames"]
-        return len(scenes) * first.numel()
+        """The cache's size for a split, from the dataset's shapes: whether a run caches or
+        streams never depends on what the cache folder holds."""
+        return len(scenes) * scenes.frames * 3 * scenes.size * scenes.size
 
     @staticmethod
     def _build(scenes: Scenes, progress: bool, workers: int | None = None):
@@ -303,6 +363,7 @@ class FrameCache:
                 decoded = (_decode_chunk(c, scenes) for c in chunks)
             else:  # forked workers decode with numpy and PIL only, never torch; each gets the split
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")  # once
+                stack.enter_context(quiet_workers())  # a killed parent leaves no worker to complain
                 pool = stack.enter_context(ctx.Pool(workers, initializer=_cache_worker, initargs=(scenes,)))
                 decoded = pool.imap(_decode_chunk, chunks)
             for chunk, (f, v) in zip(chunks, decoded):
@@ -314,11 +375,53 @@ class FrameCache:
         """What `loader` yields, from memory: {"frames", "viewpoints", "index"} per step."""
         for idx in sampler:
             idx = np.asarray(idx)
+            self._verify(idx)
             yield {"frames": torch.from_numpy(self.frames[idx]), "viewpoints": torch.from_numpy(self.viewpoints[idx]),
                    "index": torch.from_numpy(idx)}
 
+    def _verify(self, idx: np.ndarray) -> None:
+        """Check the scenes of a batch that were not checked yet against the index; a scene that
+        fails is decoded again from the shards (this run trains on the shards' frames), and the
+        cache's proof removed, so that the next run rebuilds it. One line says so, once."""
+        todo = np.unique(idx[~self.checked[idx]])
+        for i in todo:
+            if _sha(self.frames[i]) != self.index[i].tobytes():
+                self.frames[i] = self.scenes.arrays(int(i))[0]
+                with suppress(OSError):  # (a cache folder that cannot be written: rebuilt in memory next time)
+                    self.proof_paths(self.scenes)[1].unlink(missing_ok=True)
+                if self.warn and not self.warned:
+                    click.echo(f"frame cache {self._name(self.scenes)}: scene {i}'s frames are not those it was "
+                               "built with; this run decodes such scenes from the shards, the next rebuilds it",
+                               err=True)
+                self.warned = True
+        self.checked[todo] = True
 
+
+CACHE_FORMAT = 1  # of a frame cache's proof.json
+SPOT_CHECK = 256  # scenes whose frames are checked against the index when a cache is opened
 CACHE_CHUNK = 64  # scenes a cache-building worker decodes per task
+
+
+class _Unproven(Exception):
+    """A frame cache that does not prove itself, and why (FrameCache._check)."""
+
+
+def _sha(a: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(a)).digest()
+
+
+def scene_hashes(frames: np.ndarray) -> np.ndarray:
+    """Each scene's frames' sha256, (N, 32) uint8: a frame cache's index."""
+    index = np.empty((len(frames), 32), np.uint8)
+    for i in range(len(frames)):
+        index[i] = np.frombuffer(_sha(frames[i]), np.uint8)
+    return index
+
+
+def _shape_or_hash(v) -> str:
+    if isinstance(v, dict):
+        return f"{v.get('dtype')} {v.get('shape')}"
+    return repr(v)[:20]
 
 
 _WORKER_SCENES: Scenes | None = None  # the split a cache-building worker process decodes

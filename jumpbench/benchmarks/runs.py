@@ -54,7 +54,8 @@ LEGS = "legs.json"                # the stretches of training the run was made i
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
 # how a leg runs on its machine, not what the run is: a resume or a continuation elsewhere may
 # change them (legs.json records the threads each leg had)
-EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.cache", "config.train.cache_gb")
+EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.cache", "config.train.cache_gb",
+             "config.train.log_every")
 
 
 @dataclass(frozen=True)

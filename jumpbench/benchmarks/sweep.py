@@ -4,7 +4,8 @@ configuration ... over 15 random seeds").
 
 Every run is a `runs.RunSpec` trained by the same `train_run(spec)` call. Seed sweeps skip runs already done (or diverged),
 resume interrupted ones from their checkpoint, and go on when one diverges or fails (its
-status.json says why). Launchers:
+status.json says why; a diverged run counts as failed, so `jumpbench run` exits non-zero).
+Launchers:
 - `local`, jobs = 1: the runs one after another in this process;
 - `local`, jobs = J > 1: J runs at a time, each in a fresh Python process with
   cores // J torch threads, or its own GPU (CUDA_VISIBLE_DEVICES) when there are GPUs;
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import click
 
+from jumpbench import checks
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.data import dataset_info
@@ -50,6 +52,7 @@ from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import PEER_LOST, check_model_fits, train_run
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
+from jumpbench.launch import slurm_params
 
 LAUNCHERS = ("local", "slurm")
 
@@ -57,7 +60,7 @@ LAUNCHERS = ("local", "slurm")
 def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", progress: bool = True,
               cluster: str | None = None) -> list[tuple[RunSpec, str]]:
     """Train each run unless it is done or diverged already; returns [(spec, why)] for those
-    that failed. `cluster` picks submitit's executor for the
+    that failed or diverged (now or before). `cluster` picks submitit's executor for the
     slurm launcher ("slurm" by default; "local" and "debug" for tests)."""
     if jobs < 1:
         raise JumpbenchError(f"--jobs must be at least 1, got {jobs}")
@@ -70,19 +73,20 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
                                  "(on a cluster, start the processes with torchrun)")
         if os.environ.get("WORLD_SIZE"):
             raise JumpbenchError("--procs: this process is already one of a data-parallel group (torchrun)")
-    todo = []
+    todo, failed = [], []
     for t in tasks:  # a finished run under another config (or a batch its processes cannot split) is refused here
         folder, status = runs.pending(t)
         if status:
             click.echo(f"{folder}: {status['status']} already ({status['why']}); skipped")
+            if status["status"] == "diverged":  # a failed run, re-run or not
+                failed.append((t, f"diverged ({status['why']})"))
         else:
             todo.append((t, folder))
     if not todo:
-        return []
+        return failed
     if launcher == "slurm":
-        return _submitit(todo, jobs, cluster or "slurm")
+        return failed + _submitit(todo, jobs, cluster or "slurm")
     if jobs == 1 and procs == 1:
-        failed = []
         for t, folder in todo:
             try:
                 train_run(t, progress)
@@ -91,15 +95,20 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
                     raise
                 failed.append((t, error_line(e)))
                 continue
-            _report(folder)
+            why = _report(folder)
+            if why and (read_status(folder) or {}).get("status") == "diverged":  # a failed run too
+                failed.append((t, why))
         return failed
-    return _processes(todo, jobs, procs, progress)
+    return failed + _processes(todo, jobs, procs, progress)
 
 
 def _report(folder: Path) -> str | None:
+    """Say how a run ended; None when it is done, else why it is not (a diverged run failed)."""
     status = read_status(folder)
     click.echo(f"{folder}: {status['status']} ({status['why']})" if status else f"{folder}: no status")
-    return None if status and status["status"] in ("done", "diverged") else (status or {}).get("why", "no status")
+    if status and status["status"] == "diverged":
+        return f"diverged ({status['why']})"
+    return None if status and status["status"] == "done" else (status or {}).get("why", "no status")
 
 
 def _slots(jobs: int, procs: int = 1) -> list[dict]:
@@ -288,7 +297,7 @@ def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list
     import submitit
 
     folder = Path(todo[0][0].out) / ".submitit"
-    params = C.slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
+    params = slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
     if cluster == "slurm":
         params.setdefault("slurm_array_parallelism", jobs)
     threads = max(1, usable_cores() // jobs) if cluster != "slurm" else None
@@ -321,6 +330,7 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
     """Train each seed (see run_tasks); returns [(seed, why)] for the seeds that failed.
     `tensorboard`, `extend`, `branch_from`, `minutes`: train()'s keywords (a config folder as
     `branch_from` gives each seed its own parent)."""
+    C.run_inputs(model, data, preset, overrides, seeds, out, name, branch_from, minutes)
     info = dataset_info(data)
     check_model_fits(model, info)
     C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
@@ -359,6 +369,9 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         values.append(cur.strip())
         if any(not v for v in values):
             raise JumpbenchError(f"--grid {item!r}: an empty value")
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise JumpbenchError(f"--grid {key}: {repeated[0]} given twice; give each value once")
         if key in grid:
             raise JumpbenchError(f"--grid {key} given twice")
         grid[key] = values
@@ -396,14 +409,21 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
           progress: bool = True, cluster: str | None = None, procs: int = 1) -> dict:
     """Train one seed per grid point, rank the points by `metric` (lower is better; diverged or
     failed points last) and write <out>/<dataset>/<model>/best.json. Returns its content."""
+    C.run_inputs(model, data, preset, base_overrides, [seed], out)
+    grid = parse_grid(checks.overrides(grid_items))
     info = dataset_info(data)
     check_model_fits(model, info)
-    grid = parse_grid(grid_items)
     metric = metric or default_metric(info)
     points = [list(base_overrides) + [f"{k}={v}" for k, v in zip(grid, combo)]
               for combo in itertools.product(*grid.values())]
-    for p in points:  # every point must be a valid config before anything trains
+    seen = {}
+    for p in points:  # every point must be a valid config before anything trains, and each its own
         cfg = C.resolve(model, preset, info["name"], info, p)
+        key = json.dumps(C.to_dict(cfg), sort_keys=True)
+        if key in seen:
+            raise JumpbenchError(f"--grid: {' '.join(seen[key])} and {' '.join(p)} are the same config; "
+                                 "give each value once")
+        seen[key] = p
     try:  # and the metric one its runs log (a typo: before hours of training)
         known = logged_metrics(model, cfg, info)
     except (RuntimeError, ValueError) as e:  # a config that does not run fails here, not in every point

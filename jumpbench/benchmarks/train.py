@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 
@@ -55,7 +56,10 @@ def train(model_name: str, data: str | Path, preset: str = "cpu", overrides: lis
           out: str | Path = "results/runs", name: str | None = None, progress: bool = True,
           tensorboard: bool = False, extend: bool = False, branch_from: str | Path | None = None,
           minutes: float | None = None) -> Path:
-    """Train one seed of one model; returns its run folder (train_run of the RunSpec)."""
+    """Train one seed of one model; returns its run folder (train_run of the RunSpec), whose
+    status.json says how it ended (done, or diverged). Bad arguments: a one-line JumpbenchError
+    before anything is written (config.run_inputs, as the CLI's)."""
+    C.run_inputs(model_name, data, preset, overrides, [seed], out, name, branch_from, minutes)
     return train_run(runs.RunSpec(model_name, data, preset, tuple(overrides), seed, out, name, tensorboard, extend,
                                   branch_from, minutes=minutes), progress)
 
@@ -69,6 +73,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     interrupted: the same command goes on) after that many minutes of training."""
     info = D.dataset_info(spec.data)
     check_model_fits(spec.model, info)
+    C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))  # a bad config leaves no folder
     with runs.run_lock(spec.folder(info["name"])):
         return _train_run(spec, progress, info)
 
@@ -92,6 +97,12 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     precision = M.resolve_precision(tc.precision, device, compiled=tc.compile)
     ckpt_path = folder / runs.CHECKPOINT
     record = runs.record(spec, world, info, cfg)
+    if cfg["warnings"]:  # values clamped to what the data and the machine allow: recorded, and the
+        record["warnings"] = cfg["warnings"]  # user's own (--set) said; a preset's on a small set only recorded
+        given = {C.parse_override(o)[0] for o in spec.overrides}
+        for line in cfg["warnings"] if rank == 0 else []:
+            if line.split("=")[0] in given or line.split("=")[0].split(".")[1] in given:
+                click.echo(f"warning: {line}", err=True)
     branch = _branch(spec, folder, info, tc.steps, ckpt_path.is_file() or (folder / runs.WEIGHTS).is_file())
 
     # Model, optimizer, and the checkpoint to resume from (a branch's is checked to fit before
@@ -155,7 +166,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
             train_set, test_set = (D.Scenes(spec.data, s, dc.image_size) for s in ("train", "test"))
             sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
             if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-                batches = D.FrameCache(train_set, progress and rank == 0).batches(sampler)
+                batches = D.FrameCache(train_set, progress and rank == 0, warn=rank == 0).batches(sampler)
             else:
                 batches = D.loader(train_set, sampler, tc.num_workers)
             evaluator = E.Evaluator(model, test_set, tc, dc, info, precision)
@@ -187,6 +198,7 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
                desc=f"{spec.model} seed {seed}")
     stats, t0 = _StepStats(*resumed, device, world), time.perf_counter()
+    pace = board.Pace()  # steps per second and the time spent waiting for data, for TensorBoard
     sync_every = _sync_every(device)
     stop = _StopRequest()
 
@@ -211,14 +223,12 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
                     return folder
                 raise KeyboardInterrupt
             # One step: its own noise, the scheduled learning rate, clipped gradients.
+            t_item = time.perf_counter()
             torch.manual_seed(_seed(seed, step, rank, 0))
             g = torch.Generator().manual_seed(_seed(seed, step, rank, 1))
             batch = D.train_batch(item, dc, model.jumpy, g, device)
             lr = tc.lr_at(step) * (min(1.0, (step - start_step + 1) / warmup) if warmup else 1.0)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with M.autocast(precision, device):
-                out = net(batch, step)
+            out = forward(net, batch, step, precision, device)
             loss = out["loss"]
             finite = torch.isfinite(loss.detach()).float()
             if world > 1:  # every rank stops together
@@ -226,13 +236,13 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
             stats.add(out, finite, step)
             if sync_every == 1 and diverged():  # CPUs: before the update, as reading costs nothing
                 return folder
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
+            grad_norm = update(model, opt, loss, lr, tc.grad_clip)
             step += 1
             bar.update(1)
+            if writer is not None:
+                pace.step(t_item)
+                if step % tc.log_every == 0:
+                    board.log_step(writer, step, out, lr, grad_norm, *pace.take())
             evaluate = step % tc.eval_every == 0 or step == tc.steps
             if step % sync_every == 0 or evaluate:
                 # GPUs: every sync_every steps (CPUs read before the update); a non-finite loss
@@ -276,6 +286,26 @@ def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
     if rank == 0:
         runs.write_status(folder, "done", f"{tc.steps} steps in {wall:.0f} s")
     return folder
+
+
+def forward(net, batch: dict, step: int, precision: str, device: torch.device) -> dict:
+    """The model's losses on one batch at `step`, under the run's precision (autocast)."""
+    with M.autocast(precision, device):
+        return net(batch, step)
+
+
+def update(model, opt, loss: torch.Tensor, lr: float, grad_clip: float) -> torch.Tensor | None:
+    """One optimizer step on `loss`: the learning rate `lr`, gradients clipped to the norm
+    `grad_clip` (0: not clipped). Returns the gradient norm before clipping (on the device), or
+    None when not clipped. The training loop and `bench train` both step through forward and
+    this, so the benchmark times what training runs."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip else None
+    opt.step()
+    return norm
 
 
 def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int, own_checkpoint: bool) -> tuple | None:

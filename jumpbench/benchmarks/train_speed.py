@@ -76,12 +76,12 @@ class Stepper:
         return D.train_batch(item, self.cfg["data"], self.model.jumpy, g, self.device)
 
     def step(self, batch: dict) -> None:
-        with M.autocast(self.precision, self.device):
-            out = self.model(batch, self.step_no)
-        self.opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
+        """The training loop's step (train.forward and train.update): its schedule, its clipping."""
+        from jumpbench.benchmarks.train import forward, update
+
+        tc = self.cfg["train"]
+        out = forward(self.model, batch, self.step_no, self.precision, self.device)
+        update(self.model, self.opt, out["loss"], tc.lr_at(self.step_no), tc.grad_clip)
         self.step_no += 1
 
 

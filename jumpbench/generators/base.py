@@ -49,8 +49,8 @@ MAX_SCENES = 10_000_000  # per split: far beyond the paper's 2M frames, far belo
 def generate(gen: Generator, out: str | Path, counts: dict[str, int], shard_size: int,
              workers: int = 1, overwrite: bool = False, progress: bool = True) -> Path:
     """Write `counts[split]` scenes per split under out/<dataset>/, resuming an interrupted
-    run, doing nothing over a finished one with the same parameters (but repairing a missing
-    index), refusing other parameters unless `overwrite`. One writer at a time per dataset
+    run, checking a finished one with the same parameters and repairing what can be made again
+    (`_repair_finished`), refusing other parameters unless `overwrite`. One writer at a time per dataset
     folder (a lock file; see `dataset_lock`). Returns the dataset folder."""
     _check_request(counts, shard_size, workers)
     root, params, proof = _identity(gen, out, counts, shard_size)
@@ -209,7 +209,7 @@ def _run_parts(gen: Generator, todo: dict[int, list[tuple]], parts: int, cluster
         return []
     import submitit
 
-    from jumpbench.benchmarks.config import slurm_params
+    from jumpbench.launch import slurm_params
 
     params = (slurm_params({"timeout_min": 24 * 60, "cpus_per_task": workers}) if cluster == "slurm"
               else {"timeout_min": 24 * 60})
@@ -262,18 +262,29 @@ def dataset_lock(root: Path):
 
 def _proven(path: Path, proof: str) -> bool:
     """Whether a shard is finished and was made with these parameters (its .tfmeta says so,
-    and its size agrees). A missing index is rebuilt from the shard and checked."""
+    and its size and sha256 agree). A missing or damaged index is rebuilt from the shard."""
     meta = records.read_meta(path)
     if meta is None or meta["params_sha256"] != proof or not path.is_file():
         return False
-    if path.stat().st_size != meta["bytes"]:
+    if path.stat().st_size != meta["bytes"] or files.file_sha256(path) != meta["sha256"]:
         return False
-    if not records.index_path(path).is_file():
+    if not _index_ok(path, meta["index_sha256"]):
         try:
             records.repair_index(path, meta["index_sha256"])
         except JumpbenchError:
             return False  # the shard's bytes are not the recorded ones: write it again
     return True
+
+
+def _index_ok(path: Path, index_sha256: str | None) -> bool:
+    """Whether a shard's .tfindex is there and is the recorded one (without a record, the
+    one its records make)."""
+    index = records.index_path(path)
+    if not index.is_file():
+        return False
+    if index_sha256 is None:  # a manifest of the layout before 1.1
+        return index.read_text() == records.scan_index(path)
+    return files.file_sha256(index) == index_sha256
 
 
 def _check_shards(root: Path, expected: dict[str, list[str]], proof: str, overwrite: bool) -> None:
@@ -297,14 +308,18 @@ def _check_shards(root: Path, expected: dict[str, list[str]], proof: str, overwr
 
 def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, workers: int, overwrite: bool,
                      progress: bool) -> None:
-    """A finished set asked for again: write again each shard that is missing or not of its
-    recorded size (generation is a pure function of the seed, so the bytes must come out as the
-    manifest records them: checked), and the missing index files. A rewritten shard that does
-    not match its record (a set made by an earlier writer) is refused; with `overwrite` the
-    whole set is written again. (Damage that keeps a shard's size is for `jumpbench verify`.)"""
+    """A finished set asked for again: check it as `jumpbench verify` does and repair what can be
+    made again. The manifest must pass its checks (`_claim`). Each shard that is missing, not of
+    its recorded size or not of its recorded sha256 is written again (generation is a pure
+    function of the seed, so the bytes must come out as the manifest records them: checked),
+    then each index file that is missing or not the recorded one. A shard whose sha256 is the
+    recorded one holds the records the manifest's proven parameters make; the first record of
+    each is checked against the schema all the same (a manifest of the layout before 1.1 has no
+    proof). A rewritten shard that does not match its record (a set made by an earlier writer)
+    is refused; with `overwrite` the whole set is written again."""
     manifest = records.load_manifest(root)
     damaged = [(split, k, shard) for split, info in manifest["splits"].items()
-               for k, shard in enumerate(info["shards"]) if _missing_or_cut(root / split / shard["file"], shard)]
+               for k, shard in enumerate(info["shards"]) if _damaged(root / split / shard["file"], shard)]
     for split, k, shard in damaged:
         path = root / split / shard["file"]
         n = manifest["splits"][split]["scenes"]
@@ -319,36 +334,67 @@ def _repair_finished(gen: Generator, root: Path, proof: str, shard_size: int, wo
                 raise JumpbenchError(f"{path} was missing or damaged and, written again, differs from the manifest's "
                                      f"record (the set was made by another version of the writer); re-run with "
                                      f"--overwrite to write the whole set again")
-            for split_ in records.SPLITS:
-                shutil.rmtree(root / split_, ignore_errors=True)
-            (root / records.MANIFEST).unlink()
-            _say(progress, f"{root}: writing the whole set again")
-            params = manifest["params"]
-            _generate(gen, root, params, proof, params["counts"], shard_size, workers, False, progress)
-            return
-    repaired = _repair_indexes(root)
+            return _write_all_again(gen, root, manifest["params"], proof, shard_size, workers, progress)
+    repaired = _repair_indexes(root, manifest)
+    try:
+        _check_first_records(root, manifest)
+    except JumpbenchError as e:
+        if not overwrite:
+            raise JumpbenchError(f"{e}; the shard is the one the manifest records: re-run with --overwrite to "
+                                 f"write the whole set again") from None
+        return _write_all_again(gen, root, manifest["params"], proof, shard_size, workers, progress)
     done = [f"wrote {len(damaged)} missing or damaged shard(s) again, as the manifest records them"] if damaged else []
-    done += [f"repaired {repaired} missing index file(s)"] if repaired else []
+    done += [f"repaired {repaired} missing or damaged index file(s)"] if repaired else []
     _say(progress, f"{root}: already generated with these parameters; " + ("; ".join(done) or "nothing to do"))
 
 
-def _missing_or_cut(path: Path, shard: dict) -> bool:
-    """Whether a finished set's shard is gone or not of its recorded size (a record older than
-    the layout's 1.1 has no size)."""
-    return not path.is_file() or ("bytes" in shard and path.stat().st_size != shard["bytes"])
+def _write_all_again(gen: Generator, root: Path, params: dict, proof: str, shard_size: int, workers: int,
+                     progress: bool) -> None:
+    """--overwrite over a finished set that cannot be repaired shard by shard: all of it anew."""
+    for split in records.SPLITS:
+        shutil.rmtree(root / split, ignore_errors=True)
+    (root / records.MANIFEST).unlink()
+    _say(progress, f"{root}: writing the whole set again")
+    _generate(gen, root, params, proof, params["counts"], shard_size, workers, False, progress)
 
 
-def _repair_indexes(root: Path) -> int:
-    """Rewrite the missing .tfindex files of a finished dataset; returns how many."""
-    manifest = records.load_manifest(root)
+def _damaged(path: Path, shard: dict) -> bool:
+    """Whether a finished set's shard is gone, not of its recorded size (a record older than the
+    layout's 1.1 has no size) or not of its recorded sha256."""
+    return (not path.is_file() or ("bytes" in shard and path.stat().st_size != shard["bytes"])
+            or files.file_sha256(path) != shard["sha256"])
+
+
+def _repair_indexes(root: Path, manifest: dict) -> int:
+    """Rewrite the missing or damaged .tfindex files of a finished dataset (whose shards are the
+    recorded ones); returns how many."""
     repaired = 0
     for split, info in manifest["splits"].items():
         for shard in info["shards"]:
             path = root / split / shard["file"]
-            if path.is_file() and not records.index_path(path).is_file():
+            if not _index_ok(path, shard.get("index_sha256")):
                 records.repair_index(path, shard.get("index_sha256"))
                 repaired += 1
     return repaired
+
+
+def _check_first_records(root: Path, manifest: dict) -> None:
+    """The first record of each shard of a finished set, checked against the manifest as
+    `jumpbench verify` checks every record (`check_record`, its frames decoded)."""
+    size, fmt = manifest["params"]["size"], records.frame_format(manifest)
+    for split, info in manifest["splits"].items():
+        start = 0
+        for shard in info["shards"]:
+            path = root / split / shard["file"]
+            with open(path, "rb") as f:
+                data = records.read_record(f, path)
+            where = f"{path}: record 0 (scene {start} of {split})"
+            try:
+                raw = records.parse_example(data)
+            except Exception as e:  # protobuf's DecodeError and kin
+                raise JumpbenchError(f"{where} does not parse ({e})") from None
+            records.decode_frames(records.check_record(raw, manifest, split, start, where)["frames"], where, size, fmt)
+            start += shard["records"]
 
 
 def _claim(root: Path, params: dict, overwrite: bool) -> bool:
@@ -357,7 +403,14 @@ def _claim(root: Path, params: dict, overwrite: bool) -> bool:
     lock = root / PARAMS_LOCK
     previous = None
     if manifest.is_file():
-        previous = records.load_manifest(root).get("params")
+        try:  # what verify checks of the manifest; a manifest that fails is written again only with --overwrite
+            found = records.load_manifest(root)
+            records.check_manifest(root, found)
+            previous = found["params"]
+        except JumpbenchError as e:
+            if not overwrite:
+                raise JumpbenchError(f"{e}; pass --overwrite to write the set again") from None
+            previous = {}  # other parameters than any asked for: replaced below
     elif lock.is_file():
         previous = files.read_json(lock)
     if previous is not None and previous != params:

@@ -20,6 +20,7 @@ hidden_face -1 and empty lists.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import asdict, dataclass
 
@@ -144,6 +145,26 @@ def sample_scene(rng: np.random.Generator, n_digits: int, views: int, split: str
 
 # ---------------------------------------------------------------- the generator
 
+SCHEMA = {  # the manifest's `schema` (docs/records.md), whatever the parameters
+    "frames": {"dtype": "png", "shape": ["T"]},
+    "cameras": {"dtype": "float32", "shape": ["T", 5]},
+    "face_visibility": {"dtype": "float32", "shape": ["T", 6]},
+    "digit_labels": {"dtype": "int64", "shape": [6]},
+    "digit_indices": {"dtype": "int64", "shape": [6]},
+    "die_position": {"dtype": "float32", "shape": [3]},
+    "die_yaw": {"dtype": "float32", "shape": []},
+    "light_position": {"dtype": "float32", "shape": [3]},
+    "wall_colors": {"dtype": "float32", "shape": [4, 3]},
+    "floor_color": {"dtype": "float32", "shape": [3]},
+    "room_patterns": {"dtype": "int64", "shape": [5]},
+    "hidden_face": {"dtype": "int64", "shape": []},
+    "context_views": {"dtype": "int64", "shape": [-1]},
+    "query_views": {"dtype": "int64", "shape": [-1]},
+    "scene_seed": {"dtype": "int64", "shape": []},
+    "scene_index": {"dtype": "int64", "shape": []},
+}
+
+
 class DiceGenerator:
     """A records generator (see generators/base.py) for the MNIST Dice scenes."""
 
@@ -161,25 +182,7 @@ class DiceGenerator:
         return {**asdict(self.config), "digits_sha256": digest}
 
     def schema(self) -> dict:
-        f, i = "float32", "int64"
-        return {
-            "frames": {"dtype": "png", "shape": ["T"]},
-            "cameras": {"dtype": f, "shape": ["T", 5]},
-            "face_visibility": {"dtype": f, "shape": ["T", 6]},
-            "digit_labels": {"dtype": i, "shape": [6]},
-            "digit_indices": {"dtype": i, "shape": [6]},
-            "die_position": {"dtype": f, "shape": [3]},
-            "die_yaw": {"dtype": f, "shape": []},
-            "light_position": {"dtype": f, "shape": [3]},
-            "wall_colors": {"dtype": f, "shape": [4, 3]},
-            "floor_color": {"dtype": f, "shape": [3]},
-            "room_patterns": {"dtype": i, "shape": [5]},
-            "hidden_face": {"dtype": i, "shape": []},
-            "context_views": {"dtype": i, "shape": [-1]},
-            "query_views": {"dtype": i, "shape": [-1]},
-            "scene_seed": {"dtype": i, "shape": []},
-            "scene_index": {"dtype": i, "shape": []},
-        }
+        return copy.deepcopy(SCHEMA)
 
     def spec(self, split: str, index: int) -> dict:
         seed = scene_seed(self.config.seed, split, index)

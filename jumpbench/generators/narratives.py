@@ -220,6 +220,24 @@ def render(spec: dict, size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- the generator
 
+def schema(narrative: str) -> dict:
+    """The schema of a narrative's records (the manifest's `schema`; docs/records.md)."""
+    n = NARRATIVES[narrative].n_shapes
+    return {
+        "frames": {"dtype": "png", "shape": ["T"]},
+        "timestamps": {"dtype": "float32", "shape": ["T"]},
+        "kinds": {"dtype": "int64", "shape": [n]},
+        "colors": {"dtype": "int64", "shape": [n]},
+        "sizes": {"dtype": "int64", "shape": [n]},
+        "positions": {"dtype": "float32", "shape": ["T", n, 2]},
+        "frame_colors": {"dtype": "int64", "shape": ["T", n]},
+        "order": {"dtype": "int64", "shape": [-1]},
+        "color_changes": {"dtype": "int64", "shape": [-1, 4]},
+        "scene_seed": {"dtype": "int64", "shape": []},
+        "scene_index": {"dtype": "int64", "shape": []},
+    }
+
+
 class NarrativesGenerator:
     """A records generator (see generators/base.py) for one narrative."""
 
@@ -235,20 +253,7 @@ class NarrativesGenerator:
         return asdict(self.config)
 
     def schema(self) -> dict:
-        n = NARRATIVES[self.config.narrative].n_shapes
-        return {
-            "frames": {"dtype": "png", "shape": ["T"]},
-            "timestamps": {"dtype": "float32", "shape": ["T"]},
-            "kinds": {"dtype": "int64", "shape": [n]},
-            "colors": {"dtype": "int64", "shape": [n]},
-            "sizes": {"dtype": "int64", "shape": [n]},
-            "positions": {"dtype": "float32", "shape": ["T", n, 2]},
-            "frame_colors": {"dtype": "int64", "shape": ["T", n]},
-            "order": {"dtype": "int64", "shape": [-1]},
-            "color_changes": {"dtype": "int64", "shape": [-1, 4]},
-            "scene_seed": {"dtype": "int64", "shape": []},
-            "scene_index": {"dtype": "int64", "shape": []},
-        }
+        return schema(self.config.narrative)
 
     def spec(self, split: str, index: int) -> dict:
         c = self.config

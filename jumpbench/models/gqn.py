@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ELBOModel
-from .jump import JUMPConfig
-from .draw import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from jumpbench.models.base import ELBOModel
+from jumpbench.models.jump import JUMPConfig
+from jumpbench.models.draw import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
 
 @dataclass

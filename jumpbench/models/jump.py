@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import ELBOModel, ModelConfig
-from .draw import REP_CHANNELS, VIEWPOINT_LAYERS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from jumpbench.models.base import ELBOModel, ModelConfig
+from jumpbench.models.draw import REP_CHANNELS, VIEWPOINT_LAYERS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
 
 PIXEL_VAR_SCHEDULES = ("linear", "piecewise")
 

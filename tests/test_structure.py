@@ -1,0 +1,57 @@
+"""The import rules docs/architecture.md states, checked on every module's imports (those inside
+functions too): models import nothing of jumpbench outside models/ and no library but torch;
+generators import nothing of the harness; the format and reading modules import neither torch
+nor the harness; nothing below the top imports the CLI or the API."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "jumpbench"
+STDLIB = {"__future__", "dataclasses", "math", "typing", "functools", "itertools", "collections"}
+LOW = ["records.py", "scenes.py", "files.py", "checks.py", "errors.py", "launch.py", "workers.py"]
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: a relative import (one style: jumpbench.<module>)"
+            names.add(node.module)
+    return names
+
+
+def modules(pattern: str) -> list[Path]:
+    return sorted(PKG.glob(pattern))
+
+
+@pytest.mark.parametrize("path", modules("models/*.py"), ids=lambda p: p.name)
+def test_models_import_only_torch_and_each_other(path):
+    for name in imports(path):
+        top = name.split(".")[0]
+        assert top in STDLIB | {"torch"} or name.startswith("jumpbench.models"), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("path", modules("generators/*.py"), ids=lambda p: p.name)
+def test_generators_import_nothing_of_the_harness(path):
+    for name in imports(path):
+        assert not name.startswith(("jumpbench.benchmarks", "jumpbench.api", "jumpbench.cli", "torch")), \
+            f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("name", LOW)
+def test_the_format_and_reading_modules_need_no_torch_and_no_harness(name):
+    for imported in imports(PKG / name):
+        if name == "records.py" and imported.startswith("jumpbench.generators"):
+            continue  # the one exception: a manifest is checked against what the generator it names writes
+        assert not imported.startswith(("torch", "jumpbench.benchmarks", "jumpbench.api", "jumpbench.cli",
+                                        "jumpbench.generators")), f"{name} imports {imported}"
+
+
+@pytest.mark.parametrize("path", modules("benchmarks/*.py") + modules("generators/*.py") + modules("models/*.py")
+                         + [PKG / n for n in LOW], ids=lambda p: p.name)
+def test_nothing_below_the_top_imports_the_cli_or_the_api(path):
+    for name in imports(path):
+        assert name not in ("jumpbench.cli", "jumpbench.api"), f"{path.name} imports {name}"
