@@ -309,7 +309,7 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
 @click.option("--minutes", type=float, default=None, help="Stop after this many minutes of training "
               "(checkpointed and published; the same command goes on): a leg of a fixed length.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="How this leg runs on this machine: train.threads, num_workers, cache, cache_gb.")
+              help="How this leg runs on this machine: train.threads, num_workers, cache, cache_gb, log_every, compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
 def continue_(run_dir, data, steps, minutes, overrides, quiet):
@@ -327,7 +327,7 @@ def continue_(run_dir, data, steps, minutes, overrides, quiet):
                                  f"cannot change; branch it with jumpbench run --from)")
     c = continuation(run_dir, data, steps)
     failed = run_seeds(c["model"], c["data"], c["preset"], c["overrides"] + list(overrides), [c["seed"]], c["out"],
-                       c["name"], progress=not quiet, extend=steps is not None, minutes=minutes)
+                       c["name"], progress=not quiet, extend=steps is not None, minutes=minutes, procs=c["procs"])
     if failed:
         raise JumpbenchError(f"{run_dir}: {failed[0][1]}")
 
@@ -381,7 +381,7 @@ def plot(runs, out, speed, summary, no_grids):
     checks.folder("--out", out)
     if not Path(runs).is_dir():
         raise JumpbenchError(f"--runs {runs}: no such folder (make runs with: jumpbench run --model M --data D)")
-    lines = plot_all(runs, out, speed, summary, grids=not no_grids)
+    lines = plot_all(runs, out, speed, summary, grids=not no_grids, progress=True)
     if not any(line.startswith("wrote") for line in lines):
         raise JumpbenchError(f"nothing to plot: no runs under {runs} and no speed results (make them with: "
                              f"jumpbench run --model M --data D, jumpbench bench jumpy)")
@@ -418,7 +418,7 @@ def consistency(run_dir, data, scenes, draws):
     from jumpbench.benchmarks.consistency import format_table
     from jumpbench.benchmarks.runs import CONSISTENCY
 
-    result = measure(run_dir, data, scenes, draws)
+    result = measure(run_dir, data, scenes, draws, progress=True)
     click.echo(format_table(result))
     click.echo(f"wrote {Path(run_dir) / CONSISTENCY}")
 

@@ -636,14 +636,17 @@ def decode_frames(pngs: list[bytes], where: str, size: int | None = None,
 
 def check_manifest(root: Path, manifest: dict) -> None:
     """The manifest agrees with itself and with the folder: its parameters hash to its
-    params_sha256 (which every shard's sidecar carries), its splits and shard lists are the
-    ones those parameters make, and no shard file lies in the folder that it does not list."""
+    params_sha256 (which every shard's sidecar carries; without one, to the sidecars' own:
+    `check_sidecars`), its splits and shard lists are the ones those parameters make, and no
+    shard file lies in the folder that it does not list."""
     path = Path(root) / MANIFEST
     params = manifest["params"]
+    proof = dataset_proof(manifest.get("generator"), manifest.get("version"), manifest["dataset"], params)
     if "params_sha256" in manifest:  # manifests of the layout before 1.1 have no hash (manifest_problem)
-        proof = dataset_proof(manifest.get("generator"), manifest.get("version"), manifest["dataset"], params)
         if proof != manifest["params_sha256"]:
             raise JumpbenchError(f"{path}: its parameters do not hash to its params_sha256 (the manifest was edited)")
+    else:  # unless its shards' sidecars carry the proof: then it must hash to theirs
+        check_sidecars(root, manifest, proof)
     counts, shard_size = params.get("counts"), params.get("shard_size")
     if not (isinstance(counts, dict) and isinstance(shard_size, int) and shard_size > 0
             and all(isinstance(n, int) for n in counts.values())):
@@ -659,6 +662,21 @@ def check_manifest(root: Path, manifest: dict) -> None:
         stray = sorted(set(p.name for p in (Path(root) / split).glob("*.tfrecord")) - set(names))
         if stray:
             raise JumpbenchError(f"{Path(root) / split / stray[0]}: a shard that the manifest does not list")
+
+
+def check_sidecars(root: Path, manifest: dict, proof: str) -> None:
+    """For a manifest without params_sha256 (the layout before 1.1): each listed shard's .tfmeta
+    sidecar that records a params_sha256 (the current generator writes one beside every shard)
+    must record `proof`, the hash of the manifest's generator, version, name and parameters. A
+    current manifest stripped to the old layout thus still answers for the fields its records do
+    not cover; a truly old set, without such sidecars, has no proof to check."""
+    for split, info in manifest["splits"].items():
+        for shard in info["shards"]:
+            meta = read_json(meta_path(Path(root) / split / shard["file"]))
+            if isinstance(meta, dict) and "params_sha256" in meta and meta["params_sha256"] != proof:
+                raise JumpbenchError(f"{meta_path(Path(root) / split / shard['file'])}: its params_sha256 is not the "
+                                     f"proof of the manifest's generator, version, name and parameters (the manifest "
+                                     f"was edited, or the shard is of another set)")
 
 
 def verify(root: str | Path, progress=None) -> dict[str, int]:

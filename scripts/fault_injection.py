@@ -366,8 +366,11 @@ def missing_timestamps(tmp, ref):
 
 def older_layout_seed_edited(tmp, ref):
     """A manifest of the layout before 1.1 (no hash) with its seed edited: the records' scene_seed
-    refuse it, and generate with the edited seed does not call the set finished."""
+    refuse it, and generate with the edited seed does not call the set finished. (The layout
+    before 1.1 had no .tfmeta sidecars either: they would prove the seed, see manifest_downgraded.)"""
     root = shutil.copytree(ref, tmp / "f21" / "traveling_salesman")
+    for meta in root.glob("*/*.tfmeta"):
+        meta.unlink()
     m = json.loads((root / "manifest.json").read_text())
     del m["params_sha256"]
     for info in m["splits"].values():
@@ -416,6 +419,19 @@ MANIFEST_EDITS = [
     _manifest_edit("f30_hash_deleted_narrative_edited", lambda m: _unhash(m, narrative="color_reaction"),
                    "has no params_sha256"),
 ]
+
+
+def _downgrade(m):
+    """The manifest passed off as the layout before 1.1 (no hash, no shard sizes), its version edited."""
+    del m["params_sha256"]
+    for info in m["splits"].values():
+        for shard in info["shards"]:
+            del shard["bytes"], shard["index_sha256"]
+    m["version"] = "9.9"
+
+
+# the shards' .tfmeta sidecars still carry the proof the edited manifest no longer hashes to
+manifest_downgraded = _manifest_edit("f34_manifest_downgraded", _downgrade, "1-of-3.tfmeta: its params_sha256")
 
 
 # ---------------------------------------------------------------- issue 30, hole 2: generate repairs
@@ -663,6 +679,7 @@ FAULTS = [rebuilt_manifest_other_params, bytes_across_processes, swapped_index, 
           jpeg_frame, rgb_frame, nan_timestamps, nan_positions, missing_timestamps, older_layout_seed_edited,
           *MANIFEST_EDITS, swapped_indexes_repaired, byte_flip_repaired, unhashed_manifest_overwritten]
 FAULTS += CACHE_FAULTS + RUN_FAULTS
+FAULTS.append(manifest_downgraded)
 
 
 def main() -> int:

@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/jumpbench-leg")))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="How this leg runs (train.threads, num_workers, cache, cache_gb).")
+                    help="How this leg runs (train.threads, num_workers, cache, cache_gb, log_every, compile).")
     args = ap.parse_args()
     if args.fetch_wheels:
         fetch_wheels(args.fetch_wheels)

@@ -208,3 +208,47 @@ def test_a_run_finds_its_dataset_from_any_folder(small_ts, tmp_path, monkeypatch
     model, record = R.load_run(Path("repo") / folder)
     with pytest.raises(JumpbenchError, match="jumpbench generate for-run"):
         R.run_dataset(record)
+
+
+def test_weights_further_on_than_a_local_checkpoint_win(small_ts, tmp_path):
+    """A checkout that pulls (or unpacks) a newer leg beside its own older checkpoint.pt goes on
+    from the newer weights: the newer leg's rows and legs are kept, not cut back."""
+    import shutil
+
+    a = train("jump", small_ts, "smoke", FP32 + ["train.steps=10"], 0, tmp_path / "a", name="r", progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    b = folder_of(tmp_path / "b", "r")
+    drop_checkpoint(b)
+    train("jump", small_ts, "smoke", FP32 + ["train.steps=20"], 0, tmp_path / "b", name="r", progress=False,
+          extend=True)
+    for f in ("weights.safetensors", "weights.safetensors.sha256", "metrics.jsonl", "legs.json", "status.json",
+              "config.json"):  # what git carries of the newer leg; a's checkpoint.pt (step 10) stays
+        shutil.copy(b / f, a / f)
+    assert R.load_run(a)[1]["checkpoint_step"] == 20
+    train("jump", small_ts, "smoke", FP32 + ["train.steps=30"], 0, tmp_path / "a", name="r", progress=False,
+          extend=True)
+    assert sorted(losses(a)) == [5, 10, 15, 20, 25, 30]
+    assert [(leg["from"], leg["to"], leg["resumed"]) for leg in R.read_legs(a)] == [
+        (0, 10, "start"), (10, 20, "weights"), (20, 30, "weights")]
+
+
+def test_a_branch_carries_its_parents_legs(small_ts, tmp_path):
+    parent = train("jump", small_ts, "smoke", FP32 + ["train.steps=10"], 0, tmp_path, name="p", progress=False)
+    branch = train("jump", small_ts, "smoke", FP32 + ["train.steps=15", "train.lr=0.001"], 0, tmp_path, name="b",
+                   progress=False, branch_from=parent)
+    assert [(leg["from"], leg["to"], leg["resumed"]) for leg in R.read_legs(branch)] == [
+        (0, 10, "start"), (10, 15, "branch")]
+
+
+def test_a_minutes_leg_of_a_data_parallel_run_ends_well_and_continues(small_ts, tmp_path):
+    """--minutes is a leg's normal end under --procs too (exit 0, every process agreeing why);
+    `jumpbench continue` goes on with the run's own number of processes."""
+    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--name", "r",
+            "--quiet", "--steps", 100000, "--procs", 2, "--minutes", 0.05)
+    assert r.exit_code == 0, r.output
+    folder = folder_of(tmp_path, "r")
+    assert json.loads((folder / R.STATUS).read_text())["why"].startswith("stopped after --minutes")
+    r = run("continue", folder, "--minutes", 0.05, "--quiet")
+    assert r.exit_code == 0, r.output
+    legs = R.read_legs(folder)
+    assert len(legs) == 2 and legs[1]["procs"] == 2 and legs[1]["from"] == legs[0]["to"] > 0

@@ -314,11 +314,14 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(small_ts, tmp_path):
 
 
 def test_a_run_refused_before_it_wrote_anything_leaves_no_folder(small_ts, tmp_path):
-    r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet",
-            "--set", "data.image_size=7")
-    assert r.exit_code != 0
-    assert not (tmp_path / "traveling_salesman" / "jump").exists() or not any(
-        (tmp_path / "traveling_salesman" / "jump").rglob("seed-0"))
+    """A refusal inside the run's lock (here: a branch from a parent already at its steps)
+    removes the folder the lock made."""
+    common = ("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
+    assert run(*common, "--steps", 6, "--name", "p").exit_code == 0
+    parent = tmp_path / "traveling_salesman" / "jump" / "p" / "seed-0"
+    one_line_error(run(*common, "--steps", 6, "--from", parent, "--name", "b"), "above it")
+    assert (tmp_path / "traveling_salesman" / "jump" / "b").is_dir()  # made for the lock, then emptied
+    assert not (tmp_path / "traveling_salesman" / "jump" / "b" / "seed-0").exists()
 
 
 def test_a_run_stopped_while_its_data_is_set_up_is_marked_interrupted(small_ts, tmp_path, monkeypatch):

@@ -55,3 +55,16 @@ def test_the_format_and_reading_modules_need_no_torch_and_no_harness(name):
 def test_nothing_below_the_top_imports_the_cli_or_the_api(path):
     for name in imports(path):
         assert name not in ("jumpbench.cli", "jumpbench.api"), f"{path.name} imports {name}"
+
+
+def test_a_run_resolves_its_config_once(small_ts, tmp_path, monkeypatch):
+    """train_run resolves the config once and passes the plan down (no second resolution)."""
+    from jumpbench.benchmarks import config as C
+    from jumpbench.benchmarks import runs
+    from jumpbench.benchmarks.train import train_run
+
+    calls = []
+    real = C.resolve
+    monkeypatch.setattr(C, "resolve", lambda *a, **k: calls.append(a) or real(*a, **k))
+    train_run(runs.RunSpec("jump", str(small_ts), "smoke", ("train.steps=2",), 0, str(tmp_path)), progress=False)
+    assert len(calls) == 1

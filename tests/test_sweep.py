@@ -169,7 +169,7 @@ def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
     try:
         stop._handle(signal.SIGTERM, None)
         stop._handle(signal.SIGTERM, None)
-        assert stop.requested
+        assert stop.signalled
         with pytest.raises(KeyboardInterrupt):
             stop._handle(signal.SIGINT, None)
     finally:

@@ -138,12 +138,11 @@ def test_a_run_refuses_a_record_that_means_something_else(ts, tmp_path, case):
 
 def test_an_older_layout_with_an_edited_seed_is_refused_by_its_records(ts, tmp_path):
     """A manifest of the layout before 1.1 has no hash to catch an edited seed; the records'
-    scene_seed does."""
+    scene_seed does. (That layout had no .tfmeta sidecars either: they would prove the seed.)"""
     m = json.loads((ts / "manifest.json").read_text())
-    del m["params_sha256"]
-    for info in m["splits"].values():
-        for shard in info["shards"]:
-            del shard["bytes"], shard["index_sha256"]
+    _downgrade(m)
+    for meta in ts.glob("*/*.tfmeta"):
+        meta.unlink()
     (ts / "manifest.json").write_text(json.dumps(m))
     assert run("verify", "--quiet", ts).exit_code == 0  # still read, as docs/records.md promises
     m["seed"] = m["params"]["seed"] = 5
@@ -156,6 +155,41 @@ def test_an_older_layout_with_an_edited_seed_is_refused_by_its_records(ts, tmp_p
     assert run(*GEN, "--seed", 5, "--out", ts.parent, "--overwrite").exit_code == 0
     assert records.verify(ts) == {"train": 6, "test": 4}
     assert records.load_manifest(ts)["params_sha256"]
+
+
+def _downgrade(m):
+    """A manifest of the current layout passed off as the layout before 1.1: no hash, no shard sizes."""
+    del m["params_sha256"]
+    for info in m["splits"].values():
+        for shard in info["shards"]:
+            del shard["bytes"], shard["index_sha256"]
+
+
+@pytest.mark.parametrize("edit", ["version", "mnist_dir", "none"])
+def test_a_downgraded_manifest_is_held_to_its_shards_sidecars(ts, tmp_path, edit):
+    """Deleting params_sha256 and the shard sizes does not pass a current set off as the layout
+    before 1.1: each shard's .tfmeta still carries the proof, and the manifest must hash to it."""
+    m = json.loads((ts / "manifest.json").read_text())
+    _downgrade(m)
+    if edit == "version":
+        m["version"] = "9.9"
+    elif edit == "mnist_dir":
+        m["params"]["mnist_dir"] = str(tmp_path / "mnist")
+    (ts / "manifest.json").write_text(json.dumps(m))
+    if edit == "none":  # the same fields: the sidecars prove them, and the set is still read
+        assert run("verify", "--quiet", ts).exit_code == 0
+        assert jumpbench.open_dataset(ts, "test")[0] is not None
+        return
+    before = files_of(ts)
+    one_line_error(run("verify", "--quiet", ts), "1-of-2.tfmeta: its params_sha256")
+    with pytest.raises(JumpbenchError, match="1-of-2.tfmeta") as e:
+        jumpbench.open_dataset(ts, "test")[0]
+    assert "\n" not in str(e.value)
+    one_line_error(run(*GEN, "--out", ts.parent), "--overwrite")  # generate does not call it finished
+    assert files_of(ts) == before
+    for meta in ts.glob("*/*.tfmeta"):  # a truly old set (no sidecars) has no proof to check
+        meta.unlink()
+    assert run("verify", "--quiet", ts).exit_code == 0
 
 
 # ---------------------------------------------------------------- 1. the manifest against itself

@@ -26,7 +26,7 @@ from jumpbench.files import write_json_atomic
 
 @torch.no_grad()
 def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int = 100, draws: int = 4,
-                batch: int = 25) -> dict:
+                batch: int = 25, progress: bool = False) -> dict:
     run = Path(run)
     model, cfg = load_run(run)
     if not hasattr(model, "elbo_terms"):
@@ -41,7 +41,9 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
         raise JumpbenchError(f"need at least one test scene and 1..1000 draws, got {n} and {draws}")
     torch.manual_seed(0)
     per_scene = {"kl1": [], "kl3": [], "nelbo": []}
-    for start in range(0, n, batch):
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, n, batch), desc="consistency", unit="batch", disable=None if progress else True):
         b = D.hidden_face_batch(scenes, range(start, min(n, start + batch)), n_targets=3)
         ctx = (b["context_frames"], b["context_viewpoints"])
         sums = {k: 0.0 for k in per_scene}

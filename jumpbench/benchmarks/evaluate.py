@@ -191,7 +191,7 @@ class Evaluator:
 
 def write_samples(path: str | Path, context, truth, samples) -> None:
     """A grid per scene: its context frames, then the true targets, then each sample's
-    targets, one row each. context (B, M, 3, H, W), truth (B, K, 3, H, W) and samples
+    targets, one row each, each row labelled on the left (context, truth, sample k). context (B, M, 3, H, W), truth (B, K, 3, H, W) and samples
     (B, S, K, 3, H, W): tensors or arrays in [0, 1]."""
     from PIL import Image
 
@@ -199,19 +199,30 @@ def write_samples(path: str | Path, context, truth, samples) -> None:
         x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
         return (np.clip(x, 0, 1) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
+    from PIL import ImageDraw
+
     b, s, k = samples.shape[:3]
     h, w = truth.shape[-2:]
     blank = np.full((1, h, w, 3), 255, np.uint8)
-    rows = []
+    rows, labels = [], []
     for i in range(b):
         ctx = rgb(context[i])
         width = max(len(ctx), k)
         pad = lambda f: np.concatenate([f] + [blank] * (width - len(f)))  # noqa: E731
         rows += [pad(ctx), pad(rgb(truth[i]))] + [pad(rgb(samples[i, j])) for j in range(s)]
+        labels += ["context", "truth"] + [f"sample {j + 1}" for j in range(s)]
         rows.append(np.repeat(blank, width, 0))  # a gap between scenes
-    sheet = contact_sheet(np.concatenate(rows[:-1]), columns=width, scale=2)
+        labels.append("")
+    scale, pad_px = 2, 2  # contact_sheet's
+    sheet = contact_sheet(np.concatenate(rows[:-1]), columns=width, scale=scale)
+    margin = 64  # a column of row labels on the left: which row is context, truth or a sample
+    img = Image.new("RGB", (sheet.shape[1] + margin, sheet.shape[0]), "white")
+    img.paste(Image.fromarray(sheet), (margin, 0))
+    draw, row_h = ImageDraw.Draw(img), (h + pad_px) * scale
+    for r, label in enumerate(labels[:-1]):
+        draw.text((4, pad_px * scale + r * row_h + row_h // 2 - 6), label, fill=(60, 60, 60))
     with atomic_path(path) as tmp:
-        Image.fromarray(sheet).save(tmp, format="PNG")
+        img.save(tmp, format="PNG")
 
 
 # ---------------------------------------------------------------- `jumpbench score RUN_DIR`

@@ -342,8 +342,11 @@ def fig_train_speed(res: dict, path: Path, out: Path) -> Path:
     return save(fig, out, f"speed_{path.stem}", {"source": str(path), "ms": drawn})
 
 
-def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> list[str]:
-    """Every figure and the summary; returns one line per output or skipped figure."""
+def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progress: bool = False) -> list[str]:
+    """Every figure and the summary; returns one line per output or skipped figure
+    (`progress`: a bar over the figures, on stderr)."""
+    from tqdm import tqdm
+
     runs_root, out = Path(runs_root), Path(out)
     speed = Path(speed) if speed else runs_root.parent / "speed"
     summary = Path(summary) if summary else runs_root.parent / "summary"
@@ -351,10 +354,10 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True) -> li
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = [f"warning: {r.path}: counted with no evaluations: {r.problem}" for r in runs if r.problem]
     speed_problems = []
-    for name, make in (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
-                       ("consistency", lambda: fig_consistency(main, out)),
-                       ("scores", lambda: fig_scores(main, out)),
-                       ("speed", lambda: fig_speed(speed, out, speed_problems))):
+    makers = (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
+              ("consistency", lambda: fig_consistency(main, out)), ("scores", lambda: fig_scores(main, out)),
+              ("speed", lambda: fig_speed(speed, out, speed_problems)))
+    for name, make in tqdm(makers, desc="figures", disable=None if progress else True, leave=False):  # None: a terminal only
         made = make()
         lines += [f"wrote {p} (+ .pdf, .json)" for p in made] or [
             f"skipped {name}: no inputs under {speed if name == 'speed' else runs_root}; make them with: {HINTS[name]}"]

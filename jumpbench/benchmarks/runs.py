@@ -53,9 +53,10 @@ WEIGHTS = "weights.safetensors"   # published weights (publish_weights): what gi
 LEGS = "legs.json"                # the stretches of training the run was made in (start_leg)
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
 # how a leg runs on its machine, not what the run is: a resume or a continuation elsewhere may
-# change them (legs.json records the threads each leg had)
+# change them (legs.json records the threads each leg had; compile: the same loss, compiled for
+# a GPU leg, where these small models wait on kernel launches)
 EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.cache", "config.train.cache_gb",
-             "config.train.log_every")
+             "config.train.log_every", "config.train.compile")
 
 
 @dataclass(frozen=True)
@@ -295,9 +296,14 @@ def branch_parent(parent: str | Path, seed: int) -> tuple[Path, dict]:
 
 
 def start_branch(folder: Path, parent_checkpoint: Path, step: int) -> None:
-    """A new branch's metrics.jsonl: its parent's rows up to the step it starts from."""
-    rows = [r for r in read_metrics(parent_checkpoint.parent / METRICS) if r.get("step", 0) <= step]
+    """A new branch's metrics.jsonl and legs.json: its parent's rows and legs up to the step it
+    starts from (the last leg cut there)."""
+    parent = parent_checkpoint.parent
+    rows = [r for r in read_metrics(parent / METRICS) if r.get("step", 0) <= step]
     write_text_atomic(folder / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+    legs = [{**leg, "to": min(leg.get("to", 0), step)} for leg in read_legs(parent) if leg.get("from", 0) < step]
+    if legs:
+        write_json_atomic(folder / LEGS, legs)
 
 
 def _sidecar(path: Path) -> Path:
@@ -363,7 +369,8 @@ def load_checkpoint(path: Path, map_location="cpu", with_sha: bool = False):
         data, sha = _read_checked(path, "checkpoint")
     except JumpbenchError as e:
         if "corrupt" in str(e):
-            raise JumpbenchError(f"{e}; delete it to restart the run from its start") from None
+            raise JumpbenchError(f"{e}; delete it to go on from {WEIGHTS} where there is one, else from the "
+                                 f"start") from None
         raise
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
@@ -498,17 +505,33 @@ def has_weights(folder: Path) -> bool:
 
 
 def training_state(folder: Path, map_location="cpu", with_sha: bool = False):
-    """The state a run goes on from: its checkpoint.pt where there is one (exact), else its
-    published weights (a run from git: weights, Adam's moments in bf16, step), else None.
-    The dict has "source": "checkpoint" or "weights"; with `with_sha`: (state, path, sha)."""
+    """The state a run goes on from: its checkpoint.pt (exact), or its published weights (a run
+    from git: weights, Adam's moments in bf16, step) where it has no checkpoint or where the
+    weights are further on (a checkout that pulled or unpacked a newer leg beside an older local
+    checkpoint: going on from that would drop the newer leg's rows); else None. The dict has
+    "source": "checkpoint" or "weights"; with `with_sha`: (state, path, sha)."""
     folder = Path(folder)
-    for name, load in ((CHECKPOINT, load_checkpoint), (WEIGHTS, load_weights)):
-        path = folder / name
-        if path.is_file():
-            state, sha = load(path, map_location=map_location, with_sha=True)
-            state.setdefault("source", "checkpoint")
-            return (state, path, sha) if with_sha else state
-    return (None, None, None) if with_sha else None
+    ckpt, weights = folder / CHECKPOINT, folder / WEIGHTS
+    state = None
+    if ckpt.is_file():  # a corrupt checkpoint is refused (named), never passed over
+        state, sha = load_checkpoint(ckpt, map_location=map_location, with_sha=True)
+        state["source"], path = "checkpoint", ckpt
+    if weights.is_file() and (state is None or weights_step(weights) > state["step"]):
+        (state, sha), path = load_weights(weights, map_location=map_location, with_sha=True), weights
+    if state is None:
+        return (None, None, None) if with_sha else None
+    return (state, path, sha) if with_sha else state
+
+
+def weights_step(path: Path) -> int:
+    """The step of a published weights file, from its header alone (-1 when unreadable: the
+    full load then says why)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            return int(json.loads(json.loads(f.read(n))["__metadata__"]["jumpbench"])["step"])
+    except Exception:
+        return -1
 
 
 def load_run(folder: str | Path, device="cpu"):
@@ -527,7 +550,9 @@ def load_run(folder: str | Path, device="cpu"):
     if not isinstance(record, dict):
         raise JumpbenchError(f"{folder}: not a run folder (no readable {CONFIG})")
     if not has_weights(folder):
-        raise JumpbenchError(f"{folder}: no {CHECKPOINT} and no {WEIGHTS} (train it first with jumpbench run)")
+        raise JumpbenchError(f"{folder}: no {CHECKPOINT} and no {WEIGHTS} (not trained yet, or a run from git made "
+                             f"before runs published their weights: train it again with jumpbench run, under "
+                             f"another --name where it is done)")
     try:
         cls, cfg_cls = MODELS[record["model"]]
         model_cfg = record["config"]["model"]
@@ -560,7 +585,7 @@ def find_dataset(folder: Path, record: dict) -> str | None:
 
 def continuation(folder: str | Path, data: str | Path | None = None, steps: int | None = None) -> dict:
     """How to train a run folder on (`jumpbench continue`): {"model", "data", "preset", "overrides",
-    "seed", "out", "name"} from its config.json; `steps` replaces its train.steps. The dataset is
+    "seed", "out", "name", "procs"} from its config.json (procs: its world size); `steps` replaces its train.steps. The dataset is
     `data`, else the folder config.json names when it holds the run's dataset (by its manifest's
     sha256), else a one-line error naming the command that writes it again."""
     folder = Path(folder)
@@ -570,16 +595,18 @@ def continuation(folder: str | Path, data: str | Path | None = None, steps: int 
     if folder.resolve().name != f"seed-{rec['seed']}":
         raise JumpbenchError(f"{folder}: a run folder is <out>/<dataset>/<model>/<name>/seed-{rec['seed']}")
     if data is None:
-        data = rec.get("data")
-        if not (data and (Path(data) / MANIFEST).is_file() and dataset_sha256(data) == rec.get("dataset_sha256")):
-            raise JumpbenchError(f"{folder}: its dataset is not at {data}; write it again with: jumpbench generate "
-                                 f"for-run {folder} (then give --data data/{rec['dataset']} if it goes elsewhere)")
+        data = find_dataset(folder, rec)  # from here, or from a folder above the run's
+        if not (data and dataset_sha256(data) == rec.get("dataset_sha256")):
+            raise JumpbenchError(f"{folder}: its dataset is not at {rec.get('data')} (from here or above the run); "
+                                 f"write it again with: jumpbench generate for-run {folder} (then give --data "
+                                 f"data/{rec['dataset']} if it goes elsewhere)")
     overrides = [o for o in rec.get("overrides", []) if not (steps is not None and o.startswith("train.steps="))]
     if steps is not None:
         overrides.append(f"train.steps={steps}")
     full = folder.resolve()
     return {"model": rec["model"], "data": str(data), "preset": rec["preset"], "overrides": overrides,
-            "seed": rec["seed"], "out": str(full.parents[3]), "name": full.parent.name}
+            "seed": rec["seed"], "out": str(full.parents[3]), "name": full.parent.name,
+            "procs": rec.get("world_size", 1)}
 
 
 def read_legs(folder: Path) -> list[dict]:

@@ -49,7 +49,7 @@ from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.data import dataset_info
 from jumpbench.benchmarks.machine import free_port, usable_cores
 from jumpbench.benchmarks.runs import RunSpec, read_status
-from jumpbench.benchmarks.train import PEER_LOST, check_model_fits, train_run
+from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
 from jumpbench.launch import slurm_params
@@ -108,6 +108,8 @@ def _report(folder: Path) -> str | None:
     click.echo(f"{folder}: {status['status']} ({status['why']})" if status else f"{folder}: no status")
     if status and status["status"] == "diverged":
         return f"diverged ({status['why']})"
+    if status and status["status"] == "interrupted" and status["why"].startswith(MINUTES_STOP):
+        return None  # a leg of --minutes ended as asked
     return None if status and status["status"] == "done" else (status or {}).get("why", "no status")
 
 

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -30,6 +31,7 @@ from jumpbench.files import read_json
 
 RESTART_WARMUP = 200  # steps of learning-rate ramp for a run continued from weights without Adam's moments
 PEER_LOST = "another process of this data-parallel run stopped"
+MINUTES_STOP = "stopped after --minutes"  # how status.json begins the why of a leg that ended on time
 
 
 def check_model_fits(model_name: str, info: dict) -> None:
@@ -73,219 +75,294 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     interrupted: the same command goes on) after that many minutes of training."""
     info = D.dataset_info(spec.data)
     check_model_fits(spec.model, info)
-    C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))  # a bad config leaves no folder
-    with runs.run_lock(spec.folder(info["name"])):
-        return _train_run(spec, progress, info)
-
-
-def _train_run(spec: runs.RunSpec, progress: bool, info: dict) -> Path:
-    from jumpbench.models import MODELS
-
     if spec.tensorboard:
         board.require()
-    cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
-    tc, dc = cfg["train"], cfg["data"]
-    if info["size"] % dc.image_size:
-        raise JumpbenchError(f"data.image_size {dc.image_size} must divide the dataset's {info['size']}")
-    folder = spec.folder(info["name"])
+    cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))  # once; a bad one: no folder
+    if info["size"] % cfg["data"].image_size:
+        raise JumpbenchError(f"data.image_size {cfg['data'].image_size} must divide the dataset's {info['size']}")
+    with runs.run_lock(spec.folder(info["name"])):
+        run = _setup(spec, info, cfg)
+        start = _start(run)
+        if start is None:  # done (and not extended), or diverged: nothing to do
+            return run.folder
+        return _Loop(run, start, *_data(run, start, progress), progress).train()
+
+
+@dataclass
+class _Run:
+    """One run as resolved once: what it is, where it trains, and its config.json record."""
+    spec: runs.RunSpec
+    info: dict
+    cfg: dict
+    folder: Path
+    rank: int
+    world: int
+    device: torch.device
+    precision: str
+    record: dict
+
+    @property
+    def tc(self) -> C.TrainConfig:
+        return self.cfg["train"]
+
+
+@dataclass
+class _Start:
+    """What a leg starts from: the model and its Adam, loaded; the step, wall and train_* sums
+    to go on from; how it began ("start", "checkpoint", "weights" or "branch") and how Adam did."""
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    step: int = 0
+    wall: float = 0.0
+    sums: tuple = ({}, 0)
+    source: str = "start"
+    optimizer: str = "new"
+
+
+def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Run:
+    """The device, its threads and precision, the process's rank, and config.json's record (with
+    the values clamped to what the data and the machine allow: printed when the user set them)."""
     rank, world = _dist()
-    D.batch_share(tc.batch_size, world)
+    D.batch_share(cfg["train"].batch_size, world)
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(tc.threads or M.default_threads())
-    precision = M.resolve_precision(tc.precision, device, compiled=tc.compile)
-    ckpt_path = folder / runs.CHECKPOINT
+        torch.set_num_threads(cfg["train"].threads or M.default_threads())
+    precision = M.resolve_precision(cfg["train"].precision, device, compiled=cfg["train"].compile)
     record = runs.record(spec, world, info, cfg)
-    if cfg["warnings"]:  # values clamped to what the data and the machine allow: recorded, and the
-        record["warnings"] = cfg["warnings"]  # user's own (--set) said; a preset's on a small set only recorded
+    if cfg["warnings"]:  # a preset's own value clamped on a small set is only recorded
+        record["warnings"] = cfg["warnings"]
         given = {C.parse_override(o)[0] for o in spec.overrides}
         for line in cfg["warnings"] if rank == 0 else []:
             if line.split("=")[0] in given or line.split("=")[0].split(".")[1] in given:
                 click.echo(f"warning: {line}", err=True)
-    branch = _branch(spec, folder, info, tc.steps, ckpt_path.is_file() or (folder / runs.WEIGHTS).is_file())
+    return _Run(spec, info, cfg, spec.folder(info["name"]), rank, world, device, precision, record)
 
-    # Model, optimizer, and the checkpoint to resume from (a branch's is checked to fit before
-    # anything of the branch is written).
-    seed = spec.seed
-    torch.manual_seed(seed)
-    model = MODELS[spec.model][0](cfg["model"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    optimizer = "new"  # how Adam's state began this leg: new, restored, or new with a warm-up
-    if branch is not None:
-        optimizer = _restore(branch[0], branch[1], model, opt)
-        record["branched_from"] = branch[2]
-    # config.json is written once; a resume under another config or dataset is refused. Every
-    # process decides on the folder as found, and the state it goes on from is loaded and
-    # checked, before rank 0 writes anything (a refused --extend leaves config.json as it was).
-    if world > 1:
+
+def _start(run: _Run) -> _Start | None:
+    """The model, its optimizer and the state this leg goes on from: a branch's parent, else the
+    folder's checkpoint.pt (exact), else its published weights (a run from git), else nothing.
+    config.json is written once; a resume under another config or dataset is refused. Every
+    process decides on the folder as found, and the state is loaded and checked, before rank 0
+    writes anything (a refused --extend leaves config.json as it was). None: nothing to train."""
+    from jumpbench.models import MODELS
+
+    spec, folder, tc = run.spec, run.folder, run.tc
+    branch = _branch(spec, folder, run.info, tc.steps, runs.has_weights(folder))
+    torch.manual_seed(spec.seed)
+    model = MODELS[spec.model][0](run.cfg["model"]).to(run.device)
+    start = _Start(model, torch.optim.Adam(model.parameters(), lr=tc.lr))
+    if branch is not None:  # the parent's state is checked to fit before anything is written
+        start.optimizer = _restore(branch[0], branch[1], model, start.opt)
+        run.record["branched_from"] = branch[2]
+    if run.world > 1:
         runs.check_global_batch(folder)
-    extended = runs.open_run(folder, record, write=False, extend=spec.extend)
+    extended = runs.open_run(folder, run.record, write=False, extend=spec.extend)
     status = runs.read_status(folder)
     if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
-        return folder
-    step, wall, resumed, ckpt, source = 0, 0.0, ({}, 0), None, "start"
-    if branch is not None:
-        ckpt, source = branch[1], "branch"
-    else:
-        try:  # checkpoint.pt (exact), else the published weights (a run from git); a checksummed
-            # load: a bad file names itself and marks the run failed
-            ckpt, path, _ = runs.training_state(folder, map_location=device, with_sha=True)
-            if ckpt is not None:
-                source = ckpt["source"]
-                optimizer = _restore(path, ckpt, model, opt)
-                runs.check_metrics(folder, ckpt["step"], tc.eval_every, path.name)
+        return None
+    state = branch[1] if branch is not None else None
+    if branch is None:
+        try:  # a checksummed load: a bad file names itself and marks the run failed
+            state, path, _ = runs.training_state(folder, map_location=run.device, with_sha=True)
+            if state is not None:
+                start.optimizer = _restore(path, state, model, start.opt)
+                runs.check_metrics(folder, state["step"], tc.eval_every, path.name)
         except JumpbenchError as e:
-            if rank == 0:
+            if run.rank == 0:
                 runs.write_status(folder, "failed", str(e))
             raise
-    if world > 1:
+    if run.world > 1:
         torch.distributed.barrier()
-    if rank == 0:
-        runs.open_run(folder, record, write=True, extend=spec.extend)
+    if run.rank == 0:
+        runs.open_run(folder, run.record, write=True, extend=spec.extend)
         if branch is not None:
-            runs.start_branch(folder, branch[0], ckpt["step"])
-    if ckpt is not None:
-        step, wall = ckpt["step"], ckpt["wall"]
-        if "rng" in ckpt:  # (every step seeds its own noise; kept for checkpoints' exactness)
-            torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device
-        resumed = (ckpt.get("sums", {}), ckpt.get("count", 0))  # the train_* sums since the last evaluation
+            runs.start_branch(folder, branch[0], state["step"])
+    if state is not None:
+        start.step, start.wall = state["step"], state["wall"]
+        start.source = "branch" if branch is not None else state["source"]
+        if "rng" in state:  # (every step seeds its own noise; kept for checkpoints' exactness)
+            torch.set_rng_state(state["rng"].cpu())  # map_location moved it to the device
+        start.sums = (state.get("sums", {}), state.get("count", 0))  # the train_* sums since the last evaluation
         if tc.precision == "auto":  # go on in the precision the run (or its parent) trained in
-            precision = M.resumed_precision(ckpt.get("precision"), ckpt.get("device_type"), precision, device)
-    # every parameter gets a gradient at every step (tests/test_models.py checks each model's
-    # phases), so DDP need not search the graph for unused ones
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if rank == 0:
-        runs.truncate_metrics(folder / runs.METRICS, step)
-        runs.write_status(folder, "running", f"step {step} of {tc.steps}")
+            run.precision = M.resumed_precision(state.get("precision"), state.get("device_type"), run.precision,
+                                                run.device)
+    if run.rank == 0:
+        runs.truncate_metrics(folder / runs.METRICS, start.step)
+        runs.write_status(folder, "running", f"step {start.step} of {tc.steps}")
+    return start
 
-    # Data: per-step batches from the train split; a fixed test subset for evaluation. A failure
-    # or a stop here (a corrupt shard met while the frame cache is built) is marked too.
+
+def _data(run: _Run, start: _Start, progress: bool) -> tuple:
+    """(batches, evaluator): per-step batches from the train split (the frame cache, or streamed
+    from the shards), and the evaluator on a fixed test subset. A failure or a stop here (a
+    corrupt shard met while the frame cache is built) marks the run too."""
+    tc, dc = run.tc, run.cfg["data"]
     try:
         with _sigterm_interrupts():
-            train_set, test_set = (D.Scenes(spec.data, s, dc.image_size) for s in ("train", "test"))
-            sampler = D.StepBatches(len(train_set), tc.batch_size, seed, step, tc.steps, rank, world)
+            train_set, test_set = (D.Scenes(run.spec.data, s, dc.image_size) for s in ("train", "test"))
+            sampler = D.StepBatches(len(train_set), tc.batch_size, run.spec.seed, start.step, tc.steps, run.rank,
+                                    run.world)
             if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-                batches = D.FrameCache(train_set, progress and rank == 0, warn=rank == 0).batches(sampler)
+                batches = D.FrameCache(train_set, progress and run.rank == 0, warn=run.rank == 0).batches(sampler)
             else:
                 batches = D.loader(train_set, sampler, tc.num_workers)
-            evaluator = E.Evaluator(model, test_set, tc, dc, info, precision)
-            if tc.compile and not model.compile_loss():
-                raise JumpbenchError(f"train.compile: {spec.model} has no loss that compiles once per run; "
+            evaluator = E.Evaluator(start.model, test_set, tc, dc, run.info, run.precision)
+            if tc.compile and not start.model.compile_loss():
+                raise JumpbenchError(f"train.compile: {run.spec.model} has no loss that compiles once per run; "
                                      "set train.compile=false")
     except BaseException as e:
-        if rank == 0:
+        if run.rank == 0:
             if isinstance(e, Exception):
-                runs.write_status(folder, "failed", str(e) if isinstance(e, JumpbenchError) else f"{type(e).__name__}: {e}")
+                runs.write_status(run.folder, "failed", str(e) if isinstance(e, JumpbenchError)
+                                  else f"{type(e).__name__}: {e}")
             else:  # Ctrl-C or SIGTERM before the first step: nothing to checkpoint
-                _mark_interrupted(folder, step, tc.steps)
+                _mark_interrupted(run.folder, start.step, tc.steps)
         raise
+    return batches, evaluator
 
-    from tqdm import tqdm
 
-    writer = board.open_writer(folder, step) if spec.tensorboard and rank == 0 else None
-    leg = runs.Leg(folder, step, machine=M.describe(device), device=device.type, precision=precision,
-                   threads=torch.get_num_threads(), procs=world, resumed=source, optimizer=optimizer)
-    leg_wall, start_step = wall, step
-    warmup = RESTART_WARMUP if optimizer == "new, warm-up" else 0
-    deadline = time.monotonic() + spec.minutes * 60 if spec.minutes else None
+class _Loop:
+    """The training loop of one leg: `train()` reads top to bottom; a step, an evaluation, a
+    stop and the divergence check are its methods. Rank 0 writes the files."""
 
-    def save(step: int, wall: float, sums: dict | None = None, count: int = 0) -> None:  # rank 0
-        runs.save_training_state(ckpt_path, model, opt, step, wall, sums, count, precision=precision,
-                                 device_type=device.type)
-        runs.publish_weights(folder, model, opt, step, wall, sums, count, precision, device.type)
-        leg.update(step, wall - leg_wall)
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank > 0, dynamic_ncols=True,
-               desc=f"{spec.model} seed {seed}")
-    stats, t0 = _StepStats(*resumed, device, world), time.perf_counter()
-    pace = board.Pace()  # steps per second and the time spent waiting for data, for TensorBoard
-    sync_every = _sync_every(device)
-    stop = _StopRequest()
+    def __init__(self, run: _Run, start: _Start, batches, evaluator, progress: bool):
+        from tqdm import tqdm
 
-    def diverged() -> bool:  # reads the device (a sync); marks the run when a loss was not finite
-        bad = stats.first_nonfinite()
-        if bad is not None and rank == 0:
-            runs.write_status(folder, "diverged", f"loss became {bad[1]} at step {bad[0]}")
+        self.run, self.tc, self.batches, self.evaluator = run, run.tc, batches, evaluator
+        self.model, self.opt, self.step, self.wall = start.model, start.opt, start.step, start.wall
+        # every parameter gets a gradient at every step (tests/test_models.py checks each
+        # model's phases), so DDP need not search the graph for unused ones
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if run.world > 1 else self.model
+        self.writer = board.open_writer(run.folder, self.step) if run.spec.tensorboard and run.rank == 0 else None
+        self.leg = runs.Leg(run.folder, self.step, machine=M.describe(run.device), device=run.device.type,
+                            precision=run.precision, threads=torch.get_num_threads(), procs=run.world,
+                            resumed=start.source, optimizer=start.optimizer)
+        self.leg_wall, self.start_step = self.wall, self.step
+        self.warmup = RESTART_WARMUP if start.optimizer == "new, warm-up" else 0
+        self.deadline = time.monotonic() + run.spec.minutes * 60 if run.spec.minutes else None
+        self.bar = tqdm(total=self.tc.steps, initial=self.step, disable=not progress or run.rank > 0,
+                        dynamic_ncols=True, desc=f"{run.spec.model} seed {run.spec.seed}")
+        self.stats, self.t0 = _StepStats(*start.sums, run.device, run.world), time.perf_counter()
+        self.pace = board.Pace()  # steps per second and the wait for data, for TensorBoard
+        self.sync_every = _sync_every(run.device)
+        self.stop = _StopRequest()
+
+    def train(self) -> Path:
+        run, tc = self.run, self.tc
+        try:
+            for item in self.batches:
+                self.stop.timed_out |= self.deadline is not None and time.monotonic() > self.deadline
+                why = self.stop.now(run.world, run.device, self.step % self.sync_every == 0)
+                if why:  # Ctrl-C, SIGTERM or --minutes: between two steps
+                    return self.stopped(why == _StopRequest.DEADLINE)
+                if not self.take_step(item):
+                    return run.folder  # diverged (marked)
+                if self.step % tc.eval_every == 0 or self.step == tc.steps:
+                    self.evaluate()
+        except Exception as e:
+            self.failed(e)
+        finally:
+            self.stop.restore()
+            self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        if run.rank == 0:
+            runs.write_status(run.folder, "done", f"{tc.steps} steps in {self.wall:.0f} s")
+        return run.folder
+
+    def take_step(self, item: dict) -> bool:
+        """One step: its own noise, the scheduled learning rate (ramped up over a warm-up when
+        Adam starts anew on published weights), clipped gradients. False when the loss was not
+        finite (CPUs: seen before the update; GPUs: within sync_every steps, nothing saved)."""
+        run, step, t_item = self.run, self.step, time.perf_counter()
+        torch.manual_seed(_seed(run.spec.seed, step, run.rank, 0))
+        g = torch.Generator().manual_seed(_seed(run.spec.seed, step, run.rank, 1))
+        batch = D.train_batch(item, run.cfg["data"], self.model.jumpy, g, run.device)
+        lr = self.tc.lr_at(step) * (min(1.0, (step - self.start_step + 1) / self.warmup) if self.warmup else 1.0)
+        out = forward(self.net, batch, step, run.precision, run.device)
+        finite = torch.isfinite(out["loss"].detach()).float()
+        if run.world > 1:  # every rank stops together
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        self.stats.add(out, finite, step)
+        if self.sync_every == 1 and self.diverged():  # CPUs: before the update, as reading costs nothing
+            return False
+        grad_norm = update(self.model, self.opt, out["loss"], lr, self.tc.grad_clip)
+        self.step += 1
+        self.bar.update(1)
+        if self.writer is not None:
+            self.pace.step(t_item)
+            if self.step % self.tc.log_every == 0:
+                board.log_step(self.writer, self.step, out, lr, grad_norm, *self.pace.take())
+        if self.step % self.sync_every == 0 or self.step % self.tc.eval_every == 0 or self.step == self.tc.steps:
+            # a non-finite loss leaves non-finite weights, so it is still seen here
+            if self.sync_every > 1 and self.diverged():
+                return False
+            self.bar.set_postfix(loss=f"{float(out['loss'].detach()):.4g}")
+        return True
+
+    def evaluate(self) -> None:
+        """Test metrics, samples.png and a metrics row, then the checkpoint and published weights
+        (rank 0; every process reduces its train_* sums)."""
+        run = self.run
+        self.wall += time.perf_counter() - self.t0
+        self.t0 = time.perf_counter()
+        sums, count = self.stats.host()
+        if run.rank == 0:
+            with _evaluation_threads(run.device, run.world):
+                scores = self.evaluator(self.step, run.folder)
+            row = {"step": self.step, "wall": round(self.wall, 2), "lr": self.tc.lr_at(self.step),
+                   **{f"train_{k}": v / count for k, v in sums.items()}, **scores}
+            runs.append_metrics(run.folder, row)
+            if self.writer is not None:
+                board.log_row(self.writer, row, run.folder)
+            self.save(self.wall)
+            runs.write_status(run.folder, "running", f"step {self.step} of {self.tc.steps}")
+        self.stats.reset()
+
+    def save(self, wall: float, sums: dict | None = None, count: int = 0) -> None:
+        """checkpoint.pt, weights.safetensors and this leg in legs.json, at the current step (rank 0)."""
+        run = self.run
+        runs.save_training_state(run.folder / runs.CHECKPOINT, self.model, self.opt, self.step, wall, sums, count,
+                                 precision=run.precision, device_type=run.device.type)
+        runs.publish_weights(run.folder, self.model, self.opt, self.step, wall, sums, count, run.precision,
+                             run.device.type)
+        self.leg.update(self.step, wall - self.leg_wall)
+
+    def stopped(self, timed_out: bool) -> Path:
+        """A stop between two steps: checkpointed (with the train_* sums so far) and marked
+        interrupted. A --minutes stop returns (a leg's normal end); a signal raises
+        KeyboardInterrupt (the command exits 130)."""
+        if self.diverged():  # (GPUs: a NaN not read yet) marked, nothing saved; still a stop
+            raise KeyboardInterrupt
+        sums = self.stats.host()  # every process
+        if self.run.rank == 0:
+            self.save(self.wall + time.perf_counter() - self.t0, *sums)
+            _mark_interrupted(self.run.folder, self.step, self.tc.steps,
+                              f"{MINUTES_STOP} {self.run.spec.minutes:g}" if timed_out else "")
+        if timed_out:
+            return self.run.folder
+        raise KeyboardInterrupt
+
+    def diverged(self) -> bool:
+        """Whether a loss was not finite (reads the device: a sync); marks the run diverged."""
+        bad = self.stats.first_nonfinite()
+        if bad is not None and self.run.rank == 0:
+            runs.write_status(self.run.folder, "diverged", f"loss became {bad[1]} at step {bad[0]}")
         return bad is not None
 
-    try:
-        for item in batches:
-            timed_out = deadline is not None and time.monotonic() > deadline
-            stop.requested |= timed_out
-            if stop.now(world, device, step % sync_every == 0):  # Ctrl-C, SIGTERM or --minutes: checkpoint
-                if diverged():  # between two steps, then stop (GPUs: a NaN not read yet is marked, nothing saved)
-                    raise KeyboardInterrupt
-                sums = stats.host()  # every process
-                if rank == 0:
-                    save(step, wall + time.perf_counter() - t0, *sums)
-                    _mark_interrupted(folder, step, tc.steps, f"stopped after --minutes {spec.minutes:g}" if timed_out else "")
-                if timed_out:
-                    return folder
-                raise KeyboardInterrupt
-            # One step: its own noise, the scheduled learning rate, clipped gradients.
-            t_item = time.perf_counter()
-            torch.manual_seed(_seed(seed, step, rank, 0))
-            g = torch.Generator().manual_seed(_seed(seed, step, rank, 1))
-            batch = D.train_batch(item, dc, model.jumpy, g, device)
-            lr = tc.lr_at(step) * (min(1.0, (step - start_step + 1) / warmup) if warmup else 1.0)
-            out = forward(net, batch, step, precision, device)
-            loss = out["loss"]
-            finite = torch.isfinite(loss.detach()).float()
-            if world > 1:  # every rank stops together
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            stats.add(out, finite, step)
-            if sync_every == 1 and diverged():  # CPUs: before the update, as reading costs nothing
-                return folder
-            grad_norm = update(model, opt, loss, lr, tc.grad_clip)
-            step += 1
-            bar.update(1)
-            if writer is not None:
-                pace.step(t_item)
-                if step % tc.log_every == 0:
-                    board.log_step(writer, step, out, lr, grad_norm, *pace.take())
-            evaluate = step % tc.eval_every == 0 or step == tc.steps
-            if step % sync_every == 0 or evaluate:
-                # GPUs: every sync_every steps (CPUs read before the update); a non-finite loss
-                # leaves non-finite weights, so it is still seen here, and nothing after it was
-                # checkpointed
-                if sync_every > 1 and diverged():
-                    return folder
-                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
-
-            # Evaluate, write samples and metrics, checkpoint (rank 0).
-            if evaluate:
-                wall += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                sums, count = stats.host()  # every process
-                if rank == 0:
-                    with _evaluation_threads(device, world):
-                        scores = evaluator(step, folder)
-                    row = {"step": step, "wall": round(wall, 2), "lr": tc.lr_at(step),
-                           **{f"train_{k}": v / count for k, v in sums.items()}, **scores}
-                    runs.append_metrics(folder, row)
-                    if writer is not None:
-                        board.log_row(writer, row, folder)
-                    save(step, wall)
-                    runs.write_status(folder, "running", f"step {step} of {tc.steps}")
-                stats.reset()
-    except Exception as e:
-        if world > 1 and ("by peer" in str(e) or isinstance(e, torch.distributed.DistError)):  # a peer died
-            # (gloo: "Connection closed/reset by peer", with a path of the machine that built torch)
+    def failed(self, e: Exception) -> None:
+        """An error that stopped the loop: marked failed (diverged when a non-finite loss not read
+        yet came first), re-raised as one line where it is jumpbench's own."""
+        if self.run.world > 1 and ("by peer" in str(e) or isinstance(e, torch.distributed.DistError)):
+            # a peer died (gloo: "Connection closed/reset by peer", with a path of torch's build machine)
             e = JumpbenchError(f"{PEER_LOST} (killed, or failed: `run --procs` says why); re-run the same "
                                "command to resume from the last checkpoint")
-        if rank == 0 and not _diverged_before(diverged):
-            runs.write_status(folder, "failed", error_line(e))
+        if self.run.rank == 0 and not _diverged_before(self.diverged):
+            runs.write_status(self.run.folder, "failed", error_line(e))
         if isinstance(e, JumpbenchError):
             raise e from None
-        raise
-    finally:
-        stop.restore()
-        bar.close()
-        if writer is not None:
-            writer.close()
-    if rank == 0:
-        runs.write_status(folder, "done", f"{tc.steps} steps in {wall:.0f} s")
-    return folder
+        raise e
 
 
 def forward(net, batch: dict, step: int, precision: str, device: torch.device) -> dict:
@@ -449,31 +526,35 @@ def _sigterm_interrupts():
 
 class _StopRequest:
     """SIGINT/SIGTERM set a flag that the loop reads between steps, so that an interrupted run
-    saves a checkpoint of a whole step (never of a half-applied update) and resumes exactly."""
+    saves a checkpoint of a whole step (never of a half-applied update) and resumes exactly;
+    a --minutes deadline asks for the same stop, as a leg's normal end."""
+    NONE, DEADLINE, SIGNAL = 0, 1, 2
 
     def __init__(self):
-        self.requested, self.old = False, {}
+        self.signalled, self.timed_out, self.old = False, False, {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._handle)
 
-    def now(self, world: int, device: torch.device, check: bool = True) -> bool:
-        """Whether to stop before this step. Under data parallelism a request in any process
-        stops every process at the same step (one that stopped alone would leave the others
-        waiting for its gradients); they agree at the steps where `check` (every step on CPUs,
-        where agreeing costs nothing, every sync_every steps on GPUs)."""
+    def now(self, world: int, device: torch.device, check: bool = True) -> int:
+        """Why to stop before this step: NONE, DEADLINE or SIGNAL (a signal outranks the
+        deadline). Under data parallelism every process stops at the same step for the same
+        reason (one that stopped alone would leave the others waiting for its gradients); they
+        agree at the steps where `check` (every step on CPUs, where agreeing costs nothing,
+        every sync_every steps on GPUs)."""
+        mine = self.SIGNAL if self.signalled else self.DEADLINE if self.timed_out else self.NONE
         if world == 1:
-            return self.requested
+            return mine
         if not check:
-            return False
-        flag = torch.tensor([float(self.requested)], device=device)
+            return self.NONE
+        flag = torch.tensor([float(mine)], device=device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return int(flag.item())
 
     def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C stops at once; a second
-            raise KeyboardInterrupt                     # SIGTERM (a scheduler signals every process
-        self.requested = True                           # of a job, and the launcher passes its own on) waits
+        if self.signalled and signum == signal.SIGINT:  # a second Ctrl-C stops at once; a second
+            raise KeyboardInterrupt                      # SIGTERM (a scheduler signals every process
+        self.signalled = True                            # of a job, and the launcher passes its own on) waits
 
     def restore(self):
         for sig, handler in self.old.items():
