@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # what jumpbench imports that an image with PyTorch, numpy, pillow, matplotlib, tqdm, click and
 # safetensors may lack (pyrender and trimesh only render dice: a leg regenerates dice only with them)
-WHEELS = ("tfrecord", "crc32c", "submitit", "cloudpickle", "typing-extensions")
+WHEELS = ("crc32c", "submitit", "cloudpickle", "typing-extensions")
+BUILT = ("tfrecord>=1.14.6",)  # pure Python, published as a source archive only from 1.14.6 (needed: docs/records.md)
 
 
 def fetch_wheels(folder: Path, python: str = "3.12") -> None:
@@ -38,6 +39,8 @@ def fetch_wheels(folder: Path, python: str = "3.12") -> None:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         "--python-version", python, "--implementation", "cp", "--platform", "manylinux_2_17_x86_64",
                         "--platform", "manylinux2014_x86_64", "--platform", "any", "-d", str(folder), name], check=True)
+    for name in BUILT:  # a wheel built here from the source archive (no compiled code: runs anywhere)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder), name], check=True)
     print(f"wheels in {folder}: {', '.join(sorted(p.name for p in folder.glob('*.whl')))}")
 
 
@@ -60,6 +63,7 @@ def main() -> None:
     ap.add_argument("--wheels", type=Path, default=None, help="Install the wheels in this folder first.")
     ap.add_argument("--fetch-wheels", type=Path, default=None, metavar="DIR",
                     help="Only download the wheels a GPU image may lack into DIR (here, with PyPI), then stop.")
+    ap.add_argument("--python", default="3.12", help="--fetch-wheels: for this Python (the GPU image's: 3.12).")
     ap.add_argument("--data", default=str(ROOT / "data"), help="Where to write the dataset again.")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/jumpbench-leg")))
@@ -67,7 +71,7 @@ def main() -> None:
                     help="How this leg runs (train.threads, num_workers, cache, cache_gb, log_every, compile).")
     args = ap.parse_args()
     if args.fetch_wheels:
-        fetch_wheels(args.fetch_wheels)
+        fetch_wheels(args.fetch_wheels, args.python)
         return
     if not args.run:
         ap.error("give the run folder")
