@@ -2,7 +2,7 @@
 
     python scripts/compare_runs.py RUN_DIR [RUN_DIR ...] --metric train_loss --metric test_mse --out fig.png
 
-Used to check that bf16 training tracks fp32 within seed-to-seed noise (docs/reproduction.md):
+Used to check that bf16 training tracks fp32 within seed-to-seed noise (docs/lab-log.md):
 give an fp32 run, a bf16 run of the same seed and an fp32 run of another seed.
 """
 from __future__ import annotations

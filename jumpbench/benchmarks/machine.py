@@ -1,6 +1,6 @@
 """What the machine offers a training job: threads, bf16 support, autocast, the device.
 
-Measured on the project's 2-core AVX-512/BF16 CPUs (docs/reproduction.md, "Speed"): bf16
+Measured on the project's 2-core AVX-512/BF16 CPUs (docs/lab-log.md, "Speed"): bf16
 autocast makes a JUMP step 1.1-1.6x faster and CDNA/SV2P 1.3x, with losses that track fp32;
 a second thread gives 1.6-1.8x on a quiet machine, but more threads than free cores (a
 loader worker, another job) give 5-20x outliers. So threads default to the cores free to

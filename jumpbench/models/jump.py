@@ -106,7 +106,7 @@ class JUMPConfig(ModelConfig):
         sines and cosines. A raw t reaches the networks only linearly, so a frame's time must be
         told apart by tiny offsets (0.05 between frames of 20); the sines and cosines make each
         time distinct at several scales (measured: with t alone the renderer's output did not
-        vary with the query time after 4,000 steps, docs/reproduction.md)."""
+        vary with the query time after 4,000 steps, docs/lab-log.md)."""
         v = viewpoints * self.vp_scale
         if not self.time_frequencies:
             return v
