@@ -16,15 +16,31 @@ from jumpbench.errors import JumpbenchError
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary name beside `path` (".<name>.<pid>.tmp") to write to: renamed over `path`
-    when the block ends, removed when it raises."""
+    when the block ends, removed when it raises. A temporary of the same file left by a process
+    that was killed (SIGKILL: no cleanup ran) is removed first."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of that id runs on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager

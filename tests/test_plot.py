@@ -219,6 +219,7 @@ def test_the_same_runs_redraw_the_same_bytes(runs, tmp_path):
     """No creation date in the PDFs: regenerating the figures from unchanged run folders leaves
     every committed file as it was."""
     first, again = tmp_path / "a", tmp_path / "b"
+    (tmp_path / "no-speed").mkdir()  # a speed folder with no results in it
     plot_all(runs, first, tmp_path / "no-speed", first / "summary.md")
     plot_all(runs, again, tmp_path / "no-speed", again / "summary.md")
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
@@ -289,3 +290,34 @@ def test_a_run_with_an_unreadable_status_is_resumed(small_ts, tmp_path):
         r = run(*args)
         assert r.exit_code == 0 and "skipped" not in r.output, r.output  # resumed, not taken as done
         assert json.loads(status.read_text())["status"] == "done"  # and written again
+
+
+def test_plot_names_runs_it_cannot_read_and_leaves_no_stale_temporaries(tmp_path):
+    """A config.json whose "config" is not a config, a metrics value that is not a number and
+    a last evaluation that is NaN are named (no traceback); --speed that is not a folder is one
+    line; a temporary file left by a killed plot is removed by the next."""
+    import json as _json
+
+    from conftest import one_line_error, run
+
+    def make(name, rows, config=None):
+        folder = tmp_path / "runs" / "traveling_salesman" / "jump" / name / "seed-0"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(_json.dumps({"model": "jump", "preset": "cpu", "config": config or {}}))
+        (folder / "status.json").write_text(_json.dumps({"status": "done", "why": "test"}))
+        (folder / "metrics.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+
+    good = [{"step": 1, "test_min_mse": 0.02}, {"step": 2, "test_min_mse": 0.01}]
+    make("oops", good, config="oops")
+    make("abc", [{"step": 1, "test_min_mse": "abc"}])
+    make("nan", good + [{"step": 3, "test_min_mse": float("nan")}])
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / ".summary.md.999999999.tmp").write_text("")  # a killed plot's (no such process)
+    r = run("plot", "--runs", tmp_path / "runs", "--out", out, "--summary", out / "summary", "--no-grids")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert '"config" is not a run' in r.output and "test_min_mse is not a number" in r.output, r.output
+    assert "last evaluation's test_min_mse is nan (step 3); the summary shows step 2's value" in r.output
+    assert not (out / ".summary.md.999999999.tmp").exists()
+    one_line_error(run("plot", "--runs", tmp_path / "runs", "--out", out, "--speed", tmp_path / "none"),
+                   "no such folder")

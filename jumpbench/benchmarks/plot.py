@@ -27,8 +27,8 @@ import numpy as np
 
 from jumpbench.benchmarks.evaluate import BASELINES
 from jumpbench.benchmarks.results import (LEG_METRICS, PAPER_KL, baselines, Run, collect, continued, count_text,
-                                          counts, curve, leg_rows, main_configs, read_best, read_pins, sem2,
-                                          write_summary)
+                                          counts, curve, leg_rows, main_configs, primary_metric, read_best,
+                                          read_pins, sem2, write_summary)
 from jumpbench.benchmarks.figures import ordered, plt as _plt, save
 
 HINTS = {
@@ -348,11 +348,21 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
     from tqdm import tqdm
 
     runs_root, out = Path(runs_root), Path(out)
-    speed = Path(speed) if speed else runs_root.parent / "speed"
     summary = Path(summary) if summary else runs_root.parent / "summary"
+    if speed is not None and not Path(speed).is_dir():  # given, not there (the default may be missing: skipped)
+        from jumpbench.errors import JumpbenchError
+
+        raise JumpbenchError(f"--speed {speed}: no such folder (speed JSONs come from jumpbench bench jumpy/train)")
+    speed = Path(speed) if speed else runs_root.parent / "speed"
     runs = collect(runs_root)
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = [f"warning: {r.path}: counted with no evaluations: {r.problem}" for r in runs if r.problem]
+    for r in runs:  # a last evaluation that is not finite: the summary shows the last finite one, and says so
+        metric = primary_metric([r]) if r.rows else None
+        last = r.rows[-1].get(metric) if metric else None
+        if isinstance(last, (int, float)) and not np.isfinite(last) and r.values(metric)[0]:
+            lines.append(f"warning: {r.path}: its last evaluation's {metric} is {last} (step {r.rows[-1]['step']}); "
+                         f"the summary shows step {r.values(metric)[0][-1]}'s value")
     speed_problems = []
     makers = (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
               ("consistency", lambda: fig_consistency(main, out)), ("scores", lambda: fig_scores(main, out)),

@@ -93,10 +93,17 @@ def collect(root: str | Path) -> list[Run]:
         run = Run(folder, dataset, model, config, int(folder.name[5:]))
         cfg = read_json(folder / R.CONFIG)
         run.record = cfg if isinstance(cfg, dict) else {}
+        if not isinstance(run.record.get("config", {}), dict):  # counted with no config; plot says why
+            run.record, run.problem = {}, f"{folder / R.CONFIG}: its \"config\" is not a run's resolved config"
         status = R.read_status(folder) or {}
         run.status, run.why = status.get("status", "missing"), status.get("why", "")
         try:
-            run.rows = R.read_metrics(folder / R.METRICS)
+            run.rows = [] if run.problem else R.read_metrics(folder / R.METRICS)
+            bad = next(((r["step"], k) for r in run.rows for k, v in r.items()
+                        if k != "step" and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))),
+                       None)
+            if bad:
+                raise JumpbenchError(f"{folder / R.METRICS}: step {bad[0]}: {bad[1]} is not a number")
         except (OSError, JumpbenchError) as e:  # counted as a run with no evaluations; plot says why
             run.rows, run.problem = [], str(e)
         run.consistency = read_json(folder / R.CONSISTENCY)
