@@ -9,18 +9,16 @@ The schema is documented in docs/records.md, with what is checked: a manifest ag
 when it is loaded (`manifest_problem`, `check_manifest`), and every record against the
 manifest as `verify` or a reader reads it (`check_record`, `decode_frames`). TFRecord framing
 (length, masked CRC32C) is written here directly so that each shard's sha256 is computed while
-it is written; the protobuf classes come from the `tfrecord` package, imported lazily (see
-`_example_pb2`).
+it is written; the Example message is jumpbench's own definition of TensorFlow's (the same
+bytes; see `_example_pb2`), built when records are first read or written.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import struct
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,34 +82,57 @@ def decode_png(data: bytes) -> np.ndarray:
 
 # ---------------------------------------------------------------- tf.train.Example
 
+_EXAMPLE = None
+
+
 def _example_pb2():
-    """The Example protobuf classes, imported only when records are read or written.
+    """The tf.train.Example message classes (Example, Features, Feature, BytesList, FloatList,
+    Int64List), jumpbench's own: the same fields and numbers as TensorFlow's example.proto, so
+    the same bytes on the wire, built into a private descriptor pool under the package name
+    `jumpbench.example`. So nothing is loaded from inside another package, nothing clashes with
+    TensorFlow's or `tfrecord`'s registration of `tensorflow.Example` in protobuf's default
+    pool, and all three can live in one process (tests/test_records.py checks the bytes against
+    `tfrecord`'s classes)."""
+    global _EXAMPLE
+    if _EXAMPLE is None:
+        from types import SimpleNamespace
 
-    `tfrecord` and TensorFlow both register `tensorflow.BytesList` in protobuf's default pool
-    and cannot live in one process. Where TensorFlow is installed we use its classes and make
-    `tfrecord.example_pb2` resolve to them (the fix of vahidk/tfrecord pull request #103).
-    """
-    if "tfrecord.example_pb2" in sys.modules:
-        return sys.modules["tfrecord.example_pb2"]
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is not None:
-        try:
-            from tensorflow.core.example import example_pb2
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-            sys.modules["tfrecord.example_pb2"] = example_pb2
-            return example_pb2
-        except Exception:  # a broken TensorFlow install: fall back to tfrecord's own
-            pass
-    # tfrecord's __init__ imports torch (2 s): load its example_pb2 module on its own and
-    # register it under its own name, so a later `import tfrecord` reuses it.
-    spec = importlib.util.find_spec("tfrecord")
-    if spec is None or not spec.submodule_search_locations:
-        raise JumpbenchError("the 'tfrecord' package is missing: pip install 'tfrecord>=1.14.6'")
-    path = Path(list(spec.submodule_search_locations)[0]) / "example_pb2.py"
-    mod_spec = importlib.util.spec_from_file_location("tfrecord.example_pb2", path)
-    example_pb2 = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(example_pb2)
-    sys.modules["tfrecord.example_pb2"] = example_pb2
-    return example_pb2
+        F = descriptor_pb2.FieldDescriptorProto
+        f = descriptor_pb2.FileDescriptorProto(name="jumpbench/example.proto", package="jumpbench.example",
+                                               syntax="proto3")
+
+        def message(name: str, *fields, parent=None, oneof: str | None = None):
+            m = (parent.nested_type if parent is not None else f.message_type).add(name=name)
+            if oneof:
+                m.oneof_decl.add(name=oneof)
+            for field_name, number, kind, label, type_name in fields:
+                fd = m.field.add(name=field_name, number=number, type=kind, label=label)
+                if type_name:
+                    fd.type_name = type_name
+                if oneof:
+                    fd.oneof_index = 0
+            return m
+
+        rep, opt = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+        message("BytesList", ("value", 1, F.TYPE_BYTES, rep, None))
+        message("FloatList", ("value", 1, F.TYPE_FLOAT, rep, None))  # packed: proto3's default, as TF's
+        message("Int64List", ("value", 1, F.TYPE_INT64, rep, None))
+        message("Feature", ("bytes_list", 1, F.TYPE_MESSAGE, opt, ".jumpbench.example.BytesList"),
+                ("float_list", 2, F.TYPE_MESSAGE, opt, ".jumpbench.example.FloatList"),
+                ("int64_list", 3, F.TYPE_MESSAGE, opt, ".jumpbench.example.Int64List"), oneof="kind")
+        features = message("Features", ("feature", 1, F.TYPE_MESSAGE, rep, ".jumpbench.example.Features.FeatureEntry"))
+        entry = message("FeatureEntry", ("key", 1, F.TYPE_STRING, opt, None),
+                        ("value", 2, F.TYPE_MESSAGE, opt, ".jumpbench.example.Feature"), parent=features)
+        entry.options.map_entry = True
+        message("Example", ("features", 1, F.TYPE_MESSAGE, opt, ".jumpbench.example.Features"))
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(f)
+        _EXAMPLE = SimpleNamespace(**{name: message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"jumpbench.example.{name}"))
+            for name in ("Example", "Features", "Feature", "BytesList", "FloatList", "Int64List")})
+    return _EXAMPLE
 
 
 def serialize_example(features: dict[str, Any]) -> bytes:

@@ -128,3 +128,26 @@ def test_failed_shard_write_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         records.write_shard(tmp_path / "1-of-1.tfrecord", boom())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_our_example_message_is_tensorflows_on_the_wire(small_ts):
+    """jumpbench's own Example definition (a private descriptor pool) writes the bytes that the
+    `tfrecord` package's copy of TensorFlow's example.proto writes and parses, and the two live
+    in one process (no clash in protobuf's default pool)."""
+    import numpy as np
+    from tfrecord import example_pb2 as theirs  # registers tensorflow.Example in the default pool
+
+    from jumpbench.records import Dataset, parse_example, serialize_example
+
+    ds = Dataset(small_ts)
+    raw = ds.raw("train", 0)
+    features = parse_example(raw)
+    assert serialize_example(features) == raw
+    theirs_ex = theirs.Example.FromString(raw)
+    again = theirs_ex.SerializeToString(deterministic=True)
+    assert again == raw
+    assert set(theirs_ex.features.feature) == set(features)
+    assert list(theirs_ex.features.feature["frames"].bytes_list.value) == features["frames"]
+    empty = {"a": np.zeros(0, np.float32), "b": np.arange(3), "c": [b"x", b""]}
+    back = parse_example(serialize_example(empty))
+    assert back["a"].size == 0 and back["b"].tolist() == [0, 1, 2] and back["c"] == [b"x", b""]
