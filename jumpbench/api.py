@@ -162,7 +162,9 @@ def generate_for_run(run: str | Path, out: str | Path = "data", workers: int = 1
     that folder. For continuing a run from git on a fresh machine."""
     from jumpbench.files import read_json
 
-    record = read_json(Path(run) / "config.json")
+    from jumpbench.benchmarks.runs import CONFIG
+
+    record = read_json(Path(run) / CONFIG)
     gen = record.get("dataset_generator") if isinstance(record, dict) else None
     if not isinstance(gen, dict) or gen.get("generator") not in GENERATORS or not isinstance(gen.get("params"), dict):
         raise JumpbenchError(f"{run}: its config.json does not record how its dataset was made (dataset_generator)")

@@ -194,9 +194,10 @@ def view(folder, split, index, out, scale, samples, data):
     """Write a contact sheet (PNG) or an animation (GIF) of one scene of a dataset FOLDER; of
     a run FOLDER, the scene's truth beside samples of the run's model, which sees the first
     data.eval_context frames (dice: the hidden-face context views), panel by panel over time."""
+    from jumpbench.benchmarks.runs import CONFIG as RUN_CONFIG
     from jumpbench.records import MANIFEST
 
-    if (Path(folder) / "config.json").is_file() and not (Path(folder) / MANIFEST).is_file():  # a run folder
+    if (Path(folder) / RUN_CONFIG).is_file() and not (Path(folder) / MANIFEST).is_file():  # a run folder
         from jumpbench.view import write_run_samples
 
         what = write_run_samples(folder, out, index, split, 3 if samples is None else samples, scale, data)
@@ -243,7 +244,8 @@ class LazyChoice(click.Choice):
 @click.option("--extend", is_flag=True, help="Continue the runs named by the other options (done or not) "
               "to --steps in total; nothing else may differ. The folder keeps its name.")
 @click.option("--from", "branch_from", type=click.Path(), default=None, metavar="RUN",
-              help="Start from RUN's checkpoint or published weights (a run folder, or its config folder for each seed's own): "
+              help="Start from RUN's checkpoint or published weights (a run folder, or its config folder for "
+              "each seed's own): "
               "its weights, optimizer, step and metrics so far; the new config may change schedules, "
               "not the architecture. Needs --name.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key; repeatable.")
@@ -309,7 +311,8 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
 @click.option("--minutes", type=float, default=None, help="Stop after this many minutes of training "
               "(checkpointed and published; the same command goes on): a leg of a fixed length.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="How this leg runs on this machine: train.threads, num_workers, cache, cache_gb, log_every, compile.")
+              help="How this leg runs on this machine: train.threads, num_workers, cache, cache_gb, log_every, "
+              "compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
 def continue_(run_dir, data, steps, minutes, overrides, quiet):

@@ -46,7 +46,9 @@ def log_row(writer, row: dict, folder: Path) -> None:
         for prefix in ("train_", "test_"):
             if key.startswith(prefix) and isinstance(value, (int, float)):
                 writer.add_scalar(f"{prefix[:-1]}/{key[len(prefix):]}", value, step)
-    png = Path(folder) / "samples.png"
+    from jumpbench.benchmarks.runs import SAMPLES
+
+    png = Path(folder) / SAMPLES
     if png.is_file():
         with Image.open(png) as img:
             writer.add_image("samples", np.asarray(img.convert("RGB")), step, dataformats="HWC")

@@ -19,7 +19,7 @@ from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import scores as S
 from jumpbench.benchmarks.probes import load_probe
-from jumpbench.benchmarks.runs import SCORES, load_run, run_dataset
+from jumpbench.benchmarks.runs import SAMPLES, SCORES, load_run, run_dataset
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path, write_json_atomic
 from jumpbench.models.base import Model, sample_chunks
@@ -182,7 +182,7 @@ class Evaluator:
                 b = {key: v[:k] for key, v in self.batch.items()}
                 samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
                                             b["target_viewpoints"], 2).float()
-            write_samples(folder / "samples.png", b["context_frames"], b["target_frames"], samples)
+            write_samples(folder / SAMPLES, b["context_frames"], b["target_frames"], samples)
         finally:
             self.model.train()
             torch.set_rng_state(state)

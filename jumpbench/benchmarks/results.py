@@ -147,16 +147,13 @@ def main_configs(runs: list[Run], best: dict | None = None,
     return out
 
 
-PIN = "main.json"  # <runs>/<dataset>/<model>/main.json: {"config": NAME, "why": TEXT}
-
-
 def read_pins(root: str | Path, runs: list[Run]) -> dict[tuple[str, str], str]:
     """{(dataset, model): config} from every main.json under root: the config a person chose to
     stand for the model in the figures and the summary's findings, where several configs of one
     preset have equal claims (e.g. two branches of one run). A pin that names none of `runs`'
     configs is an error, not a silent fall-back."""
     out = {}
-    for path in sorted(Path(root).glob(f"*/*/{PIN}")):
+    for path in sorted(Path(root).glob(f"*/*/{R.PIN}")):
         content = read_json(path)
         config = content.get("config") if isinstance(content, dict) else None
         if not isinstance(config, str) or not config:
@@ -171,7 +168,7 @@ def read_pins(root: str | Path, runs: list[Run]) -> dict[tuple[str, str], str]:
 def read_best(root: str | Path) -> dict[tuple[str, str], dict]:
     """{(dataset, model): best.json's "best"} for every sweep under root."""
     out = {}
-    for path in sorted(Path(root).glob("*/*/best.json")):
+    for path in sorted(Path(root).glob(f"*/*/{R.BEST}")):
         content = read_json(path)
         best = content.get("best") if isinstance(content, dict) else None
         if not (isinstance(best, dict) and isinstance(best.get("name"), str)):

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks.data import batch_share, dataset_info, dataset_sha256
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import (append_line, atomic_path, file_lock, fsync, read_json, write_json_atomic,
                              write_text_atomic)
@@ -50,13 +49,24 @@ STATUS = "status.json"
 CONSISTENCY = "consistency.json"  # written by `jumpbench consistency` (consistency.py)
 SCORES = "scores.json"            # written by `jumpbench score` (scores.py)
 WEIGHTS = "weights.safetensors"   # published weights (publish_weights): what git carries of a run
-LEGS = "legs.json"                # the stretches of training the run was made in (start_leg)
+LEGS = "legs.json"                # the stretches of training the run was made in (Leg)
+SAMPLES = "samples.png"           # the last evaluation's samples (evaluate.write_samples)
+BEST = "best.json"                # <out>/<dataset>/<model>/best.json: a sweep's ranking (sweep.py)
+PIN = "main.json"                 # <out>/<dataset>/<model>/main.json: the config chosen for the figures
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
 # how a leg runs on its machine, not what the run is: a resume or a continuation elsewhere may
 # change them (legs.json records the threads each leg had; compile: the same loss, compiled for
 # a GPU leg, where these small models wait on kernel launches)
 EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.cache", "config.train.cache_gb",
              "config.train.log_every", "config.train.compile")
+
+
+def _data():
+    """benchmarks.data, imported when first needed: it imports torch, and the run folder's names
+    and records are read by commands that need none (jumpbench view of a dataset)."""
+    from jumpbench.benchmarks import data
+
+    return data
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class RunSpec:
 
     def folder(self, dataset: str | None = None) -> Path:
         """The run folder (`dataset`: the dataset's name, read from its manifest when not given)."""
-        return run_dir(self.out, dataset or dataset_info(self.data)["name"], self.model, self.name, self.seed)
+        return run_dir(self.out, dataset or _data().dataset_info(self.data)["name"], self.model, self.name, self.seed)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -110,7 +120,8 @@ def record(spec: RunSpec, world: int, info: dict, cfg: dict) -> dict:
     and how to make its dataset again on another machine (the generator, its version and
     parameters: `jumpbench generate` with them gives the same manifest sha256)."""
     m = load_manifest(Path(spec.data))
-    return {"model": spec.model, "data": spec.data, "dataset": info["name"], "dataset_sha256": dataset_sha256(spec.data),
+    return {"model": spec.model, "data": spec.data, "dataset": info["name"],
+            "dataset_sha256": _data().dataset_sha256(spec.data),
             "dataset_generator": {k: m.get(k) for k in ("generator", "version", "params")},
             "preset": spec.preset, "overrides": list(spec.overrides), "seed": spec.seed, "world_size": world,
             "batch_size_is_global": True, "config": C.to_dict(cfg)}
@@ -160,11 +171,11 @@ def pending(spec: RunSpec) -> tuple[Path, dict | None]:
     """(run folder, its status if the run is finished under this very config, else None). A
     finished run under another config is refused naming the keys, unless `spec.extend` asks for
     more steps of it (then None: it has work to do)."""
-    info = dataset_info(spec.data)
+    info = _data().dataset_info(spec.data)
     cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
     folder = spec.folder(info["name"])
     world = int(os.environ.get("WORLD_SIZE", spec.procs))  # torchrun's, or the processes the launcher starts
-    batch_share(cfg["train"].batch_size, world)
+    _data().batch_share(cfg["train"].batch_size, world)
     extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
     if spec.branch_from is not None:
         check_branch_folder(spec, folder)
@@ -251,7 +262,8 @@ def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> 
     or its config folder (then its seed-<seed>). Refused in one line when the parent is not such
     a run."""
     p, rec = branch_parent(parent, spec.seed)
-    for key, mine in (("model", spec.model), ("dataset_sha256", dataset_sha256(spec.data)), ("seed", spec.seed)):
+    mine_sha = _data().dataset_sha256(spec.data)
+    for key, mine in (("model", spec.model), ("dataset_sha256", mine_sha), ("seed", spec.seed)):
         if rec.get(key) != mine:
             raise JumpbenchError(f"--from {p}: its {key} is {_short(rec.get(key))}, this run's {_short(mine)}; "
                                  "a branch keeps the model, dataset and seed of the run it starts from")
@@ -584,10 +596,11 @@ def find_dataset(folder: Path, record: dict) -> str | None:
 
 
 def continuation(folder: str | Path, data: str | Path | None = None, steps: int | None = None) -> dict:
-    """How to train a run folder on (`jumpbench continue`): {"model", "data", "preset", "overrides",
-    "seed", "out", "name", "procs"} from its config.json (procs: its world size); `steps` replaces its train.steps. The dataset is
-    `data`, else the folder config.json names when it holds the run's dataset (by its manifest's
-    sha256), else a one-line error naming the command that writes it again."""
+    """How to train a run folder on (`jumpbench continue`): {"model", "data", "preset",
+    "overrides", "seed", "out", "name", "procs"} from its config.json (procs: its world size);
+    `steps` replaces its train.steps. The dataset is `data`, else the one find_dataset finds
+    (from here or above the run) when it is the run's (by its manifest's sha256), else a
+    one-line error naming the command that writes it again."""
     folder = Path(folder)
     rec = read_json(folder / CONFIG)
     if not isinstance(rec, dict) or not {"model", "preset", "seed", "dataset"} <= set(rec):
@@ -596,7 +609,7 @@ def continuation(folder: str | Path, data: str | Path | None = None, steps: int 
         raise JumpbenchError(f"{folder}: a run folder is <out>/<dataset>/<model>/<name>/seed-{rec['seed']}")
     if data is None:
         data = find_dataset(folder, rec)  # from here, or from a folder above the run's
-        if not (data and dataset_sha256(data) == rec.get("dataset_sha256")):
+        if not (data and _data().dataset_sha256(data) == rec.get("dataset_sha256")):
             raise JumpbenchError(f"{folder}: its dataset is not at {rec.get('data')} (from here or above the run); "
                                  f"write it again with: jumpbench generate for-run {folder} (then give --data "
                                  f"data/{rec['dataset']} if it goes elsewhere)")

@@ -451,7 +451,7 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     best = {"model": model, "dataset": info["name"], "data": str(data), "preset": preset, "metric": metric,
             "lower_is_better": True, "seed": seed, "procs": procs, "grid": grid, "base_overrides": list(base_overrides),
             "best": {k: ranking[0][k] for k in ("overrides", "name", "value")}, "ranking": ranking}
-    path = Path(out) / info["name"] / model / "best.json"
+    path = Path(out) / info["name"] / model / runs.BEST
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, best)
     return best
@@ -463,7 +463,7 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
     sweep's own point, so `run --config best` trains in as many processes as the sweep did."""
     path = Path(which)
     if which == "best":
-        path = Path(out) / dataset_info(data)["name"] / model / "best.json"
+        path = Path(out) / dataset_info(data)["name"] / model / runs.BEST
     if path.is_dir():
         raise JumpbenchError(f"--config {which}: a folder; give 'best' or the path of a sweep's best.json")
     try:
