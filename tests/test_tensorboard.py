@@ -70,3 +70,20 @@ def test_without_tensorboard_the_flag_gives_a_hint(small_ts, tmp_path, monkeypat
     assert r.exit_code == 1
     assert r.output.strip() == "error: --tensorboard needs TensorBoard: pip install 'jumpbench[tensorboard]'"
     assert not any(tmp_path.iterdir())  # refused before any run folder
+
+
+def test_a_finished_run_has_an_hparams_entry(small_ts, tmp_path):
+    """Each finished run (a sweep's grid point) writes its --set overrides and final test
+    metrics for TensorBoard's HPARAMS view."""
+    pytest.importorskip("tensorboard")
+    folder = train("jump", small_ts, "smoke", ["train.lr=0.001"], 0, tmp_path, progress=False, tensorboard=True)
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = _events(folder / "hparams")
+    tags = set(acc.Tags()["scalars"])
+    assert "final/min_mse" in tags and "final/loss" in tags, tags
+    content = acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert info.hparams["train.lr"].number_value == pytest.approx(0.001)
+    assert info.hparams["run"].string_value.startswith("jump ")
+

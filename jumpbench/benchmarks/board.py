@@ -6,7 +6,8 @@ run (a sweep's seeds side by side) under its dataset/model/config/seed path. Eve
 ...), `step/lr`, `step/grad_norm` (before clipping), `speed/steps_per_s` and
 `speed/data_wait_ms` (per step, waiting for the next batch). At each evaluation: the row's
 train_* and test_* values as scalars `train/<key>` and `test/<key>`, and the samples grid (the
-picture of samples.png) as the image `samples`. A resumed run drops the
+picture of samples.png) as the image `samples`. When the run finishes: an HPARAMS entry with its
+--set overrides (a sweep's grid point) and its final test metrics. A resumed run drops the
 events written after the step it resumes from (SummaryWriter's purge_step), so no step
 appears twice.
 """
@@ -86,3 +87,18 @@ def log_step(writer, step: int, out: dict, lr: float, grad_norm, steps_per_s: fl
         writer.add_scalar("step/grad_norm", float(grad_norm), step)
     writer.add_scalar("speed/steps_per_s", steps_per_s, step)
     writer.add_scalar("speed/data_wait_ms", wait_ms, step)
+
+
+def log_hparams(writer, run: str, overrides: list[str], row: dict) -> None:
+    """The HPARAMS view's entry of a finished run: its --set overrides (a sweep's grid point;
+    every run gets its model, preset and seed) beside its final test metrics."""
+    from jumpbench.checks import parse_override
+
+    params = {"run": run}
+    for item in overrides:
+        key, value = parse_override(item)
+        params[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    metrics = {f"final/{k[len('test_'):]}": float(v) for k, v in row.items()
+               if k.startswith("test_") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    writer.add_hparams(params, metrics, run_name="hparams")
+    writer.flush()

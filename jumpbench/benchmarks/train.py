@@ -247,6 +247,7 @@ class _Loop:
         self.pace = board.Pace()  # steps per second and the wait for data, for TensorBoard
         self.sync_every = _sync_every(run.device)
         self.stop = _StopRequest()
+        self.last_row = None  # the last evaluation's metrics row (rank 0)
 
     def train(self) -> Path:
         run, tc = self.run, self.tc
@@ -260,6 +261,9 @@ class _Loop:
                     return run.folder  # diverged (marked)
                 if self.step % tc.eval_every == 0 or self.step == tc.steps:
                     self.evaluate()
+            if self.writer is not None and self.last_row:  # finished: its HPARAMS entry
+                board.log_hparams(self.writer, f"{run.spec.model} {run.spec.name} seed {run.spec.seed}",
+                                  list(run.spec.overrides), self.last_row)
         except Exception as e:
             self.failed(e)
         finally:
@@ -314,6 +318,7 @@ class _Loop:
             row = {"step": self.step, "wall": round(self.wall, 2), "lr": self.tc.lr_at(self.step),
                    **{f"train_{k}": v / count for k, v in sums.items()}, **scores}
             runs.append_metrics(run.folder, row)
+            self.last_row = row
             if self.writer is not None:
                 board.log_row(self.writer, row, run.folder)
             self.save(self.wall)
