@@ -570,7 +570,7 @@ def _extend(tmp: Path, ref: Path, name: str, steps: int, *extra) -> tuple[int, s
 
 
 def _unchanged(folder: Path, before: dict) -> bool:
-    return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name != "status.json"} == before
+    return _files(folder) == before
 
 
 def _files(folder: Path) -> dict:

@@ -450,8 +450,7 @@ def load_weights(path: Path, map_location="cpu", with_sha: bool = False):
     path = Path(path)
     data, sha = _read_checked(path, "published weights")
     try:
-        n = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["jumpbench"])
+        meta = _weights_header(data)
         tensors = load(data)
         if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT or not isinstance(meta.get("step"), int):
             raise ValueError("no jumpbench header")
@@ -540,10 +539,17 @@ def weights_step(path: Path) -> int:
     full load then says why)."""
     try:
         with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            return int(json.loads(json.loads(f.read(n))["__metadata__"]["jumpbench"])["step"])
+            head = f.read(8)
+            return int(_weights_header(head + f.read(int.from_bytes(head, "little")))["step"])
     except Exception:
         return -1
+
+
+def _weights_header(data: bytes) -> dict:
+    """The "jumpbench" metadata of a safetensors file's header (its first 8 bytes: the header's
+    length, then the header's JSON); raises when it has none."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["jumpbench"])
 
 
 def load_run(folder: str | Path, device="cpu"):
