@@ -499,10 +499,9 @@ def publish(folder: str | Path, moments: bool = True) -> dict:
 
     folder = Path(folder)
     with run_lock(folder):
-        model, record = load_run(folder)
-        if record["weights_source"] != "checkpoint":
+        model, record, state = _load_run(folder)
+        if state["source"] != "checkpoint":
             raise JumpbenchError(f"{folder}: no {CHECKPOINT} to publish (its {WEIGHTS} is what it has)")
-        state = load_checkpoint(folder / CHECKPOINT)
         opt = torch.optim.Adam(model.parameters())
         load_state(folder / CHECKPOINT, opt, state["optimizer"], "optimizer state")
         publish_weights(folder, model, opt, state["step"], state["wall"], state.get("sums"), state.get("count", 0),
@@ -560,6 +559,13 @@ def load_run(folder: str | Path, device="cpu"):
     weights loaded (a run may go on past it) and "weights_source": "checkpoint" or "weights".
     The one way a run's model is loaded (consistency, score, the figures' grids,
     jumpbench.load_run)."""
+    model, record, _ = _load_run(folder, device)
+    return model, record
+
+
+def _load_run(folder: str | Path, device="cpu"):
+    """load_run's (model, record), and the training state the weights came from (publish reads
+    its optimizer state from the same load)."""
     from jumpbench.benchmarks.config import build_config
     from jumpbench.models import MODELS
 
@@ -580,7 +586,7 @@ def load_run(folder: str | Path, device="cpu"):
     model = cls(build_config(cfg_cls, model_cfg, "model"))
     load_state(path, model, state["model"])
     return model.to(device).eval(), {**record, "checkpoint_step": state["step"], "weights_source": state["source"],
-                                     "run": str(folder), "data_path": find_dataset(folder, record)}
+                                     "run": str(folder), "data_path": find_dataset(folder, record)}, state
 
 
 def find_dataset(folder: Path, record: dict) -> str | None:
