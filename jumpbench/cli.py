@@ -465,7 +465,7 @@ def score(run_dir, data, scenes, samples, out):
 
     if (scenes is not None and scenes < 1) or (samples is not None and samples < 1):
         raise JumpbenchError("--scenes and --samples must be at least 1")
-    result = score_run(run_dir, out, data, scenes, samples)
+    result = score_run(run_dir, out, data, scenes, samples, progress=True)
     click.echo(format_table(result))
     click.echo(f"wrote {Path(out or run_dir) / SCORES_FILE}")
 

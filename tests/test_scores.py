@@ -92,10 +92,13 @@ def test_model_scores_read_the_min_mse_samples_and_are_deterministic(small_ts, t
     frames = D.to_float(D.stack(scenes, range(len(scenes)))["frames"])
 
     def scored(p, seed):
-        rs = S.RunScores(ts_probe, scenes, range(len(scenes)), 5, n_samples=6, chunk=4)
+        counted = []
+        rs = S.RunScores(ts_probe, scenes, range(len(scenes)), 5, n_samples=6, chunk=4, progress=counted.append)
         torch.manual_seed(seed)
         mse = min_mse(Replay(frames, p), frames, 5, 6, chunk=4, visit=rs.visit)
-        return float(mse.mean()), rs.finish(Replay(frames, p), with_references=False)
+        row = rs.finish(Replay(frames, p), with_references=False)
+        assert counted == [4, 2] and sum(counted) == rs.draws(Replay(frames, p))  # the progress bar's count
+        return float(mse.mean()), row
 
     mse, oracle = scored(0.0, 0)
     assert mse == 0.0 and oracle["test_score_route_validity"] == 1.0

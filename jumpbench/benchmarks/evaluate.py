@@ -228,10 +228,13 @@ def write_samples(path: str | Path, context, truth, samples) -> None:
 # ---------------------------------------------------------------- `jumpbench score RUN_DIR`
 
 def score_run(run: str | Path, out: str | Path | None = None, data: str | Path | None = None,
-              n_scenes: int | None = None, n_samples: int | None = None) -> dict:
+              n_scenes: int | None = None, n_samples: int | None = None, progress: bool = False) -> dict:
     """Score a trained run on its test split (the first n_scenes scenes, the run's evaluation
     subset by default) with n_samples samples per scene (the run's eval_samples); writes
-    scores.json into `out` (the run folder by default)."""
+    scores.json into `out` (the run folder by default). `progress`: a bar over the samples
+    drawn, on stderr, where that is a terminal."""
+    from tqdm import tqdm
+
     run = Path(run)
     model, record = load_run(run)
     step = record["checkpoint_step"]  # the checkpoint scored (a run may go on)
@@ -252,7 +255,9 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     scorer = S.RunScores(probe, scenes, range(n), m, n_samples)
     torch.manual_seed(0)
     video = info["viewpoint_key"] == "timestamps"
-    with torch.no_grad(), M.autocast(precision, device):
+    with torch.no_grad(), M.autocast(precision, device), \
+            tqdm(total=scorer.draws(model), desc="score", unit="sample", disable=None if progress else True) as bar:
+        scorer.progress = bar.update
         row = sample_metrics(model, D.to_float(D.stack(scenes, range(n))["frames"]) if video else None, m,
                              n_samples, scorer)
     result = {"model": record["model"], "dataset": info["name"], "run": str(run), "step": step, "data": str(data),

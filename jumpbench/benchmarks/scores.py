@@ -213,11 +213,25 @@ class RunScores:
     forward scores read the very samples of the min-MSE; `finish(model)` draws what min_mse
     does not (Color Reaction backwards, the dice views) and returns test_score_* keys."""
 
-    def __init__(self, probe: P.Probe, scenes: D.Scenes, indices, m: int, n_samples: int, chunk: int = 10):
+    def __init__(self, probe: P.Probe, scenes: D.Scenes, indices, m: int, n_samples: int, chunk: int = 10,
+                 progress=None):
         self.probe, self.scenes, self.indices, self.m = probe, scenes, list(indices), m
         self.n_samples, self.chunk = n_samples, chunk
         self.forward = Scorer(probe, scenes, self.indices, m, "forward")
-        self.visit = self.forward.add
+        self.progress = progress  # called with the number of samples in each chunk scored
+
+    def draws(self, model) -> int:
+        """How many samples per scene the scores read in all: `progress` counts up to it."""
+        name = self.scenes.ds.name
+        return self.n_samples * (2 if name == "color_reaction" and model.jumpy else 1)
+
+    def visit(self, samples: torch.Tensor) -> None:
+        self._add(self.forward, samples)
+
+    def _add(self, scorer: "Scorer", samples: torch.Tensor) -> None:
+        scorer.add(samples)
+        if self.progress:
+            self.progress(samples.shape[1])
 
     def finish(self, model, with_references: bool = True) -> dict:
         device = next(model.parameters()).device
@@ -227,7 +241,7 @@ class RunScores:
             b = {k: v.to(device) for k, v in D.hidden_face_batch(self.scenes, self.indices, 3).items()}
             for s in sample_chunks(model, b["context_frames"], b["context_viewpoints"], b["target_viewpoints"],
                                    self.n_samples, self.chunk):
-                self.forward.add(s)
+                self.visit(s)
         scores.update(self.forward.result())
         if name == "color_reaction":
             scores["reaction_backward"] = None
@@ -238,7 +252,7 @@ class RunScores:
                 vps = torch.arange(t, dtype=frames.dtype, device=device).view(1, t, 1).expand(len(frames), t, 1)
                 for s in sample_chunks(model, frames[:, t - self.m:], vps[:, t - self.m:], vps[:, back.query],
                                        self.n_samples, self.chunk):
-                    back.add(s)
+                    self._add(back, s)
                 scores.update(back.result())
         row = {f"test_score_{k}": v for k, v in scores.items()}
         if with_references:
