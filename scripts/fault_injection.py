@@ -230,9 +230,9 @@ def torn_metrics(tmp, ref):
 
 
 def full_disk(tmp, ref):
-    from jumpbench import records
+    from jumpbench.records import framing  # where write_shard looks the function up
 
-    real, calls = records.frame_record, {"n": 0}
+    real, calls = framing.frame_record, {"n": 0}
 
     def full(data):
         calls["n"] += 1
@@ -240,11 +240,11 @@ def full_disk(tmp, ref):
             raise OSError(28, "No space left on device")
         return real(data)
 
-    records.frame_record = full
+    framing.frame_record = full
     try:
         code, out = cli_run(*GEN, "--out", tmp / "f14")
     finally:
-        records.frame_record = real
+        framing.frame_record = real
     refused = one_line_refusal(code, out, "disk full")
     code2, _ = cli_run(*GEN, "--out", tmp / "f14")
     root = tmp / "f14" / "traveling_salesman"

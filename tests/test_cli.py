@@ -56,9 +56,9 @@ def test_output_is_a_file(tmp_path):
 
 
 def test_full_disk_is_one_line_and_keeps_finished_shards(tmp_path, monkeypatch):
-    from jumpbench import records
+    from jumpbench.records import framing  # where write_shard looks the function up
 
-    real = records.frame_record
+    real = framing.frame_record
     calls = {"n": 0}
 
     def full(data):
@@ -67,12 +67,12 @@ def test_full_disk_is_one_line_and_keeps_finished_shards(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(data)
 
-    monkeypatch.setattr(records, "frame_record", full)
+    monkeypatch.setattr(framing, "frame_record", full)
     r = run("generate", "narratives", "--n", 8, "--test-n", 1, "--shard-size", 4, "--out", tmp_path, "--quiet")
     one_line_error(r, "disk full")
     train = tmp_path / "traveling_salesman" / "train"
     assert sorted(p.name for p in train.iterdir()) == ["1-of-2.tfindex", "1-of-2.tfmeta", "1-of-2.tfrecord"]
-    monkeypatch.setattr(records, "frame_record", real)
+    monkeypatch.setattr(framing, "frame_record", real)
     assert run("generate", "narratives", "--n", 8, "--test-n", 1, "--shard-size", 4, "--out", tmp_path,
                "--quiet").exit_code == 0
     assert run("verify", tmp_path / "traveling_salesman").exit_code == 0
