@@ -1,7 +1,8 @@
 """The import rules docs/architecture.md states, checked on every module's imports (those inside
 functions too): models import nothing of jumpbench outside models/ and no library but torch;
 generators import nothing of the harness; the format and reading modules import neither torch
-nor the harness; nothing below the top imports the CLI or the API."""
+nor the harness, and the records modules import each other in one order; nothing below the top
+imports the CLI or the API."""
 import ast
 from pathlib import Path
 
@@ -11,6 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "jumpbench"
 STDLIB = {"__future__", "dataclasses", "math", "typing", "functools", "itertools", "collections"}
 RECORDS = sorted(p.relative_to(PKG).as_posix() for p in PKG.glob("records/*.py"))  # the records package, each module
 LOW = RECORDS + ["scenes.py", "files.py", "checks.py", "errors.py", "launch.py", "workers.py"]
+CHECK_GENERATORS = ["records/manifest.py", "records/reader.py"]  # the exception: see the test below
 
 
 def imports(path: Path) -> set[str]:
@@ -22,6 +24,12 @@ def imports(path: Path) -> set[str]:
             assert node.level == 0, f"{path.name}: a relative import (one style: jumpbench.<module>)"
             names.add(node.module)
     return names
+
+
+def top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names} | \
+        {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
 
 
 def modules(pattern: str) -> list[Path]:
@@ -45,10 +53,22 @@ def test_generators_import_nothing_of_the_harness(path):
 @pytest.mark.parametrize("name", LOW)
 def test_the_format_and_reading_modules_need_no_torch_and_no_harness(name):
     for imported in imports(PKG / name):
-        if name in RECORDS and imported.startswith("jumpbench.generators"):
-            continue  # the one exception: a manifest is checked against what the generator it names writes
+        if (name in CHECK_GENERATORS and imported.startswith("jumpbench.generators")
+                and imported not in top_level_imports(PKG / name)):
+            continue  # the one exception, inside functions: a manifest is checked against what its generator writes
         assert not imported.startswith(("torch", "jumpbench.benchmarks", "jumpbench.api", "jumpbench.cli",
                                         "jumpbench.generators")), f"{name} imports {imported}"
+
+
+def test_the_records_modules_import_each_other_in_one_order():
+    """Each module of jumpbench/records/ imports only those before it in the order its
+    __init__.py draws (so none imports one that imports it back); a new module joins the order."""
+    order = ["codec", "framing", "manifest", "reader"]
+    assert sorted(order) == sorted(p.stem for p in PKG.glob("records/*.py") if p.stem != "__init__")
+    for k, name in enumerate(order):
+        for imported in imports(PKG / "records" / f"{name}.py"):
+            if imported.startswith("jumpbench.records"):  # the package itself imports every module
+                assert imported.removeprefix("jumpbench.records.") in order[:k], f"records/{name}.py imports {imported}"
 
 
 @pytest.mark.parametrize("path", modules("benchmarks/*.py") + modules("generators/*.py") + modules("models/*.py")
