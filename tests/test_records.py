@@ -1,4 +1,4 @@
-"""records.py: the schema read back by the `tfrecord` package itself, PNG codec, atomic
+"""jumpbench.records: the schema read back by the `tfrecord` package itself, PNG codec, atomic
 shards, verify and the reader on truncated and corrupted shards."""
 import json
 

@@ -39,7 +39,7 @@ class Generator(Protocol):
     viewpoint: dict           # {"key": "timestamps", "dim": 1}
 
     def params(self) -> dict: ...          # every parameter that changes the bytes
-    def schema(self) -> dict: ...          # {key: {"dtype", "shape"}}, see records.py
+    def schema(self) -> dict: ...          # {key: {"dtype", "shape"}}, see docs/records.md
     def scene(self, split: str, index: int) -> dict[str, Any]: ...
 
 
