@@ -89,16 +89,16 @@ def test_ddp_ranks_split_the_global_batch_of_a_step():
 
 
 def test_threads_are_shared_by_the_processes_of_a_data_parallel_run(monkeypatch):
-    from jumpbench.benchmarks import machine as M
+    from jumpbench import workers as W
 
     monkeypatch.delenv("JUMPBENCH_THREADS", raising=False)
-    monkeypatch.setattr(M, "usable_cores", lambda: 8)
+    monkeypatch.setattr(W, "usable_cores", lambda: 8)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert (M.default_threads(), M.default_threads(jobs=2)) == (8, 4)
+    assert (W.default_threads(), W.default_threads(jobs=2)) == (8, 4)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's, and run --procs 2's
-    assert (M.default_threads(), M.default_threads(jobs=2)) == (4, 2)
+    assert (W.default_threads(), W.default_threads(jobs=2)) == (4, 2)
     monkeypatch.setenv("JUMPBENCH_THREADS", "3")
-    assert M.default_threads() == 3
+    assert W.default_threads() == 3
 
 
 def _count_builds(monkeypatch):

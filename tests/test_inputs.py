@@ -11,9 +11,9 @@ import time
 import pytest
 
 import jumpbench
+from jumpbench import workers as W
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import data as D
-from jumpbench.benchmarks import machine as M
 from conftest import one_line_error, run
 
 INTERNAL = ("TypeError", "ValueError", "KeyError", "AttributeError", "EOFError", "Traceback")
@@ -86,7 +86,7 @@ def test_generate_refuses_an_empty_out_and_a_missing_command(tmp_path, monkeypat
 
 def test_values_beyond_the_data_and_machine_are_clamped_and_recorded(small_ts, tmp_path, monkeypatch):
     info = D.dataset_info(small_ts)  # 20-frame videos, 10 test scenes
-    monkeypatch.setattr(M, "usable_cores", lambda: 1)
+    monkeypatch.setattr(W, "usable_cores", lambda: 1)
     sets = ["data.context_max=100", "train.eval_scenes=100000", "train.threads=999", "train.sample_scenes=50",
             "data.targets=30"]
     cfg = C.resolve("jump", "smoke", info["name"], info, sets)

@@ -184,7 +184,7 @@ def fit_to_data(cfg: dict, info: dict) -> list[str]:
     quietly use another: a split that cannot be drawn is refused; a value beyond what can be
     used is clamped to it, and the warnings returned (resolve's "warnings": the run's
     config.json records them, and training prints them)."""
-    from jumpbench.benchmarks.machine import usable_cores
+    from jumpbench.workers import usable_cores
 
     tc, dc, t = cfg["train"], cfg["data"], info["frames"]
     warnings = []

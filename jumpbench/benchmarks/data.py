@@ -22,7 +22,7 @@ from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path, file_lock, file_sha256, fsync, read_json, write_json_atomic
 from jumpbench.records import MANIFEST, VIEWPOINT_DIMS, Dataset, check_manifest, frames_per_scene, load_manifest
 from jumpbench.scenes import downsample, viewpoints
-from jumpbench.workers import quiet_workers
+from jumpbench.workers import default_threads, quiet_workers
 
 
 MISSING_DATA = {  # the command that makes each dataset, for the one-line hint
@@ -347,10 +347,8 @@ class FrameCache:
     @staticmethod
     def _build(scenes: Scenes, progress: bool, workers: int | None = None):
         """Decode the split into (frames, viewpoints) arrays, `workers` processes at a time (None:
-        the threads this job may use, machine.default_threads)."""
+        the threads this job may use, workers.default_threads)."""
         from tqdm import tqdm
-
-        from jumpbench.benchmarks.machine import default_threads
 
         workers = max(1, min(workers or default_threads(), len(scenes) // CACHE_CHUNK))
         first = scenes.arrays(0)

@@ -47,12 +47,13 @@ from jumpbench import checks
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.data import dataset_info
-from jumpbench.benchmarks.machine import free_port, usable_cores
+from jumpbench.benchmarks.machine import free_port
 from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
 from jumpbench.launch import slurm_params
+from jumpbench.workers import usable_cores
 
 LAUNCHERS = ("local", "slurm")
 

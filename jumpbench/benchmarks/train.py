@@ -28,6 +28,7 @@ from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import read_json
+from jumpbench.workers import default_threads
 
 RESTART_WARMUP = 200  # steps of learning-rate ramp for a run continued from weights without Adam's moments
 PEER_LOST = "another process of this data-parallel run stopped"
@@ -127,7 +128,7 @@ def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Run:
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg["train"].threads or M.default_threads())
+        torch.set_num_threads(cfg["train"].threads or default_threads())
     precision = M.resolve_precision(cfg["train"].precision, device, compiled=cfg["train"].compile)
     record = runs.record(spec, world, info, cfg)
     if cfg["warnings"]:  # a preset's own value clamped on a small set is only recorded
