@@ -137,7 +137,7 @@ def resolve(model: str, preset: str, dataset: str, manifest_info: dict, override
     one run, held to what the data and the machine allow (fit_to_data: its warnings).
 
     manifest_info: {"viewpoint_dim": D, "frames": T, and where known "viewpoint_key" and
-    "test_scenes"} read from the dataset's manifest (data.dataset_info)."""
+    "test_scenes"} read from the dataset's manifest (dataset.dataset_info)."""
     from jumpbench.models import MODELS
 
     if model not in MODELS:
