@@ -1,7 +1,8 @@
 """The import rules docs/architecture.md states, checked on every module's imports (those inside
 functions too): models import nothing of jumpbench outside models/ and no library but torch;
 generators import nothing of the harness; the format and reading modules import neither torch
-nor the harness; nothing below the top imports the CLI or the API."""
+nor the harness, and the torch readers of a dataset (its scenes, the frame cache) nothing of the
+harness; nothing below the top imports the CLI or the API."""
 import ast
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "jumpbench"
 STDLIB = {"__future__", "dataclasses", "math", "typing", "functools", "itertools", "collections"}
 LOW = ["records.py", "scenes.py", "files.py", "checks.py", "errors.py", "launch.py", "workers.py"]
+READERS = ["dataset.py", "cache.py"]  # a dataset as torch data: torch, but nothing of the harness
 
 
 def imports(path: Path) -> set[str]:
@@ -50,8 +52,15 @@ def test_the_format_and_reading_modules_need_no_torch_and_no_harness(name):
                                         "jumpbench.generators")), f"{name} imports {imported}"
 
 
+@pytest.mark.parametrize("name", READERS)
+def test_the_torch_readers_of_a_dataset_import_nothing_of_the_harness(name):
+    for imported in imports(PKG / name):
+        assert not imported.startswith(("jumpbench.benchmarks", "jumpbench.api", "jumpbench.cli",
+                                        "jumpbench.generators")), f"{name} imports {imported}"
+
+
 @pytest.mark.parametrize("path", modules("benchmarks/*.py") + modules("generators/*.py") + modules("models/*.py")
-                         + [PKG / n for n in LOW], ids=lambda p: p.name)
+                         + [PKG / n for n in LOW + READERS], ids=lambda p: p.name)
 def test_nothing_below_the_top_imports_the_cli_or_the_api(path):
     for name in imports(path):
         assert name not in ("jumpbench.cli", "jumpbench.api"), f"{path.name} imports {name}"
