@@ -23,7 +23,7 @@ GENERATORS = {  # name -> (default train scenes, test scenes, scenes per shard),
 def open_dataset(path: str | Path, split: str = "train", image_size: int | None = None,
                  dtype: str = "uint8", transform=None, backend: str = "torch"):
     """One split of a generated dataset folder (the one holding manifest.json) as a torch
-    Dataset of scenes (benchmarks.data.SceneDataset); frames area-downsampled to `image_size`
+    Dataset of scenes (dataset.SceneDataset); frames area-downsampled to `image_size`
     (a divisor of the stored size; None: as stored). Safe with a DataLoader and several workers.
     `transform`: a callable applied to each item (its return value is the item). ds[a:b]: a
     list of items. backend="numpy": the same items as numpy arrays, from a plain sequence that
@@ -39,7 +39,7 @@ def open_dataset(path: str | Path, split: str = "train", image_size: int | None 
     checks.name("backend", backend, ("torch", "numpy"))
     if backend == "numpy":
         return NumpyScenes(path, split, image_size, dtype, transform)
-    from jumpbench.benchmarks.data import SceneDataset
+    from jumpbench.dataset import SceneDataset
 
     return SceneDataset(path, split, image_size, dtype, transform)
 

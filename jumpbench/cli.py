@@ -529,9 +529,9 @@ def bench_train(preset, models, dataset, data, device, steps, repeats, compiled,
     """Print a table of ms per training step per model: fp32 vs bf16 (vs compiled), end to end."""
     import torch
 
-    from jumpbench.benchmarks.machine import default_threads
     from jumpbench.benchmarks.train_speed import format_table, train_speed
     from jumpbench.files import write_json_atomic
+    from jumpbench.workers import default_threads
 
     torch.set_num_threads(default_threads())
     result = train_speed([m for m in models.split(",") if m] if models else _model_names(), preset, dataset, device, steps, repeats,

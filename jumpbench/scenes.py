@@ -1,7 +1,7 @@
 """A stored scene as the arrays every reader gives: frames area-downsampled to the size asked
 for, viewpoints as the (T, D) float32 vectors the models take, and what an index of a split
 means (an int, from the end when negative, or a slice). The one place of these, without
-torch: the torch Dataset and training (benchmarks/data.py) and the numpy reader
+torch: the torch Dataset that training reads too (dataset.py) and the numpy reader
 (api.NumpyScenes) use them alike, so they give the same bytes.
 """
 from __future__ import annotations

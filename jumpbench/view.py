@@ -102,7 +102,7 @@ def run_samples(run: str | Path, index: int = 0, split: str = "test", n_samples:
     frame; a sample's seen frames are the true ones."""
     import torch
 
-    from jumpbench.benchmarks import data as D
+    from jumpbench import dataset as DS
     from jumpbench.benchmarks.grids import rgb
     from jumpbench.benchmarks.runs import load_run, run_dataset
 
@@ -110,13 +110,13 @@ def run_samples(run: str | Path, index: int = 0, split: str = "test", n_samples:
         raise JumpbenchError(f"--samples must be in 1..8, got {n_samples}")
     model, record = load_run(run)
     data = run_dataset(record, data)
-    info = D.dataset_info(data)
+    info = DS.dataset_info(data)
     if info["name"] != record.get("dataset", info["name"]):
         raise JumpbenchError(f"{data} is {info['name']}, the run was trained on {record['dataset']}")
     size, m = record["config"]["data"]["image_size"], record["config"]["data"]["eval_context"]
-    scenes = D.Scenes(data, split, size)
+    scenes = DS.Scenes(data, split, size)
     item = scenes[index]  # an index out of range: a one-line error naming it
-    frames, vps = D.to_float(item["frames"])[None], item["viewpoints"][None]
+    frames, vps = DS.to_float(item["frames"])[None], item["viewpoints"][None]
     t = frames.shape[1]
     meta = scenes.meta(index) if info["viewpoint_key"] == "cameras" else {}
     if "context_views" in meta:

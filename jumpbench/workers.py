@@ -1,4 +1,6 @@
-"""Forked worker processes that end quietly with their parent: a process pool opened inside
+"""A job's workers: how many threads or processes it may run (default_threads, its share of
+this machine's cores: torch's threads in training, the frame cache's decoders), and forked
+worker processes that end quietly with their parent: a process pool opened inside
 `quiet_workers()` (generation's shard writers, the frame cache's decoders) leaves no orphan
 when its parent is killed, which would otherwise write a BrokenPipe traceback to the terminal
 when it hands back its next result; and a Ctrl-C or SIGTERM is the parent's to handle (it
@@ -16,6 +18,26 @@ import contextlib
 import os
 import signal
 import threading
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(jobs: int = 1) -> int:
+    """Threads for one of `jobs` jobs sharing this machine: JUMPBENCH_THREADS if set, else the
+    usable cores divided among the jobs and among the processes of a data-parallel run on this
+    machine (LOCAL_WORLD_SIZE, set by torchrun and by `run --procs`), at least 1."""
+    env = os.environ.get("JUMPBENCH_THREADS")
+    if env:
+        return max(1, int(env))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, usable_cores() // (max(1, jobs) * max(1, local)))
+
 
 _lock = threading.Lock()
 _active: dict[int, int] = {}  # the pid whose forks are quieted -> open blocks

@@ -1,4 +1,4 @@
-"""What a frame cache's proof costs a run (data.FrameCache): opening checks, and the per-scene
+"""What a frame cache's proof costs a run (cache.FrameCache): opening checks, and the per-scene
 check of the scenes that batches use. Works on a copy; the cache it copies is only read.
 
     python scripts/cache_check_cost.py --data data/color_reaction --size 32 [--repeats 5]
@@ -33,28 +33,29 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from jumpbench.benchmarks import data as D
+    from jumpbench import cache as FC
+    from jumpbench import dataset as DS
 
-    scenes = D.Scenes(args.data, args.split, args.size)
-    originals, original_proof = D.FrameCache.paths(scenes), D.FrameCache.proof_paths(scenes)
+    scenes = DS.Scenes(args.data, args.split, args.size)
+    originals, original_proof = FC.FrameCache.paths(scenes), FC.FrameCache.proof_paths(scenes)
     tmp = Path(tempfile.mkdtemp(prefix="jumpbench-cache-cost-"))
     os.environ["JUMPBENCH_CACHE"] = str(tmp)
     try:
-        copies = D.FrameCache.paths(scenes)
+        copies = FC.FrameCache.paths(scenes)
         copies[0].parent.mkdir(parents=True)
         if all(p.is_file() for p in originals):
             for a, b in zip(originals, copies):
                 shutil.copyfile(a, b)
             print(f"copied {originals[0].parent} ({sum(p.stat().st_size for p in copies) / 1e6:.0f} MB)")
             if all(p.is_file() for p in original_proof):
-                for a, b in zip(original_proof, D.FrameCache.proof_paths(scenes)):
+                for a, b in zip(original_proof, FC.FrameCache.proof_paths(scenes)):
                     shutil.copyfile(a, b)
             else:  # an older jumpbench's cache: prove the copy as it is, for the timing
                 t = time.perf_counter()
-                D.FrameCache._save((np.load(copies[0]), np.load(copies[1])), scenes)
+                FC.FrameCache._save((np.load(copies[0]), np.load(copies[1])), scenes)
                 print(f"gave the copy a proof ({time.perf_counter() - t:.1f} s: hashing every scene, writing)")
         else:
-            D.FrameCache(scenes)
+            FC.FrameCache(scenes)
         n = len(scenes)
         np.load(copies[0]), np.load(copies[1])  # warm-up: the files in the page cache
 
@@ -68,24 +69,24 @@ def main() -> int:
 
             from jumpbench.files import read_json
 
-            proof_path = D.FrameCache.proof_paths(scenes)
-            proof, want = read_json(proof_path[1]), D.FrameCache._proof(scenes)
+            proof_path = FC.FrameCache.proof_paths(scenes)
+            proof, want = read_json(proof_path[1]), FC.FrameCache._proof(scenes)
             assert all(proof[k] == want[k] for k in ("dataset_sha256", "params_sha256", "frames", "viewpoints"))
             for path in (*copies, proof_path[0]):
                 np.load(path, mmap_mode="r").shape
             assert np.isfinite(vps).all() and hashlib.sha256(vps).hexdigest() == proof["viewpoints_sha256"]
             assert hashlib.sha256(index).hexdigest() == proof["index_sha256"]
-            for i in np.random.default_rng().choice(n, min(D.SPOT_CHECK, n), replace=False):
-                assert D._sha(frames[i]) == index[i].tobytes()
+            for i in np.random.default_rng().choice(n, min(FC.SPOT_CHECK, n), replace=False):
+                assert FC._sha(frames[i]) == index[i].tobytes()
 
-        frames, vps, index = np.load(copies[0]), np.load(copies[1]), np.load(D.FrameCache.proof_paths(scenes)[0])
+        frames, vps, index = np.load(copies[0]), np.load(copies[1]), np.load(FC.FrameCache.proof_paths(scenes)[0])
         read, opened, alone = [], [], []
         for _ in range(args.repeats):  # interleaved: the machine's load falls on both alike
             read.append(timed(lambda: (np.load(copies[0]), np.load(copies[1]))))
-            opened.append(timed(lambda: D.FrameCache._open(scenes)[0] or sys.exit("the copy does not prove itself")))
+            opened.append(timed(lambda: FC.FrameCache._open(scenes)[0] or sys.exit("the copy does not prove itself")))
             alone.append(timed(checks_alone))
         read, opened, alone = (statistics.median(x) for x in (read, opened, alone))
-        cache = D.FrameCache(scenes, progress=False)
+        cache = FC.FrameCache(scenes, progress=False)
         cache.checked[:] = False
         t = time.perf_counter()
         for a in range(0, n, 16):
@@ -96,7 +97,7 @@ def main() -> int:
         print(f"  read the arrays alone:         {read * 1e3:8.1f} ms")
         print(f"  open with every check:         {opened * 1e3:8.1f} ms")
         print(f"  the opening checks alone:      {alone * 1e3:8.1f} ms "
-              f"(proof, shapes, finite viewpoints, index, {min(D.SPOT_CHECK, n)} scenes' hashes)")
+              f"(proof, shapes, finite viewpoints, index, {min(FC.SPOT_CHECK, n)} scenes' hashes)")
         print(f"  every scene checked once:      {every * 1e3:8.1f} ms over a run "
               f"({every / n * 16 * 1e3:.2f} ms per batch of 16 new scenes)")
     finally:

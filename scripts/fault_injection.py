@@ -492,9 +492,10 @@ def _cache_fault(tmp, ref, name, damage, says, spot_check=None) -> bool:
     """A smoke run on a copy of a sound frame cache (built once, by a first run) that `damage`
     changed: one line says so, and the run trains exactly as on the sound cache (the same rows,
     done). `spot_check`: scenes checked when the cache is opened (the others when first used)."""
-    from jumpbench.benchmarks import data as D
+    from jumpbench import cache as FC
+    from jumpbench import dataset as DS
 
-    old, spot = os.environ.get("JUMPBENCH_CACHE"), D.SPOT_CHECK
+    old, spot = os.environ.get("JUMPBENCH_CACHE"), FC.SPOT_CHECK
     try:
         if not _CACHE_REF:
             os.environ["JUMPBENCH_CACHE"] = str(tmp / "cache-ref" / "cache")
@@ -502,15 +503,15 @@ def _cache_fault(tmp, ref, name, damage, says, spot_check=None) -> bool:
             _CACHE_REF.update(ok=code == 0, rows=_metric_rows(tmp / "cache-ref" / "traveling_salesman/jump/r/seed-0"))
         os.environ["JUMPBENCH_CACHE"] = str(tmp / name / "cache")
         shutil.copytree(tmp / "cache-ref" / "cache", tmp / name / "cache")
-        fpath, vpath = D.FrameCache.paths(D.Scenes(ref, "train", 16))
+        fpath, vpath = FC.FrameCache.paths(DS.Scenes(ref, "train", 16))
         sound = fpath.read_bytes()
         damage(fpath, vpath)
-        D.SPOT_CHECK = D.SPOT_CHECK if spot_check is None else spot_check
+        FC.SPOT_CHECK = FC.SPOT_CHECK if spot_check is None else spot_check
         code, out = cli_run(*RUN, "--data", ref, "--out", tmp / name)
-        proof = D.FrameCache.proof_paths(D.Scenes(ref, "train", 16))[1]
+        proof = FC.FrameCache.proof_paths(DS.Scenes(ref, "train", 16))[1]
         rebuilt = fpath.read_bytes() == sound if spot_check is None else not proof.exists()
     finally:
-        D.SPOT_CHECK = spot
+        FC.SPOT_CHECK = spot
         os.environ.pop("JUMPBENCH_CACHE") if old is None else os.environ.update(JUMPBENCH_CACHE=old)
     folder = tmp / name / "traveling_salesman/jump/r/seed-0"
     lines = [ln for ln in out.splitlines() if "frame cache" in ln]

@@ -33,9 +33,10 @@ def main() -> None:
     ap.add_argument("--logs", default="results/logs")
     args = ap.parse_args()
 
+    from jumpbench import cache as FC
+    from jumpbench import dataset as DS
     from jumpbench.benchmarks import config as C
-    from jumpbench.benchmarks import data as D
-    from jumpbench.benchmarks.data import dataset_info
+    from jumpbench.dataset import dataset_info
 
     runs = []
     for spec in args.run:
@@ -49,7 +50,7 @@ def main() -> None:
         sizes = {C.resolve(m, args.preset, info["name"], info, args.overrides + own)["data"].image_size
                  for m, d, _, own in runs if d == data}
         for size in sizes:
-            D.FrameCache(D.Scenes(data, "train", size), progress=False)
+            FC.FrameCache(DS.Scenes(data, "train", size), progress=False)
     Path(args.logs).mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.minutes * 60
     procs = []

@@ -32,7 +32,8 @@ def main() -> None:
     import torch
 
     import jumpbench
-    from jumpbench.benchmarks import data as D
+    from jumpbench import dataset as DS
+    from jumpbench.benchmarks import batches as B
     from jumpbench.files import write_json_atomic
 
     torch.manual_seed(0)
@@ -41,13 +42,13 @@ def main() -> None:
         raise SystemExit(f"{args.run}: a JUMP run is needed (its renderer sees only the latent)")
     size, m = rec["config"]["data"]["image_size"], rec["config"]["data"]["eval_context"]
     data = args.data or rec["data"]
-    scenes = D.Scenes(data, "test", size)
+    scenes = DS.Scenes(data, "test", size)
     idx = list(range(min(args.scenes, len(scenes))))
     if rec["config"]["model"]["viewpoint_dim"] == 1:   # as the evaluator: forward from the first m frames
-        items = D.stack(scenes, idx)
-        b = D.prefix_split(items["frames"], items["viewpoints"], m)
+        items = B.stack(scenes, idx)
+        b = B.prefix_split(items["frames"], items["viewpoints"], m)
     else:
-        b = D.hidden_face_batch(scenes, idx, 3)
+        b = B.hidden_face_batch(scenes, idx, 3)
     trace: list[dict] = []
     with torch.no_grad():
         r = model.represent_sum(b["context_frames"], b["context_viewpoints"])

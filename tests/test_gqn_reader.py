@@ -107,7 +107,7 @@ def tiny_dice(tmp_path_factory):
 
 
 def test_dice_parses_with_the_reader_spec_unchanged(tiny_dice):
-    from jumpbench.benchmarks.data import viewpoints
+    from jumpbench.scenes import viewpoints
 
     root = Path(tiny_dice)
     info = registry(root)

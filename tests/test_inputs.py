@@ -11,9 +11,9 @@ import time
 import pytest
 
 import jumpbench
+from jumpbench import dataset as DS
+from jumpbench import workers as W
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks import data as D
-from jumpbench.benchmarks import machine as M
 from conftest import one_line_error, run
 
 INTERNAL = ("TypeError", "ValueError", "KeyError", "AttributeError", "EOFError", "Traceback")
@@ -85,8 +85,8 @@ def test_generate_refuses_an_empty_out_and_a_missing_command(tmp_path, monkeypat
 
 
 def test_values_beyond_the_data_and_machine_are_clamped_and_recorded(small_ts, tmp_path, monkeypatch):
-    info = D.dataset_info(small_ts)  # 20-frame videos, 10 test scenes
-    monkeypatch.setattr(M, "usable_cores", lambda: 1)
+    info = DS.dataset_info(small_ts)  # 20-frame videos, 10 test scenes
+    monkeypatch.setattr(W, "usable_cores", lambda: 1)
     sets = ["data.context_max=100", "train.eval_scenes=100000", "train.threads=999", "train.sample_scenes=50",
             "data.targets=30"]
     cfg = C.resolve("jump", "smoke", info["name"], info, sets)
@@ -153,17 +153,18 @@ def test_killing_the_parent_of_the_cache_build_prints_no_traceback(small_ts, tmp
     code = f"""
 import time
 from pathlib import Path
-from jumpbench.benchmarks import data as D, train as T
+from jumpbench import cache as FC, dataset as DS
+from jumpbench.benchmarks import train as T
 
-D.CACHE_CHUNK = 1
-decode = D._decode_chunk
+FC.CACHE_CHUNK = 1
+decode = FC._decode_chunk
 def slow(chunk, scenes=None):
     Path({str(started)!r}).touch()
     time.sleep(0.3)
     return decode(chunk, scenes)
-D._decode_chunk = slow
+FC._decode_chunk = slow
 with T._sigterm_interrupts():  # as a run builds it
-    D.FrameCache._build(D.Scenes({str(small_ts)!r}, "train", 16), False, workers=2)
+    FC.FrameCache._build(DS.Scenes({str(small_ts)!r}, "train", 16), False, workers=2)
 """
     err = _killed_parent_says(code, started.exists, sig, tmp_path)
     assert "BrokenPipe" not in err and "ForkPoolWorker" not in err, err

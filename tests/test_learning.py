@@ -5,7 +5,8 @@ wiring bug (a renderer that ignores time, a prior that ignores its context) fail
 any scale; the full data sets then only add learning speed and generalisation."""
 import torch
 
-from jumpbench.benchmarks import data as D
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks.config import DataConfig
 from jumpbench.benchmarks.evaluate import baseline_mse, min_mse
 from jumpbench.models.jump import JUMP, JUMPConfig
@@ -14,8 +15,8 @@ torch.set_num_threads(1)
 
 
 def test_jump_overfits_a_few_videos(small_cr):
-    scenes = D.Scenes(small_cr, "train", 16)
-    items = D.stack(scenes, range(6))
+    scenes = DS.Scenes(small_cr, "train", 16)
+    items = B.stack(scenes, range(6))
     frames, vps = items["frames"], items["viewpoints"]                # (6, 12, 3, 16, 16)
     torch.manual_seed(0)
     cfg = JUMPConfig(image_size=16, viewpoint_dim=1, frames=12, nt=2, stride_to_hidden=1, nf_to_hidden=32,
@@ -25,13 +26,13 @@ def test_jump_overfits_a_few_videos(small_cr):
     dc = DataConfig(image_size=16, context_min=1, context_max=6, targets_min=1, targets=6)
     g = torch.Generator().manual_seed(0)
     for step in range(800):  # about 20 s on one thread
-        batch = D.random_split(frames, vps, dc, g)
+        batch = B.random_split(frames, vps, dc, g)
         loss = model(batch, step)["loss"]
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-    video = D.to_float(frames)
+    video = DS.to_float(frames)
     torch.manual_seed(1)
     got = float(min_mse(model, video, 5, n_samples=4).mean())
     base = baseline_mse(video, 5)

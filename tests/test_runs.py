@@ -282,7 +282,7 @@ def test_a_finished_run_under_another_config_is_refused_not_skipped(small_ts, tm
 def test_a_run_is_scored_only_on_the_scenes_it_was_trained_for(small_ts, tmp_path):
     """score/consistency --data: the same generator parameters (any shard layout) or a refusal."""
     from jumpbench.benchmarks.runs import record, run_dataset, RunSpec
-    from jumpbench.benchmarks.data import dataset_info
+    from jumpbench.dataset import dataset_info
     from jumpbench.generators.base import generate
     from jumpbench.generators.narratives import NarrativesConfig, NarrativesGenerator
 
@@ -328,14 +328,14 @@ def test_a_run_stopped_while_its_data_is_set_up_is_marked_interrupted(small_ts, 
     """SIGTERM (a scheduler's stop) while the frame cache is built: not left "running"."""
     import time
 
-    from jumpbench.benchmarks import data as D
+    from jumpbench import cache as FC
 
     def stopped(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the signal arrives first
         raise AssertionError("SIGTERM did not stop the setup")
 
-    monkeypatch.setattr(D.FrameCache, "__init__", stopped)
+    monkeypatch.setattr(FC.FrameCache, "__init__", stopped)
     before = signal.getsignal(signal.SIGTERM)
     r = run("run", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--out", tmp_path, "--quiet")
     assert r.exit_code == 130 and "interrupted" in r.output, r.output

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import one_line_error, run
-from jumpbench.benchmarks import data as D
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import probes as P
 from jumpbench.benchmarks import scores as S
 from jumpbench.models.base import Model
@@ -46,7 +47,7 @@ def dice_set(tmp_path_factory):
 
 
 def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_probe):
-    scenes = D.Scenes(small_ts, "test", SIZE)
+    scenes = DS.Scenes(small_ts, "test", SIZE)
     refs = S.references(ts_probe, scenes, range(len(scenes)), 5)
     assert refs["truth"]["route_validity"] == 1.0
     assert refs["truth"]["route_coverage"] == 1.0  # one continuation: one order
@@ -58,7 +59,7 @@ def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_p
 
 
 def test_color_reaction_truth_reacts_both_ways(small_cr, cr_probe):
-    scenes = D.Scenes(small_cr, "test", SIZE)
+    scenes = DS.Scenes(small_cr, "test", SIZE)
     refs = S.references(cr_probe, scenes, range(len(scenes)), 5)
     assert refs["truth"] == {"reaction_forward": 1.0, "reaction_backward": 1.0}
     for bad in ("shuffled", "repeat", "black"):
@@ -88,8 +89,8 @@ class Replay(Model):
 def test_model_scores_read_the_min_mse_samples_and_are_deterministic(small_ts, ts_probe):
     from jumpbench.benchmarks.evaluate import min_mse
 
-    scenes = D.Scenes(small_ts, "test", SIZE)
-    frames = D.to_float(D.stack(scenes, range(len(scenes)))["frames"])
+    scenes = DS.Scenes(small_ts, "test", SIZE)
+    frames = DS.to_float(B.stack(scenes, range(len(scenes)))["frames"])
 
     def scored(p, seed):
         counted = []
@@ -130,7 +131,7 @@ def render_views(dice_root, index, digits_per_view):
 def test_dice_truth_agrees_and_independent_views_do_not(dice_set):
     dprobe = probe(dice_set, 200, 64)
     assert dprobe.report["clean"]["digit"] >= 0.9
-    scenes = D.Scenes(dice_set, "test", SIZE)
+    scenes = DS.Scenes(dice_set, "test", SIZE)
     n = len(scenes)
     refs = S.references(dprobe, scenes, range(n), 3)
     assert refs["truth"]["agreement"] == 1.0 and refs["truth"]["diversity"] == 1.0

@@ -1,7 +1,8 @@
 """The import rules docs/architecture.md states, checked on every module's imports (those inside
 functions too): models import nothing of jumpbench outside models/ and no library but torch;
 generators import nothing of the harness; the format and reading modules import neither torch
-nor the harness, and the records modules import each other in one order; nothing below the top
+nor the harness, and the records modules import each other in one order; the torch readers of a
+dataset (its scenes, the frame cache) import nothing of the harness; nothing below the top
 imports the CLI or the API."""
 import ast
 from pathlib import Path
@@ -13,6 +14,7 @@ STDLIB = {"__future__", "dataclasses", "math", "typing", "functools", "itertools
 RECORDS = sorted(p.relative_to(PKG).as_posix() for p in PKG.glob("records/*.py"))  # the records package, each module
 LOW = RECORDS + ["scenes.py", "files.py", "checks.py", "errors.py", "launch.py", "workers.py"]
 CHECK_GENERATORS = ["records/manifest.py", "records/reader.py"]  # the exception: see the test below
+READERS = ["dataset.py", "cache.py"]  # a dataset as torch data: torch, but nothing of the harness
 
 
 def imports(path: Path) -> set[str]:
@@ -71,8 +73,15 @@ def test_the_records_modules_import_each_other_in_one_order():
                 assert imported.removeprefix("jumpbench.records.") in order[:k], f"records/{name}.py imports {imported}"
 
 
+@pytest.mark.parametrize("name", READERS)
+def test_the_torch_readers_of_a_dataset_import_nothing_of_the_harness(name):
+    for imported in imports(PKG / name):
+        assert not imported.startswith(("jumpbench.benchmarks", "jumpbench.api", "jumpbench.cli",
+                                        "jumpbench.generators")), f"{name} imports {imported}"
+
+
 @pytest.mark.parametrize("path", modules("benchmarks/*.py") + modules("generators/*.py") + modules("models/*.py")
-                         + [PKG / n for n in LOW], ids=lambda p: p.relative_to(PKG).as_posix())
+                         + [PKG / n for n in LOW + READERS], ids=lambda p: p.relative_to(PKG).as_posix())
 def test_nothing_below_the_top_imports_the_cli_or_the_api(path):
     for name in imports(path):
         assert name not in ("jumpbench.cli", "jumpbench.api"), f"{path.name} imports {name}"

@@ -137,7 +137,7 @@ def resolve(model: str, preset: str, dataset: str, manifest_info: dict, override
     one run, held to what the data and the machine allow (fit_to_data: its warnings).
 
     manifest_info: {"viewpoint_dim": D, "frames": T, and where known "viewpoint_key" and
-    "test_scenes"} read from the dataset's manifest (data.dataset_info)."""
+    "test_scenes"} read from the dataset's manifest (dataset.dataset_info)."""
     from jumpbench.models import MODELS
 
     if model not in MODELS:
@@ -184,7 +184,7 @@ def fit_to_data(cfg: dict, info: dict) -> list[str]:
     quietly use another: a split that cannot be drawn is refused; a value beyond what can be
     used is clamped to it, and the warnings returned (resolve's "warnings": the run's
     config.json records them, and training prints them)."""
-    from jumpbench.benchmarks.machine import usable_cores
+    from jumpbench.workers import usable_cores
 
     tc, dc, t = cfg["train"], cfg["data"], info["frames"]
     warnings = []

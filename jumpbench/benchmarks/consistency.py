@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from jumpbench.benchmarks import data as D
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks.runs import CONSISTENCY, load_run, run_dataset
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
@@ -32,10 +33,10 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     if not hasattr(model, "elbo_terms"):
         raise JumpbenchError(f"{cfg['model']} has no ELBO over query views; consistency needs jump or gqn")
     data = run_dataset(cfg, data)
-    info = D.dataset_info(data)
+    info = DS.dataset_info(data)
     if info["viewpoint_key"] != "cameras":
         raise JumpbenchError(f"{data} is {info['name']}; consistency needs an MNIST Dice set (--data DIR/mnist_dice)")
-    scenes = D.Scenes(data, "test", cfg["config"]["data"]["image_size"])
+    scenes = DS.Scenes(data, "test", cfg["config"]["data"]["image_size"])
     n = min(n_scenes, len(scenes))
     if n < 1 or not 1 <= draws <= 1000:
         raise JumpbenchError(f"need at least one test scene and 1..1000 draws, got {n} and {draws}")
@@ -44,7 +45,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     from tqdm import tqdm
 
     for start in tqdm(range(0, n, batch), desc="consistency", unit="batch", disable=None if progress else True):
-        b = D.hidden_face_batch(scenes, range(start, min(n, start + batch)), n_targets=3)
+        b = B.hidden_face_batch(scenes, range(start, min(n, start + batch)), n_targets=3)
         ctx = (b["context_frames"], b["context_viewpoints"])
         sums = {k: 0.0 for k in per_scene}
         for _ in range(draws):

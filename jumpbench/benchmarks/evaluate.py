@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jumpbench.benchmarks import data as D
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import scores as S
 from jumpbench.benchmarks.probes import load_probe
@@ -146,19 +147,19 @@ class Evaluator:
     `test_min_mse` (30 samples, forward prediction) on videos, the sanity baselines as
     `test_baseline_<name>`, and samples.png."""
 
-    def __init__(self, model, scenes: D.Scenes, tc, dc, info, precision: str = "fp32"):
+    def __init__(self, model, scenes: DS.Scenes, tc, dc, info, precision: str = "fp32"):
         self.model, self.tc, self.dc, self.precision = model, tc, dc, precision
         n = min(tc.eval_scenes, len(scenes))
         self.scenes, self.n = scenes, n
         self.video = info["viewpoint_key"] == "timestamps"
         device = next(model.parameters()).device
         if self.video:
-            items = D.stack(scenes, range(n))
-            self.frames = D.to_float(items["frames"]).to(device)
-            self.batch = D.prefix_split(items["frames"], items["viewpoints"], dc.eval_context, device)
+            items = B.stack(scenes, range(n))
+            self.frames = DS.to_float(items["frames"]).to(device)
+            self.batch = B.prefix_split(items["frames"], items["viewpoints"], dc.eval_context, device)
             base = baseline_mse(self.frames, dc.eval_context)
         else:
-            self.batch = {k: v.to(device) for k, v in D.hidden_face_batch(scenes, range(n)).items()}
+            self.batch = {k: v.to(device) for k, v in B.hidden_face_batch(scenes, range(n)).items()}
             base = baseline_view_mse(self.batch["context_frames"], self.batch["target_frames"])
         # the trivial predictors on the same test scenes, in every row (plot reads them from here)
         self.baselines = {f"test_baseline_{k}": v for k, v in base.items()}
@@ -240,12 +241,12 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     step = record["checkpoint_step"]  # the checkpoint scored (a run may go on)
     cfg = record["config"]
     data = run_dataset(record, data)
-    info = D.dataset_info(data)
+    info = DS.dataset_info(data)
     if info["name"] != record.get("dataset", info["name"]):
         raise JumpbenchError(f"{data} is {info['name']}, the run was trained on {record['dataset']}")
     size, m = cfg["data"]["image_size"], cfg["data"]["eval_context"]
     probe = load_probe(data, size)
-    scenes = D.Scenes(data, "test", size)
+    scenes = DS.Scenes(data, "test", size)
     n = min(n_scenes or cfg["train"]["eval_scenes"], len(scenes))
     n_samples = n_samples or cfg["train"]["eval_samples"]
     if n < 1 or not 1 <= n_samples <= 1000:
@@ -258,7 +259,7 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     with torch.no_grad(), M.autocast(precision, device), \
             tqdm(total=scorer.draws(model), desc="score", unit="sample", disable=None if progress else True) as bar:
         scorer.progress = bar.update
-        row = sample_metrics(model, D.to_float(D.stack(scenes, range(n))["frames"]) if video else None, m,
+        row = sample_metrics(model, DS.to_float(B.stack(scenes, range(n))["frames"]) if video else None, m,
                              n_samples, scorer)
     result = {"model": record["model"], "dataset": info["name"], "run": str(run), "step": step, "data": str(data),
               "image_size": size, "context": m, "n_scenes": n, "n_samples": n_samples, "precision": precision,

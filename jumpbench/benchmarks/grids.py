@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jumpbench.benchmarks import data as D
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks.results import Run, count_text, primary_metric
 from jumpbench.benchmarks.runs import has_weights, load_run, run_dataset
 
@@ -71,9 +72,9 @@ def _draw(rows: list[tuple[str, np.ndarray]], title: str):
 
 
 def _scene(cfg: dict, index: int = 0) -> dict:
-    scenes = D.Scenes(run_dataset(cfg), "test", cfg["config"]["data"]["image_size"])
+    scenes = DS.Scenes(run_dataset(cfg), "test", cfg["config"]["data"]["image_size"])
     item = scenes[index]
-    return {"frames": D.to_float(item["frames"])[None], "viewpoints": item["viewpoints"][None], "scenes": scenes}
+    return {"frames": DS.to_float(item["frames"])[None], "viewpoints": item["viewpoints"][None], "scenes": scenes}
 
 
 @torch.no_grad()
@@ -137,8 +138,8 @@ def fig6(models: dict, dataset: str, preset: str):
     rows, info = None, {}
     for model_name, run in chosen.items():
         model, cfg = load_run(run.path)
-        scenes = D.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
-        b = D.hidden_face_batch(scenes, [0])
+        scenes = DS.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
+        b = B.hidden_face_batch(scenes, [0])
         if rows is None:
             rows = [("context", rgb(b["context_frames"][0])), ("hidden face", rgb(b["target_frames"][0]))]
         torch.manual_seed(0)

@@ -1,10 +1,11 @@
-"""What the machine offers a training job: threads, bf16 support, autocast, the device.
+"""What the machine offers a training job: bf16 support, autocast, the device, a free port
+(the threads a job may use are workers.default_threads, which the frame cache needs too).
 
 Measured on the project's 2-core AVX-512/BF16 CPUs (docs/lab-log.md, "Speed"): bf16
 autocast makes a JUMP step 1.1-1.6x faster and CDNA/SV2P 1.3x, with losses that track fp32;
 a second thread gives 1.6-1.8x on a quiet machine, but more threads than free cores (a
 loader worker, another job) give 5-20x outliers. So threads default to the cores free to
-this job, and the frame cache removes the loader worker.
+this job (workers.default_threads), and the frame cache removes the loader worker.
 """
 from __future__ import annotations
 
@@ -14,25 +15,6 @@ import os
 import torch
 
 from jumpbench.errors import JumpbenchError
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, else os.cpu_count())."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def default_threads(jobs: int = 1) -> int:
-    """Threads for one of `jobs` jobs sharing this machine: JUMPBENCH_THREADS if set, else the
-    usable cores divided among the jobs and among the processes of a data-parallel run on this
-    machine (LOCAL_WORLD_SIZE, set by torchrun and by `run --procs`), at least 1."""
-    env = os.environ.get("JUMPBENCH_THREADS")
-    if env:
-        return max(1, int(env))
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, usable_cores() // (max(1, jobs) * max(1, local)))
 
 
 def free_port() -> int:

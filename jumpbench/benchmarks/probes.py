@@ -14,7 +14,7 @@ consistency scores (scores.py) apply to model samples.
 Each probe reads frames at one image size (a run's data.image_size: frames area-downsampled as
 the models see them) and is trained with blur, colour and noise augmentation, so that blurred
 model samples stay readable. `jumpbench probe train DATASET --size S` trains one (minutes on one
-CPU thread) into the dataset's cache folder (data.dataset_cache_dir: named by the dataset and
+CPU thread) into the dataset's cache folder (cache.dataset_cache_dir: named by the dataset and
 its manifest's sha256, never the dataset folder), with its accuracy on held-out test frames,
 clean and degraded, in probe-<S>px.json beside it.
 """
@@ -29,11 +29,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from jumpbench.benchmarks import data as D
+from jumpbench import cache as FC
+from jumpbench import dataset as DS
 from jumpbench.errors import JumpbenchError
 from jumpbench.generators import dice, dice_scene, narratives as N
 from jumpbench.files import atomic_path, write_json_atomic
 from jumpbench.records import Dataset
+from jumpbench.scenes import downsample
 
 VERSION = 1
 TOUCH_TOL = 2.0     # native pixels (64x64): |distance - touching distance| of a touch
@@ -116,7 +118,7 @@ def static_frame(meta: dict, native: int, size: int) -> np.ndarray:
                     "frame_colors": np.asarray(meta["frame_colors"])[:1, keep],
                     "kinds": np.asarray(meta["kinds"])[keep], "sizes": np.asarray(meta["sizes"])[keep]}, native)
     rgb = np.frombuffer(N.PALETTE, np.uint8).reshape(-1, 3)[idx]                      # (1, H, W, 3)
-    return D.downsample(rgb, size)[0].transpose(2, 0, 1).astype(np.float32) / 255
+    return downsample(rgb, size)[0].transpose(2, 0, 1).astype(np.float32) / 255
 
 
 def color_labels(meta: dict, native: int, size: int) -> np.ndarray:
@@ -302,12 +304,12 @@ def touching(centre: np.ndarray, meta: dict, native: int) -> np.ndarray:
 # ---------------------------------------------------------------- files
 
 def probe_path(data: str | Path, size: int) -> Path:
-    return D.dataset_cache_dir(Dataset(data)) / f"probe-{size}px.pt"
+    return FC.dataset_cache_dir(Dataset(data)) / f"probe-{size}px.pt"
 
 
 def _kind(data: str | Path) -> tuple[Dataset, str]:
 
-    D.dataset_info(data)  # a missing dataset: one line naming the command that makes it
+    DS.dataset_info(data)  # a missing dataset: one line naming the command that makes it
     ds = Dataset(data)
     if ds.name not in KINDS:
         raise JumpbenchError(f"{data}: no probe for a {ds.name} dataset (known: {', '.join(KINDS)})")
@@ -371,7 +373,7 @@ def _save(path: Path, net: nn.Module, report: dict) -> None:
 def accuracy(probe: Probe, data, n_test: int | None = None) -> dict:
     """The probe's accuracy on held-out test scenes, clean and degraded (DEGRADED)."""
     if probe.kind == "narratives":
-        test = D.Scenes(data, "test", probe.size)
+        test = DS.Scenes(data, "test", probe.size)
         n = min(n_test or 300, len(test))
         return {"test_scenes": n, **{name: narrative_accuracy(probe, test, range(n), fn)
                                      for name, fn in (("clean", lambda x: x), ("degraded", degrade))}}
@@ -379,7 +381,7 @@ def accuracy(probe: Probe, data, n_test: int | None = None) -> dict:
     seen = test["vis"] >= CLEAR
     out = {"test_scenes": test["scenes"], "test_faces": int(seen.sum()), "test_turned_away": int((~seen).sum())}
     for name, fn in (("clean", lambda x: x), ("degraded", degrade)):
-        hit = probe.read_digits(fn(D.to_float(test["frames"]))[test["rows"]], test["grids"]) == test["labels"].numpy()
+        hit = probe.read_digits(fn(DS.to_float(test["frames"]))[test["rows"]], test["grids"]) == test["labels"].numpy()
         out[name] = {"digit": round(float(hit[seen].mean()), 5), "none": round(float(hit[~seen].mean()), 5)}
     return out
 
@@ -411,7 +413,7 @@ def _fit(net: nn.Module, steps: int, batch_fn, loss_fn, desc: str, progress: boo
 def _narrative_set(data, split: str, size: int, native: int, n: int) -> dict:
     """Frames (N*T, 3, S, S) uint8, their scene's static frame (N*T, 3, S, S) float16, colour
     labels (N*T, S, S), centres (N*T, 2) native, and the metas of the first n scenes of a split."""
-    scenes = D.Scenes(data, split, size)
+    scenes = DS.Scenes(data, split, size)
     n = min(n, len(scenes))
     frames, refs, labels, centres, metas, overlap = [], [], [], [], [], []
     for i in range(n):
@@ -449,7 +451,7 @@ def _train_narratives(data, size, native, steps, n_scenes, seed, progress, batch
 
     def batch_fn(step):
         idx = torch.multinomial(weight, batch, replacement=True, generator=g)
-        x = augment(D.to_float(train["frames"][idx]), g)
+        x = augment(DS.to_float(train["frames"][idx]), g)
         return torch.cat([x, train["refs"][idx].float()], 1), train["labels"][idx], \
             _heat_target(train["centres"][idx.numpy()], native, size)
 
@@ -463,7 +465,7 @@ def _train_narratives(data, size, native, steps, n_scenes, seed, progress, batch
     return net, {"train_scenes": len(train["metas"]), "steps": steps}
 
 
-def narrative_accuracy(probe: Probe, scenes: D.Scenes, indices, transform=lambda x: x) -> dict:
+def narrative_accuracy(probe: Probe, scenes: DS.Scenes, indices, transform=lambda x: x) -> dict:
     """Per-frame reading accuracy on true frames (`transform` degrades them first):
     `centre`, the moving shape's centre within 1 pixel at the probe's size; `visit`, at the
     frames where it reaches a shape (narratives.visit_frames / reaction_frames and later), that
@@ -473,7 +475,7 @@ def narrative_accuracy(probe: Probe, scenes: D.Scenes, indices, transform=lambda
     hits = {"centre": [], "visit": [], "apart": [], "colors": []}
     for i in indices:
         meta = scenes.meta(i)
-        frames = transform(D.to_float(scenes[i]["frames"]))
+        frames = transform(DS.to_float(scenes[i]["frames"]))
         r = probe.read_video(frames, meta)
         true_c = np.asarray(meta["positions"])[:, 0]
         err = np.linalg.norm(r["centre"] - true_c, axis=1) * probe.size / probe.native
@@ -502,7 +504,7 @@ def _dice_set(data, split: str, size: int, n: int, min_vis: float) -> dict:
     """Frames (V, 3, S, S) uint8 of the first n scenes' views, and per face read: its view's
     row, grid, label (the digit for faces at least min_vis visible, NONE for the side and top
     faces turned away from the camera) and visibility."""
-    scenes = D.Scenes(data, split, size)
+    scenes = DS.Scenes(data, split, size)
     n = min(n, len(scenes))
     frames, rows, grids, labels, vis = [], [], [], [], []
     for i in range(n):
@@ -532,7 +534,7 @@ def _train_dice(data, size, native, steps, n_scenes, seed, progress, batch=None)
 
     def batch_fn(step):
         idx = torch.randint(len(train["rows"]), (batch,), generator=g)
-        x = D.to_float(train["frames"][train["rows"][idx]])
+        x = DS.to_float(train["frames"][train["rows"][idx]])
         y = train["labels"][idx].clone()
         blank = torch.rand(batch, generator=g) < 0.05  # flat frames (black, a colour): no digit either
         x[blank] = torch.rand(int(blank.sum()), 3, 1, 1, generator=g).expand(-1, -1, *x.shape[2:])

@@ -61,12 +61,12 @@ EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.c
              "config.train.log_every", "config.train.compile")
 
 
-def _data():
-    """benchmarks.data, imported when first needed: it imports torch, and the run folder's names
+def _dataset():
+    """jumpbench.dataset, imported when first needed: it imports torch, and the run folder's names
     and records are read by commands that need none (jumpbench view of a dataset)."""
-    from jumpbench.benchmarks import data
+    from jumpbench import dataset
 
-    return data
+    return dataset
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class RunSpec:
 
     def folder(self, dataset: str | None = None) -> Path:
         """The run folder (`dataset`: the dataset's name, read from its manifest when not given)."""
-        return run_dir(self.out, dataset or _data().dataset_info(self.data)["name"], self.model, self.name, self.seed)
+        return run_dir(self.out, dataset or _dataset().dataset_info(self.data)["name"], self.model, self.name,
+                       self.seed)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -121,7 +122,7 @@ def record(spec: RunSpec, world: int, info: dict, cfg: dict) -> dict:
     parameters: `jumpbench generate` with them gives the same manifest sha256)."""
     m = load_manifest(Path(spec.data))
     return {"model": spec.model, "data": spec.data, "dataset": info["name"],
-            "dataset_sha256": _data().dataset_sha256(spec.data),
+            "dataset_sha256": _dataset().dataset_sha256(spec.data),
             "dataset_generator": {k: m.get(k) for k in ("generator", "version", "params")},
             "preset": spec.preset, "overrides": list(spec.overrides), "seed": spec.seed, "world_size": world,
             "batch_size_is_global": True, "config": C.to_dict(cfg)}
@@ -171,11 +172,13 @@ def pending(spec: RunSpec) -> tuple[Path, dict | None]:
     """(run folder, its status if the run is finished under this very config, else None). A
     finished run under another config is refused naming the keys, unless `spec.extend` asks for
     more steps of it (then None: it has work to do)."""
-    info = _data().dataset_info(spec.data)
+    from jumpbench.benchmarks.batches import batch_share
+
+    info = _dataset().dataset_info(spec.data)
     cfg = C.resolve(spec.model, spec.preset, info["name"], info, list(spec.overrides))
     folder = spec.folder(info["name"])
     world = int(os.environ.get("WORLD_SIZE", spec.procs))  # torchrun's, or the processes the launcher starts
-    _data().batch_share(cfg["train"].batch_size, world)
+    batch_share(cfg["train"].batch_size, world)
     extended = open_run(folder, record(spec, world, info, cfg), write=False, extend=spec.extend)
     if spec.branch_from is not None:
         check_branch_folder(spec, folder)
@@ -262,7 +265,7 @@ def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> 
     or its config folder (then its seed-<seed>). Refused in one line when the parent is not such
     a run."""
     p, rec = branch_parent(parent, spec.seed)
-    mine_sha = _data().dataset_sha256(spec.data)
+    mine_sha = _dataset().dataset_sha256(spec.data)
     for key, mine in (("model", spec.model), ("dataset_sha256", mine_sha), ("seed", spec.seed)):
         if rec.get(key) != mine:
             raise JumpbenchError(f"--from {p}: its {key} is {_short(rec.get(key))}, this run's {_short(mine)}; "
@@ -621,7 +624,7 @@ def continuation(folder: str | Path, data: str | Path | None = None, steps: int 
         raise JumpbenchError(f"{folder}: a run folder is <out>/<dataset>/<model>/<name>/seed-{rec['seed']}")
     if data is None:
         data = find_dataset(folder, rec)  # from here, or from a folder above the run's
-        if not (data and _data().dataset_sha256(data) == rec.get("dataset_sha256")):
+        if not (data and _dataset().dataset_sha256(data) == rec.get("dataset_sha256")):
             raise JumpbenchError(f"{folder}: its dataset is not at {rec.get('data')} (from here or above the run); "
                                  f"write it again with: jumpbench generate for-run {folder} (then give --data "
                                  f"data/{rec['dataset']} if it goes elsewhere)")

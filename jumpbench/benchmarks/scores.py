@@ -37,7 +37,8 @@ import itertools
 import numpy as np
 import torch
 
-from jumpbench.benchmarks import data as D
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import probes as P
 from jumpbench.errors import JumpbenchError
 from jumpbench.models.base import sample_chunks
@@ -112,7 +113,7 @@ class Scorer:
     `direction` "forward": the queries are frames m..T-1 (dice: the hidden-face views);
     "backward": frames 0..T-m-1 from the last m."""
 
-    def __init__(self, probe: P.Probe, scenes: D.Scenes, indices, m: int, direction: str = "forward"):
+    def __init__(self, probe: P.Probe, scenes: DS.Scenes, indices, m: int, direction: str = "forward"):
         self.probe, self.m, self.direction = probe, m, direction
         self.dataset = scenes.ds.name
         self.indices = list(indices)
@@ -125,7 +126,7 @@ class Scorer:
                 self.grids.append(P.face_grids(np.asarray(meta["cameras"])[q], meta["die_position"],
                                                float(meta["die_yaw"]), [int(meta["hidden_face"])] * len(q)))
         else:
-            self.frames = D.to_float(D.stack(scenes, self.indices)["frames"])       # (B, T, 3, S, S)
+            self.frames = DS.to_float(B.stack(scenes, self.indices)["frames"])       # (B, T, 3, S, S)
             t = self.frames.shape[1]
             self.query = list(range(m, t)) if direction == "forward" else list(range(t - m))
         self.valid = [[] for _ in self.indices]
@@ -167,16 +168,16 @@ class Scorer:
 
 # ---------------------------------------------------------------- references: the truth and the baselines
 
-def references(probe: P.Probe, scenes: D.Scenes, indices, m: int, seed: int = 0) -> dict:
+def references(probe: P.Probe, scenes: DS.Scenes, indices, m: int, seed: int = 0) -> dict:
     """{reference: scores} of the ground truth and the sanity baselines, on the same scenes."""
     indices = list(indices)
     if scenes.ds.name == "mnist_dice":
-        b = D.hidden_face_batch(scenes, indices, n_targets=3)
+        b = B.hidden_face_batch(scenes, indices, n_targets=3)
         truth, ctx = b["target_frames"], b["context_frames"]
         cands = {"truth": truth, "mean_context": ctx.mean(1, keepdim=True).expand_as(truth),
                  "black": torch.zeros_like(truth)}
         return {k: _score(probe, scenes, indices, m, "forward", v[:, None]) for k, v in cands.items()}
-    frames = D.to_float(D.stack(scenes, indices)["frames"])
+    frames = DS.to_float(B.stack(scenes, indices)["frames"])
     t = frames.shape[1]
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -213,7 +214,7 @@ class RunScores:
     forward scores read the very samples of the min-MSE; `finish(model)` draws what min_mse
     does not (Color Reaction backwards, the dice views) and returns test_score_* keys."""
 
-    def __init__(self, probe: P.Probe, scenes: D.Scenes, indices, m: int, n_samples: int, chunk: int = 10,
+    def __init__(self, probe: P.Probe, scenes: DS.Scenes, indices, m: int, n_samples: int, chunk: int = 10,
                  progress=None):
         self.probe, self.scenes, self.indices, self.m = probe, scenes, list(indices), m
         self.n_samples, self.chunk = n_samples, chunk
@@ -238,7 +239,7 @@ class RunScores:
         name = self.scenes.ds.name
         scores = {}
         if name == "mnist_dice":
-            b = {k: v.to(device) for k, v in D.hidden_face_batch(self.scenes, self.indices, 3).items()}
+            b = {k: v.to(device) for k, v in B.hidden_face_batch(self.scenes, self.indices, 3).items()}
             for s in sample_chunks(model, b["context_frames"], b["context_viewpoints"], b["target_viewpoints"],
                                    self.n_samples, self.chunk):
                 self.visit(s)
@@ -261,7 +262,7 @@ class RunScores:
         return row
 
 
-def for_evaluator(scenes: D.Scenes, n: int, image_size: int, m: int, n_samples: int) -> RunScores | None:
+def for_evaluator(scenes: DS.Scenes, n: int, image_size: int, m: int, n_samples: int) -> RunScores | None:
     """The scores of a run's final evaluation, or None when no probe is trained for its
     dataset and size yet (training does not train one: `jumpbench probe train`)."""
     try:

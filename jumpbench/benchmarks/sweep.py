@@ -46,13 +46,14 @@ import click
 from jumpbench import checks
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
-from jumpbench.benchmarks.data import dataset_info
-from jumpbench.benchmarks.machine import free_port, usable_cores
+from jumpbench.benchmarks.machine import free_port
 from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
+from jumpbench.dataset import dataset_info
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
 from jumpbench.launch import slurm_params
+from jumpbench.workers import usable_cores
 
 LAUNCHERS = ("local", "slurm")
 
@@ -393,7 +394,7 @@ def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
     at a run's end, test_score_* come on top.)"""
     import torch
 
-    from jumpbench.benchmarks import data as D
+    from jumpbench.benchmarks import batches as B
     from jumpbench.benchmarks.train_speed import synthetic_item
     from jumpbench.models import MODELS
 
@@ -401,7 +402,7 @@ def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
     torch.manual_seed(0)
     net = MODELS[model][0](cfg["model"])
     with torch.no_grad():
-        terms = net(D.train_batch(synthetic_item(info, 2, cfg["data"].image_size), cfg["data"], net.jumpy, g), 0)
+        terms = net(B.train_batch(synthetic_item(info, 2, cfg["data"].image_size), cfg["data"], net.jumpy, g), 0)
     video = ["test_min_mse", "test_time_variation"] if info["viewpoint_key"] == "timestamps" else []
     return {f"{split}_{k}" for k in terms for split in ("train", "test")} | set(video)
 

@@ -20,14 +20,17 @@ import click
 import numpy as np
 import torch
 
+from jumpbench import cache as FC
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import board
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import evaluate as E
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import read_json
+from jumpbench.workers import default_threads
 
 RESTART_WARMUP = 200  # steps of learning-rate ramp for a run continued from weights without Adam's moments
 PEER_LOST = "another process of this data-parallel run stopped"
@@ -73,7 +76,7 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     everything else unchanged (runs.open_run); `spec.branch_from`: start from another run's
     checkpoint (runs.branch_source); `spec.minutes`: stop (checkpointed, published, marked
     interrupted: the same command goes on) after that many minutes of training."""
-    info = D.dataset_info(spec.data)
+    info = DS.dataset_info(spec.data)
     check_model_fits(spec.model, info)
     if spec.tensorboard:
         board.require()
@@ -123,11 +126,11 @@ def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Run:
     """The device, its threads and precision, the process's rank, and config.json's record (with
     the values clamped to what the data and the machine allow: printed when the user set them)."""
     rank, world = _dist()
-    D.batch_share(cfg["train"].batch_size, world)
+    B.batch_share(cfg["train"].batch_size, world)
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg["train"].threads or M.default_threads())
+        torch.set_num_threads(cfg["train"].threads or default_threads())
     precision = M.resolve_precision(cfg["train"].precision, device, compiled=cfg["train"].compile)
     record = runs.record(spec, world, info, cfg)
     if cfg["warnings"]:  # a preset's own value clamped on a small set is only recorded
@@ -200,13 +203,13 @@ def _data(run: _Run, start: _Start, progress: bool) -> tuple:
     tc, dc = run.tc, run.cfg["data"]
     try:
         with _sigterm_interrupts():
-            train_set, test_set = (D.Scenes(run.spec.data, s, dc.image_size) for s in ("train", "test"))
-            sampler = D.StepBatches(len(train_set), tc.batch_size, run.spec.seed, start.step, tc.steps, run.rank,
+            train_set, test_set = (DS.Scenes(run.spec.data, s, dc.image_size) for s in ("train", "test"))
+            sampler = B.StepBatches(len(train_set), tc.batch_size, run.spec.seed, start.step, tc.steps, run.rank,
                                     run.world)
-            if tc.cache and D.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-                batches = D.FrameCache(train_set, progress and run.rank == 0, warn=run.rank == 0).batches(sampler)
+            if tc.cache and FC.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
+                batches = FC.FrameCache(train_set, progress and run.rank == 0, warn=run.rank == 0).batches(sampler)
             else:
-                batches = D.loader(train_set, sampler, tc.num_workers)
+                batches = B.loader(train_set, sampler, tc.num_workers)
             evaluator = E.Evaluator(start.model, test_set, tc, dc, run.info, run.precision)
             if tc.compile and not start.model.compile_loss():
                 raise JumpbenchError(f"train.compile: {run.spec.model} has no loss that compiles once per run; "
@@ -282,7 +285,7 @@ class _Loop:
         run, step, t_item = self.run, self.step, time.perf_counter()
         torch.manual_seed(_seed(run.spec.seed, step, run.rank, 0))
         g = torch.Generator().manual_seed(_seed(run.spec.seed, step, run.rank, 1))
-        batch = D.train_batch(item, run.cfg["data"], self.model.jumpy, g, run.device)
+        batch = B.train_batch(item, run.cfg["data"], self.model.jumpy, g, run.device)
         lr = self.tc.lr_at(step) * (min(1.0, (step - self.start_step + 1) / self.warmup) if self.warmup else 1.0)
         out = forward(self.net, batch, step, run.precision, run.device)
         finite = torch.isfinite(out["loss"].detach()).float()

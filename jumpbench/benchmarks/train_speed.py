@@ -26,10 +26,13 @@ import time
 import numpy as np
 import torch
 
+from jumpbench import cache as FC
+from jumpbench import dataset as DS
+from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks import data as D
 from jumpbench.benchmarks import machine as M
 from jumpbench.errors import JumpbenchError
+from jumpbench.scenes import viewpoints
 
 # The datasets a synthetic batch can mimic: viewpoint key, frames per scene
 SHAPES = {  # dataset_info() of each dataset's default set, for synthetic batches
@@ -53,7 +56,7 @@ def synthetic_item(info: dict, batch: int, size: int, seed: int = 0) -> dict:
         vps = torch.arange(t, dtype=torch.float32).view(1, t, 1).expand(batch, t, 1).contiguous()
     else:
         cams = np.random.default_rng(seed).normal(size=(batch * t, 5)).astype(np.float32)
-        vps = torch.from_numpy(D.viewpoints({"cameras": cams}, "cameras")).view(batch, t, 7)
+        vps = torch.from_numpy(viewpoints({"cameras": cams}, "cameras")).view(batch, t, 7)
     return {"frames": frames, "viewpoints": vps}
 
 
@@ -73,7 +76,7 @@ class Stepper:
 
     def batch(self, item: dict, seed: int) -> dict:
         g = torch.Generator().manual_seed(seed)
-        return D.train_batch(item, self.cfg["data"], self.model.jumpy, g, self.device)
+        return B.train_batch(item, self.cfg["data"], self.model.jumpy, g, self.device)
 
     def step(self, batch: dict) -> None:
         """The training loop's step (train.forward and train.update): its schedule, its clipping."""
@@ -97,7 +100,7 @@ def _rank(rank: int, procs: int, port: int, threads: int, name: str, cfg: dict, 
                       LOCAL_WORLD_SIZE=str(procs))
     torch.set_num_threads(threads)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=procs)
-    cfg = {**cfg, "train": dataclasses.replace(cfg["train"], batch_size=D.batch_share(cfg["train"].batch_size, procs))}
+    cfg = {**cfg, "train": dataclasses.replace(cfg["train"], batch_size=B.batch_share(cfg["train"].batch_size, procs))}
     stepper = Stepper(name, cfg, torch.device("cpu"), precision, False)
     batch = stepper.batch(synthetic_item(info, cfg["train"].batch_size, cfg["data"].image_size, seed=rank), 0)
     stepper.model = torch.nn.parallel.DistributedDataParallel(stepper.model)
@@ -121,7 +124,7 @@ class DataParallel:
     def __init__(self, procs: int, name: str, cfg: dict, precision: str, info: dict, steps: int):
         import multiprocessing as mp
 
-        D.batch_share(cfg["train"].batch_size, procs)
+        B.batch_share(cfg["train"].batch_size, procs)
         port = M.free_port()
         ctx = mp.get_context("spawn")
         self.go, self.done = [ctx.Queue() for _ in range(procs)], ctx.Queue()
@@ -187,13 +190,13 @@ def conv_ceiling(device: torch.device, precision: str, repeats: int = 5) -> floa
 
 
 def _stream(scenes, cfg, seed: int):
-    sampler = D.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
-    return iter(D.loader(scenes, sampler, cfg["train"].num_workers))
+    sampler = B.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
+    return iter(B.loader(scenes, sampler, cfg["train"].num_workers))
 
 
 def _cached(scenes, cfg, seed: int):
-    sampler = D.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
-    return D.FrameCache(scenes, progress=True).batches(sampler)
+    sampler = B.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
+    return FC.FrameCache(scenes, progress=True).batches(sampler)
 
 
 def train_speed(models: list[str], preset: str = "cpu", dataset: str = "traveling_salesman",
@@ -217,7 +220,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
     bf16 = M.has_bf16(dev)
     scenes = None
     if data is not None:
-        info = D.dataset_info(data)
+        info = DS.dataset_info(data)
         dataset = info["name"]
     else:
         if dataset not in SHAPES:
@@ -243,7 +246,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         best = M.resolve_precision(cfg["train"].precision, dev)  # what an eager training run uses here
         ends = {}
         if data is not None:
-            scenes = D.Scenes(data, "train", size)
+            scenes = DS.Scenes(data, "train", size)
             ends = {"stream fp32": (Stepper(name, cfg, dev, "fp32", False), _stream(scenes, cfg, 0)),
                     "stream": (Stepper(name, cfg, dev, best, False), _stream(scenes, cfg, 0)),
                     "cache": (Stepper(name, cfg, dev, best, False), _cached(scenes, cfg, 0))}
