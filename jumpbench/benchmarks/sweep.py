@@ -43,7 +43,7 @@ from pathlib import Path
 
 import click
 
-from jumpbench import checks
+from jumpbench import checks, launch
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.data import dataset_info
@@ -52,7 +52,6 @@ from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
-from jumpbench.launch import slurm_params
 
 LAUNCHERS = ("local", "slurm")
 
@@ -296,27 +295,15 @@ def _train_task(task: RunSpec, threads: int | None = None, progress: bool = Fals
 
 def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list[tuple[RunSpec, str]]:
     """Submit the tasks through submitit as one array (at most `jobs` at a time) and wait."""
-    import submitit
-
-    folder = Path(todo[0][0].out) / ".submitit"
-    params = slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
-    if cluster == "slurm":
-        params.setdefault("slurm_array_parallelism", jobs)
     threads = max(1, usable_cores() // jobs) if cluster != "slurm" else None
-    try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-        executor.update_parameters(name="jumpbench", **params)
-        with executor.batch():
-            submitted = [(executor.submit(_train_task, t, threads), t, f) for t, f in todo]
-    except (RuntimeError, ValueError, TypeError, OSError) as e:  # no slurm here, a bad JUMPBENCH_SLURM
-        raise JumpbenchError(f"--launcher slurm: {' '.join(str(e).split())}") from None
+    folder = Path(todo[0][0].out) / ".submitit"
+    submitted = launch.submit_array(_train_task, [(t, threads) for t, _ in todo], folder, cluster, "jumpbench",
+                                    parallelism=jobs)
     failed = []
-    for job, t, f in submitted:
+    for job, (_, f) in zip(submitted, todo):
         click.echo(f"{f}: submitted as job {job.job_id}")
-    for job, t, f in submitted:
-        try:
-            job.result()
-        except Exception as e:  # submitit re-raises the job's error; the status says why
+    for (t, f), e in zip(todo, launch.job_outcomes(submitted)):
+        if e is not None:  # submitit re-raises the job's error; the status says why
             failed.append((t, (read_status(f) or {}).get("why") or f"{type(e).__name__}: {str(e)[-300:]}"))
             continue
         why = _report(f)
