@@ -131,7 +131,7 @@ def in_slots(children: Children, items: list, slots: list[dict], run: Callable, 
     """`run(item, slot)` for each item, in threads, as many at a time as there are `slots` (the
     environment of one task's processes: its GPUs or its share of cores), each call holding a
     slot of its own; then `after(item, what run returned)` once the slot is free again.
-    `children`' signals are forwarded meanwhile; an item not started when they come is left
+    Signals are forwarded to `children` meanwhile; an item not started when one comes is left
     out. Returns [(item, what after returned)] in the order the items finished."""
     free = queue.Queue()
     for slot in slots:
