@@ -146,8 +146,11 @@ def test_a_stop_reaches_every_process_of_a_data_parallel_run(small_ts, tmp_path)
 
 
 def test_why_a_data_parallel_run_failed_names_the_process_that_failed_first_of_its_own_accord():
-    from jumpbench.benchmarks.sweep import _why_failed
     from jumpbench.benchmarks.train import PEER_LOST
+    from jumpbench.launch import why_failed
+
+    def _why_failed(order, said, codes):
+        return why_failed(order, said, codes, aside=PEER_LOST)  # as the local launcher asks
 
     lost = f"{PEER_LOST} (killed, ...)"
     assert _why_failed([], {}, [0, 0]) is None
@@ -155,6 +158,7 @@ def test_why_a_data_parallel_run_failed_names_the_process_that_failed_first_of_i
     assert _why_failed([0, 1], {0: lost}, [1, -9]) == "killed by signal 9 (process 1 of 2), perhaps for want of memory"
     assert _why_failed([0], {0: "no such dataset"}, [1]) == "no such dataset"
     assert _why_failed([1], {}, [0, 3]) == "exit status 3 (process 1 of 2)"
+    assert why_failed([0, 1], {0: lost}, [1, 1]) == lost + " (process 0 of 2)"  # no aside: every reason its own
 
 
 def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
@@ -162,8 +166,8 @@ def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
     second SIGTERM must not cut the checkpoint short; a second Ctrl-C is a person insisting."""
     import signal
 
-    from jumpbench.benchmarks.sweep import _Children
     from jumpbench.benchmarks.train import _StopRequest
+    from jumpbench.launch import Children
 
     stop = _StopRequest()
     try:
@@ -182,7 +186,7 @@ def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
         def send_signal(self, sig):
             self.got.append(sig)
 
-    children, child = _Children(), Child()
+    children, child = Children(), Child()
     children.live.add(child)
     for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGINT):
         children.stop(sig)

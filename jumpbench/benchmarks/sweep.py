@@ -26,24 +26,16 @@ metric (lower is better: every metric jumpbench logs is a loss or an error), and
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
 import itertools
 import json
 import math
 import os
-import queue
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
 import click
 
-from jumpbench import checks
+from jumpbench import checks, launch
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.machine import free_port
@@ -52,7 +44,6 @@ from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits
 from jumpbench.dataset import dataset_info
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.files import write_json_atomic
-from jumpbench.launch import slurm_params
 from jumpbench.workers import usable_cores
 
 LAUNCHERS = ("local", "slurm")
@@ -136,110 +127,19 @@ def _slots(jobs: int, procs: int = 1) -> list[dict]:
     return slots
 
 
-class _Children:
-    """The processes a local sweep or a data-parallel run starts. They run in sessions of their
-    own, so a Ctrl-C at the terminal reaches this process alone; it (and a SIGTERM or SIGHUP) is
-    passed on as one SIGTERM to each child, which checkpoints between two steps, marks its run
-    interrupted and exits; this process waits for them and then stops as interrupted. A second
-    Ctrl-C is passed on as SIGINT: the children stop at once. A child stops too when this
-    process dies (PR_SET_PDEATHSIG, _main)."""
-
-    def __init__(self):
-        self.live, self.lock, self.stopping, self.forced = set(), threading.RLock(), False, False
-
-    def start(self, argv: list[str], env: dict, **kw) -> subprocess.Popen:
-        with self.lock:
-            if self.stopping:
-                raise KeyboardInterrupt
-            proc = subprocess.Popen(argv, env=env, start_new_session=True, **kw)
-            self.live.add(proc)
-            return proc
-
-    def finished(self, proc: subprocess.Popen) -> None:
-        with self.lock:
-            self.live.discard(proc)
-
-    def stop(self, signum=None, frame=None) -> None:
-        with self.lock:
-            force = self.stopping and signum == signal.SIGINT and not self.forced
-            if self.stopping and not force:
-                return
-            self.forced |= force
-            self.stopping = True
-            for proc in self.live:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGINT if force else signal.SIGTERM)
-
-    @contextlib.contextmanager
-    def forwarding_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        try:
-            yield
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-        if self.stopping:
-            raise KeyboardInterrupt
-
-
-def _run_processes(children: _Children, task: RunSpec, env: dict, show: bool) -> tuple[int, str | None, list[int]]:
+def _run_processes(children: launch.Children, task: RunSpec, env: dict,
+                   show: bool) -> tuple[int, str | None, list[int]]:
     """Train `task` in its `procs` processes (ranks of one data-parallel run when more than one)
-    and wait for them: (exit status, why they failed or None, their pids). `show`: rank 0 writes
-    to this terminal (its progress bar). When one process fails, the others are given a minute
-    to notice (their gradients' all-reduce fails), then stopped."""
+    and wait for them (`launch.run_group`): (exit status, why they failed or None, their pids).
+    `show`: rank 0 writes to this terminal (its progress bar). When one process fails, the
+    others notice within the minute they are given (their gradients' all-reduce fails) and say
+    only that they lost a peer: the reason is the first one's."""
     argv = [sys.executable, "-m", "jumpbench.benchmarks.sweep", task.to_json()] + (["--progress"] if show else [])
     group = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(task.procs),
              "LOCAL_WORLD_SIZE": str(task.procs)} if task.procs > 1 else {}
-    procs, order = [], []  # order: the ranks in the order they exited with an error
-    with tempfile.TemporaryDirectory(prefix="jumpbench-run-") as tmp:
-        errors = [Path(tmp) / f"rank-{r}.error" for r in range(task.procs)]
-        try:
-            for r in range(task.procs):
-                rank = {"RANK": str(r), "LOCAL_RANK": str(r)} if task.procs > 1 else {}
-                out = None if show and r == 0 else subprocess.DEVNULL
-                procs.append(children.start(argv, {**os.environ, **env, **group, **rank,
-                                                   "JUMPBENCH_ERROR_FILE": str(errors[r])}, stdout=out, stderr=out))
-            deadline = None
-            while any(p.poll() is None for p in procs):
-                order += [r for r, p in enumerate(procs) if p.returncode and r not in order]
-                if deadline is None and order:
-                    deadline = time.monotonic() + 60
-                if deadline is not None and time.monotonic() > deadline:
-                    for p in procs:
-                        with contextlib.suppress(ProcessLookupError):
-                            p.kill()
-                time.sleep(0.2)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-                children.finished(p)
-        order += [r for r, p in enumerate(procs) if p.returncode and r not in order]
-        said = {r: e.read_text().strip() for r, e in enumerate(errors) if e.is_file()}
-    code = max((p.returncode for p in procs), key=abs)
-    return code, _why_failed(order, said, [p.returncode for p in procs]), [p.pid for p in procs]
-
-
-def _why_failed(order: list[int], said: dict[int, str], codes: list[int]) -> str | None:
-    """One line for a failed run's processes: the error of the first that failed of its own
-    accord (not one that only lost a peer), else how the first was stopped."""
-    if not order:
-        return None
-    where = (lambda r: f" (process {r} of {len(codes)})") if len(codes) > 1 else (lambda r: "")
-    own = [r for r in order if r in said and not said[r].startswith(PEER_LOST)]
-    if own:
-        return said[own[0]] + where(own[0])
-    killed = [r for r in order if codes[r] < 0]
-    if killed:
-        r = killed[0]
-        return (f"killed by signal {-codes[r]}{where(r)}" +
-                (", perhaps for want of memory" if -codes[r] == signal.SIGKILL else ""))
-    r = order[0]
-    return said.get(r, f"exit status {codes[r]}") + where(r)
+    envs = [{**env, **group, **({"RANK": str(r), "LOCAL_RANK": str(r)} if task.procs > 1 else {})}
+            for r in range(task.procs)]
+    return launch.run_group(children, argv, envs, show, aside=PEER_LOST)
 
 
 def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
@@ -247,17 +147,13 @@ def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
     """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.sweep`
     (`procs` of them for a data-parallel run). With one job at a time and `progress`, the
     training's progress bar shows."""
-    free = queue.Queue()
-    for env in _slots(jobs, procs):
-        free.put(env)
-    children = _Children()
+    children = launch.Children()
 
-    def one(t: RunSpec, folder: Path) -> str | None:
-        env = free.get()
-        try:
-            code, why, pids = _run_processes(children, t, env, show=progress and jobs == 1)
-        finally:
-            free.put(env)
+    def run(item: tuple[RunSpec, Path], env: dict) -> tuple[int, str | None, list[int]]:
+        return _run_processes(children, item[0], env, show=progress and jobs == 1)
+
+    def after(item: tuple[RunSpec, Path], ended: tuple[int, str | None, list[int]]) -> str | None:
+        (_, folder), (_, why, pids) = item, ended
         status = read_status(folder)
         if why is None or children.stopping:
             return _report(folder)
@@ -270,17 +166,8 @@ def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
         click.echo(f"{folder}: failed ({why})")  # before the run had a folder
         return why
 
-    failed = []
-    with children.forwarding_signals(), cf.ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(one, t, folder): t for t, folder in todo}
-        for fut in cf.as_completed(futures):
-            try:
-                why = fut.result()
-            except KeyboardInterrupt:  # a task not started: the sweep is being stopped
-                continue
-            if why:
-                failed.append((futures[fut], why))
-    return failed
+    ended = launch.in_slots(children, todo, _slots(jobs, procs), run, after)
+    return [(t, why) for (t, _), why in ended if why]
 
 
 def _train_task(task: RunSpec, threads: int | None = None, progress: bool = False) -> str:
@@ -297,27 +184,15 @@ def _train_task(task: RunSpec, threads: int | None = None, progress: bool = Fals
 
 def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list[tuple[RunSpec, str]]:
     """Submit the tasks through submitit as one array (at most `jobs` at a time) and wait."""
-    import submitit
-
-    folder = Path(todo[0][0].out) / ".submitit"
-    params = slurm_params() if cluster == "slurm" else {"timeout_min": 60 * 24}
-    if cluster == "slurm":
-        params.setdefault("slurm_array_parallelism", jobs)
     threads = max(1, usable_cores() // jobs) if cluster != "slurm" else None
-    try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-        executor.update_parameters(name="jumpbench", **params)
-        with executor.batch():
-            submitted = [(executor.submit(_train_task, t, threads), t, f) for t, f in todo]
-    except (RuntimeError, ValueError, TypeError, OSError) as e:  # no slurm here, a bad JUMPBENCH_SLURM
-        raise JumpbenchError(f"--launcher slurm: {' '.join(str(e).split())}") from None
+    folder = Path(todo[0][0].out) / ".submitit"
+    submitted = launch.submit_array(_train_task, [(t, threads) for t, _ in todo], folder, cluster, "jumpbench",
+                                    parallelism=jobs)
     failed = []
-    for job, t, f in submitted:
+    for job, (_, f) in zip(submitted, todo):
         click.echo(f"{f}: submitted as job {job.job_id}")
-    for job, t, f in submitted:
-        try:
-            job.result()
-        except Exception as e:  # submitit re-raises the job's error; the status says why
+    for (t, f), e in zip(todo, launch.job_outcomes(submitted)):
+        if e is not None:  # submitit re-raises the job's error; the status says why
             failed.append((t, (read_status(f) or {}).get("why") or f"{type(e).__name__}: {str(e)[-300:]}"))
             continue
         why = _report(f)
@@ -484,28 +359,16 @@ def _main(argv: list[str]) -> int:
     """One run (or one process of it) for the local launcher: TASK_JSON [--progress]. An error is
     one line on stderr and in $JUMPBENCH_ERROR_FILE, which the launcher reports. A SIGTERM
     before the training loop takes over the signals (while the model is built) stops it as
-    interrupted, as does the launcher's death."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.suppress(OSError, AttributeError):  # Linux: SIGTERM when the launcher dies
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    interrupted, as does the launcher's death (`launch.as_child`)."""
+    launch.as_child()
     try:
         _train_task(RunSpec.from_json(argv[0]), progress="--progress" in argv[1:])
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        line = error_line(e)
-        print(line, file=sys.stderr)
-        if os.environ.get("JUMPBENCH_ERROR_FILE"):
-            with contextlib.suppress(OSError):
-                Path(os.environ["JUMPBENCH_ERROR_FILE"]).write_text(line)
+        launch.tell_why(error_line(e))
         return 1
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.sweep TASK_JSON

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jumpbench import files, records
+from jumpbench import files, launch, records
 from jumpbench.errors import JumpbenchError
 
 SPLIT_IDS = {"train": 0, "test": 1}  # train and test never share a seed
@@ -207,36 +206,12 @@ def _run_parts(gen: Generator, todo: dict[int, list[tuple]], parts: int, cluster
             _say(progress, f"part {k} of {parts}: {len(jobs)} shard(s)")
             _write_jobs(gen, jobs, workers, progress)
         return []
-    import submitit
-
-    from jumpbench.launch import slurm_params
-
-    params = (slurm_params({"timeout_min": 24 * 60, "cpus_per_task": workers}) if cluster == "slurm"
-              else {"timeout_min": 24 * 60})
-    try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-        executor.update_parameters(name=f"jumpbench-{gen.dataset}", **params)
-        with executor.batch():
-            submitted = [(k, executor.submit(_write_jobs, gen, jobs, workers, False)) for k, jobs in todo.items()]
-    except (RuntimeError, ValueError, TypeError, OSError) as e:  # no slurm here, a bad JUMPBENCH_SLURM
-        raise JumpbenchError(f"--launcher slurm: {' '.join(str(e).split())}") from None
-    for k, job in submitted:
+    calls = [(gen, jobs, workers, False) for jobs in todo.values()]
+    submitted = launch.submit_array(_write_jobs, calls, folder, cluster, f"jumpbench-{gen.dataset}",
+                                    {"timeout_min": 24 * 60, "cpus_per_task": workers})
+    for k, job in zip(todo, submitted):
         _say(progress, f"part {k} of {parts}: {len(todo[k])} shard(s), job {job.job_id}")
-    failed = []
-    for k, job in submitted:
-        try:
-            job.result()
-        except Exception as e:  # submitit re-raises the job's error, its traceback as text
-            failed.append(f"part {k}: {_job_error(e)}")
-    return failed
-
-
-def _job_error(e: Exception) -> str:
-    """The last "SomeError: why" line of a failed job's traceback text (else its first line)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b", ln)]
-    line = errors[-1] if errors else (lines[0] if lines else type(e).__name__)
-    return line[:200]
+    return [f"part {k}: {launch.job_error(e)}" for k, e in zip(todo, launch.job_outcomes(submitted)) if e is not None]
 
 
 MAX_WORKERS = 1024
