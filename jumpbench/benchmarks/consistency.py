@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 
 from jumpbench.benchmarks import data as D
-from jumpbench.benchmarks.runs import CONSISTENCY, load_run, run_dataset
+from jumpbench.benchmarks.runs import Run, load_run, run_dataset
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import write_json_atomic
 
 
 
@@ -59,7 +58,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     result.update(n_scenes=n, draws=draws, units="nats per scene", model=cfg["model"], data=str(data),
                   kl3_over_kl1=result["kl3"] / result["kl1"] if result["kl1"] > 0 else None,
                   per_scene=per_scene)
-    write_json_atomic(run / CONSISTENCY, result)
+    Run(run).write_consistency(result)
     return result
 
 
