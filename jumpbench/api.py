@@ -160,12 +160,9 @@ def generate_for_run(run: str | Path, out: str | Path = "data", workers: int = 1
     """Write again the dataset a run trained on, from the generator, version and parameters its
     config.json records (the same bytes: the same manifest sha256), under out/<dataset>/; returns
     that folder. For continuing a run from git on a fresh machine."""
-    from jumpbench.files import read_json
+    from jumpbench.benchmarks.runs import Run
 
-    from jumpbench.benchmarks.runs import CONFIG
-
-    record = read_json(Path(run) / CONFIG)
-    gen = record.get("dataset_generator") if isinstance(record, dict) else None
+    gen = (Run(run).record() or {}).get("dataset_generator")
     if not isinstance(gen, dict) or gen.get("generator") not in GENERATORS or not isinstance(gen.get("params"), dict):
         raise JumpbenchError(f"{run}: its config.json does not record how its dataset was made (dataset_generator)")
     params = dict(gen["params"])

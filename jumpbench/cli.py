@@ -194,10 +194,10 @@ def view(folder, split, index, out, scale, samples, data):
     """Write a contact sheet (PNG) or an animation (GIF) of one scene of a dataset FOLDER; of
     a run FOLDER, the scene's truth beside samples of the run's model, which sees the first
     data.eval_context frames (dice: the hidden-face context views), panel by panel over time."""
-    from jumpbench.benchmarks.runs import CONFIG as RUN_CONFIG
+    from jumpbench.benchmarks.runs import Run
     from jumpbench.records import MANIFEST
 
-    if (Path(folder) / RUN_CONFIG).is_file() and not (Path(folder) / MANIFEST).is_file():  # a run folder
+    if Run(folder).exists() and not (Path(folder) / MANIFEST).is_file():  # a run folder
         from jumpbench.view import write_run_samples
 
         what = write_run_samples(folder, out, index, split, 3 if samples is None else samples, scale, data)
@@ -400,12 +400,12 @@ def plot(runs, out, speed, summary, no_grids):
 def publish(run_dirs, weights_only):
     """Write a run's checkpoint.pt as weights.safetensors, the file git carries (training writes
     it at every checkpoint; this is for runs trained before that)."""
-    from jumpbench.benchmarks.runs import WEIGHTS, publish as publish_run
+    from jumpbench.benchmarks.runs import WEIGHTS, Run, publish as publish_run
 
     for run_dir in run_dirs:
         meta = publish_run(run_dir, moments=not weights_only)
-        size = (Path(run_dir) / WEIGHTS).stat().st_size
-        click.echo(f"{Path(run_dir) / WEIGHTS}: step {meta['step']}, {size / 1e6:.1f} MB"
+        path = Run(run_dir).path(WEIGHTS)
+        click.echo(f"{path}: step {meta['step']}, {path.stat().st_size / 1e6:.1f} MB"
                    f"{', with Adam moments' if meta['moments'] else ''}")
 
 
@@ -419,11 +419,11 @@ def consistency(run_dir, data, scenes, draws):
     """KL1 vs KL3 and the test negative ELBO on the dice hidden-face views (JUMP/GQN runs)."""
     from jumpbench.benchmarks.consistency import consistency as measure
     from jumpbench.benchmarks.consistency import format_table
-    from jumpbench.benchmarks.runs import CONSISTENCY
+    from jumpbench.benchmarks.runs import CONSISTENCY, Run
 
     result = measure(run_dir, data, scenes, draws, progress=True)
     click.echo(format_table(result))
-    click.echo(f"wrote {Path(run_dir) / CONSISTENCY}")
+    click.echo(f"wrote {Run(run_dir).path(CONSISTENCY)}")
 
 
 @cli.group()
@@ -461,13 +461,14 @@ def score(run_dir, data, scenes, samples, out):
     """Ground-truth consistency scores of a run's samples (route validity, reaction, dice agreement)."""
     from jumpbench.benchmarks.evaluate import score_run
     from jumpbench.benchmarks.runs import SCORES as SCORES_FILE
+    from jumpbench.benchmarks.runs import Run
     from jumpbench.benchmarks.scores import format_table
 
     if (scenes is not None and scenes < 1) or (samples is not None and samples < 1):
         raise JumpbenchError("--scenes and --samples must be at least 1")
     result = score_run(run_dir, out, data, scenes, samples, progress=True)
     click.echo(format_table(result))
-    click.echo(f"wrote {Path(out or run_dir) / SCORES_FILE}")
+    click.echo(f"wrote {Run(out or run_dir).path(SCORES_FILE)}")
 
 
 @cli.group()

@@ -121,12 +121,14 @@ def test_gqn_elbo_is_factored_over_targets():
 
 
 def test_pixel_variance_schedules():
+    from jumpbench.models.base import final_pixel_var, pixel_var
+
     lin = JUMPConfig()
-    assert [lin.pixel_var(s) for s in (0, 50_000, 100_000, 300_000)] == pytest.approx([2.0, 1.25, 0.5, 0.5])
+    assert [pixel_var(lin, s) for s in (0, 50_000, 100_000, 300_000)] == pytest.approx([2.0, 1.25, 0.5, 0.5])
     dice = JUMPConfig(pixel_var_schedule="piecewise")
     steps = (0, 99_999, 100_000, 149_999, 150_000, 199_999, 200_000, 10 ** 6)
-    assert [dice.pixel_var(s) for s in steps] == [2.0, 2.0, 0.2, 0.2, 0.4, 0.4, 0.9, 0.9]
-    assert lin.final_pixel_var == 0.5 and dice.final_pixel_var == 0.9
+    assert [pixel_var(dice, s) for s in steps] == [2.0, 2.0, 0.2, 0.2, 0.4, 0.4, 0.9, 0.9]
+    assert final_pixel_var(lin) == 0.5 and final_pixel_var(dice) == 0.9
 
 
 def test_config_validation_and_json_round_trip():
@@ -140,13 +142,15 @@ def test_config_validation_and_json_round_trip():
 
 
 def test_time_frequencies_encode_timestamps_at_several_scales():
-    cfg = JUMPConfig(frames=6, time_frequencies=3)
+    from jumpbench.models.draw import ViewpointEncoding
+
+    encode = ViewpointEncoding.of(JUMPConfig(frames=6, time_frequencies=3))
     t = torch.arange(6, dtype=torch.float).view(1, 6, 1)
-    v = cfg.encode_viewpoints(t)                                   # (1, 6, 1 + 2*3)
-    assert cfg.vp_features == 7 and v.shape == (1, 6, 7)
+    v = encode(t)                                                  # (1, 6, 1 + 2*3)
+    assert encode.features == 7 and v.shape == (1, 6, 7)
     angles = (t / 6) * torch.tensor([1.0, 2.0, 4.0]) * torch.pi
     assert torch.allclose(v, torch.cat([t / 6, angles.sin(), angles.cos()], -1), atol=1e-6)
-    assert torch.allclose(JUMPConfig(frames=6).encode_viewpoints(t), t / 6)  # 0: the timestamp alone
+    assert torch.allclose(ViewpointEncoding.of(JUMPConfig(frames=6))(t), t / 6)  # 0: the timestamp alone
     with pytest.raises(ValueError, match="time_frequencies"):
         JUMPConfig(viewpoint_dim=7, time_frequencies=2)              # cameras are not timestamps
     with pytest.raises(ValueError, match="time_frequencies"):
@@ -182,7 +186,7 @@ def test_the_viewpoint_can_enter_the_representation_after_its_second_layer(cls):
     out = m(b, 0)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and m.represent.net[0].weight.grad.abs().sum() > 0
-    v = m.config.encode_viewpoints(b["context_viewpoints"])
+    v = m.encode(b["context_viewpoints"])
     r1 = m.represent(b["context_frames"], v)
     r2 = m.represent(b["context_frames"], v + 0.5)
     assert r1.shape == (2, 3, 32, 4, 4) and not torch.allclose(r1, r2)

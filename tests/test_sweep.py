@@ -197,9 +197,9 @@ def test_run_config_best_trains_in_the_sweeps_processes(tmp_path):
     from jumpbench.benchmarks.sweep import load_best
 
     best = tmp_path / "best.json"
-    best.write_text(json.dumps({"preset": "cpu", "best": {"overrides": ["lr=1e-4"]}, "procs": 2}))
+    best.write_text(json.dumps({"preset": "cpu", "best": {"name": "lr-1e-4", "overrides": ["lr=1e-4"]}, "procs": 2}))
     assert load_best(tmp_path, None, "cdna", str(best)) == ("cpu", ["lr=1e-4"], 2)
-    best.write_text(json.dumps({"preset": "cpu", "best": {"overrides": []}}))  # before --procs
+    best.write_text(json.dumps({"preset": "cpu", "best": {"name": "cpu", "overrides": []}}))  # before --procs
     assert load_best(tmp_path, None, "cdna", str(best)) == ("cpu", [], 1)
 
 

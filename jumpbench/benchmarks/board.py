@@ -47,9 +47,9 @@ def log_row(writer, row: dict, folder: Path) -> None:
         for prefix in ("train_", "test_"):
             if key.startswith(prefix) and isinstance(value, (int, float)):
                 writer.add_scalar(f"{prefix[:-1]}/{key[len(prefix):]}", value, step)
-    from jumpbench.benchmarks.runs import SAMPLES
+    from jumpbench.benchmarks.runs import SAMPLES, Run
 
-    png = Path(folder) / SAMPLES
+    png = Run(folder).path(SAMPLES)
     if png.is_file():
         with Image.open(png) as img:
             writer.add_image("samples", np.asarray(img.convert("RGB")), step, dataformats="HWC")

@@ -18,10 +18,9 @@ import torch
 
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks.runs import CONSISTENCY, load_run, run_dataset
+from jumpbench.benchmarks.runs import Run, load_run, run_dataset
 from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import write_json_atomic
 
 
 
@@ -60,7 +59,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
     result.update(n_scenes=n, draws=draws, units="nats per scene", model=cfg["model"], data=str(data),
                   kl3_over_kl1=result["kl3"] / result["kl1"] if result["kl1"] > 0 else None,
                   per_scene=per_scene)
-    write_json_atomic(run / CONSISTENCY, result)
+    Run(run).write_consistency(result)
     return result
 
 

@@ -20,9 +20,9 @@ from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import scores as S
 from jumpbench.benchmarks.probes import load_probe
-from jumpbench.benchmarks.runs import SAMPLES, SCORES, load_run, run_dataset
+from jumpbench.benchmarks.runs import SAMPLES, Run, load_run, run_dataset
 from jumpbench.errors import JumpbenchError
-from jumpbench.files import atomic_path, write_json_atomic
+from jumpbench.files import atomic_path
 from jumpbench.models.base import Model, sample_chunks
 from jumpbench.view import contact_sheet
 
@@ -183,7 +183,7 @@ class Evaluator:
                 b = {key: v[:k] for key, v in self.batch.items()}
                 samples = self.model.sample(b["context_frames"], b["context_viewpoints"],
                                             b["target_viewpoints"], 2).float()
-            write_samples(folder / SAMPLES, b["context_frames"], b["target_frames"], samples)
+            write_samples(Run(folder).path(SAMPLES), b["context_frames"], b["target_frames"], samples)
         finally:
             self.model.train()
             torch.set_rng_state(state)
@@ -264,7 +264,5 @@ def score_run(run: str | Path, out: str | Path | None = None, data: str | Path |
     result = {"model": record["model"], "dataset": info["name"], "run": str(run), "step": step, "data": str(data),
               "image_size": size, "context": m, "n_scenes": n, "n_samples": n_samples, "precision": precision,
               "probe": {k: probe.report.get(k) for k in ("clean", "degraded")}, **row}
-    out = Path(out) if out else run
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / SCORES, result)
+    Run(out or run).write_scores(result)
     return result

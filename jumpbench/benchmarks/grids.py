@@ -20,7 +20,7 @@ import torch
 
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks.results import Run, count_text, primary_metric
+from jumpbench.benchmarks.results import RunResult, count_text, primary_metric
 from jumpbench.benchmarks.runs import has_weights, load_run, run_dataset
 
 HINTS = {
@@ -32,7 +32,7 @@ HINTS = {
 BLUE, RED = (40, 90, 230), (220, 40, 40)
 
 
-def best_run(runs: list[Run]) -> Run | None:
+def best_run(runs: list[RunResult]) -> RunResult | None:
     """The finished or stopped run (a run continued in legs stops between them) with weights to
     load (a checkpoint, or published weights: a run from git) and the lowest final metric."""
     metric = primary_metric(runs)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from jumpbench.benchmarks.evaluate import BASELINES
-from jumpbench.benchmarks.results import (LEG_METRICS, PAPER_KL, baselines, Run, collect, continued, count_text,
+from jumpbench.benchmarks.results import (LEG_METRICS, PAPER_KL, baselines, RunResult, collect, continued, count_text,
                                           counts, curve, leg_rows, main_configs, primary_metric, read_best,
                                           read_pins, sem2, write_summary)
 from jumpbench.benchmarks.figures import ordered, plt as _plt, save
@@ -46,15 +46,15 @@ CARRY = ("mean ± √2·SEM over seeds; every run counted: a run that stopped ea
          "× = diverged")
 
 
-def _all(models: dict[str, list[Run]]) -> list[Run]:
+def _all(models: dict[str, list[RunResult]]) -> list[RunResult]:
     return [r for rs in models.values() for r in rs]
 
 
-def _title(fig, what: str, dataset: str, preset: str, runs: list[Run]) -> None:
+def _title(fig, what: str, dataset: str, preset: str, runs: list[RunResult]) -> None:
     fig.suptitle(f"{what}\n{dataset}, preset {preset}, {count_text(runs)}", fontsize=10)
 
 
-def _curves(ax, models: dict[str, list[Run]], metric: str) -> dict:
+def _curves(ax, models: dict[str, list[RunResult]], metric: str) -> dict:
     """One error-bar line per model; returns {model: curve + counts} as drawn."""
     drawn = {}
     for i, model in enumerate(ordered(models)):
@@ -73,7 +73,7 @@ def _curves(ax, models: dict[str, list[Run]], metric: str) -> dict:
     return drawn
 
 
-def fig5a(main: dict, out: Path, runs: list[Run]) -> list[Path]:
+def fig5a(main: dict, out: Path, runs: list[RunResult]) -> list[Path]:
     """Test min-MSE against steps, one line per model, per (dataset, preset) of videos. The
     baselines' lines come from every run of the dataset in `runs`, as the summary's table (a
     baseline that only newer runs log is drawn too)."""
@@ -106,7 +106,7 @@ def fig5a(main: dict, out: Path, runs: list[Run]) -> list[Path]:
     return made
 
 
-def fig_legs(runs: list[Run], out: Path) -> list[Path]:
+def fig_legs(runs: list[RunResult], out: Path) -> list[Path]:
     """legs_<dataset>_<model>_<config>_seed<k>, for each run trained in more than one leg: the
     prior's min-MSE (with the repeat-last baseline), the posterior's MSE and the KL against
     steps, side by side, a dashed line where each leg joins the one before."""
@@ -141,7 +141,7 @@ def fig_legs(runs: list[Run], out: Path) -> list[Path]:
     return made
 
 
-def _eval_samples(runs: list[Run]) -> str:
+def _eval_samples(runs: list[RunResult]) -> str:
     for r in runs:
         n = (r.record.get("config") or {}).get("train", {}).get("eval_samples")
         if n:
@@ -149,7 +149,7 @@ def _eval_samples(runs: list[Run]) -> str:
     return "?"
 
 
-def _points(ax, models: dict[str, list[Run]], keys: list[str], xlabels: list[str]) -> dict:
+def _points(ax, models: dict[str, list[RunResult]], keys: list[str], xlabels: list[str]) -> dict:
     """Mean ± sqrt(2) SEM per model and key (grouped, a square with error bars), each seed a dot
     beside it. Returns what was drawn."""
     drawn, names = {}, ordered(models)
@@ -201,12 +201,12 @@ def fig5b(main: dict, out: Path) -> list[Path]:
     return made
 
 
-def _at_final_pixel_var(models: dict[str, list[Run]]) -> dict[str, list[Run]]:
+def _at_final_pixel_var(models: dict[str, list[RunResult]]) -> dict[str, list[RunResult]]:
     """Each run with only its evaluations at its last test pixel variance: a likelihood is
     measured under the pixel variance of its step, so the -ELBO of a piecewise schedule jumps
     (and is negative at small variances) where the variance changes; only the last phase's
     values compare with each other and with the final NELBO."""
-    def last_phase(r: Run) -> Run:
+    def last_phase(r: RunResult) -> RunResult:
         pv = [row.get("test_pixel_var") for row in r.rows]
         keep = len(pv)
         while keep and pv[keep - 1] == pv[-1]:

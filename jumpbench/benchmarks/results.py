@@ -34,7 +34,7 @@ SAMPLE_METRICS = ("test_score_", "test_time_variation")  # also in scores.json (
 
 
 @dataclass
-class Run:
+class RunResult:
     path: Path
     dataset: str
     model: str
@@ -83,37 +83,34 @@ class Run:
         return vals[-1] if vals else None
 
 
-def collect(root: str | Path) -> list[Run]:
+def collect(root: str | Path) -> list[RunResult]:
     """Every run folder <root>/<dataset>/<model>/<config>/seed-<k>/."""
     runs = []
     for folder in sorted(Path(root).glob("*/*/*/seed-*")):
         if not folder.is_dir() or not folder.name[5:].isdigit():
             continue
         dataset, model, config = folder.parts[-4:-1]
-        run = Run(folder, dataset, model, config, int(folder.name[5:]))
-        cfg = read_json(folder / R.CONFIG)
-        run.record = cfg if isinstance(cfg, dict) else {}
+        run, files = RunResult(folder, dataset, model, config, int(folder.name[5:])), R.Run(folder)
+        run.record = files.record() or {}
         if not isinstance(run.record.get("config", {}), dict):  # counted with no config; plot says why
-            run.record, run.problem = {}, f"{folder / R.CONFIG}: its \"config\" is not a run's resolved config"
-        status = R.read_status(folder) or {}
+            run.record, run.problem = {}, f"{files.path(R.CONFIG)}: its \"config\" is not a run's resolved config"
+        status = files.status() or {}
         run.status, run.why = status.get("status", "missing"), status.get("why", "")
         try:
-            run.rows = [] if run.problem else R.read_metrics(folder / R.METRICS)
+            run.rows = [] if run.problem else files.metrics()
             bad = next(((r["step"], k) for r in run.rows for k, v in r.items()
                         if k != "step" and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))),
                        None)
             if bad:
-                raise JumpbenchError(f"{folder / R.METRICS}: step {bad[0]}: {bad[1]} is not a number")
+                raise JumpbenchError(f"{files.path(R.METRICS)}: step {bad[0]}: {bad[1]} is not a number")
         except (OSError, JumpbenchError) as e:  # counted as a run with no evaluations; plot says why
             run.rows, run.problem = [], str(e)
-        run.consistency = read_json(folder / R.CONSISTENCY)
-        run.scores = read_json(folder / R.SCORES)
-        run.legs = R.read_legs(folder)
+        run.consistency, run.scores, run.legs = files.consistency(), files.scores(), files.legs()
         runs.append(run)
     return runs
 
 
-def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+def group(runs: list[RunResult]) -> dict[tuple[str, str, str], list[RunResult]]:
     """{(dataset, model, config): runs sorted by seed}."""
     out: dict = {}
     for r in runs:
@@ -121,8 +118,8 @@ def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
     return {k: sorted(v, key=lambda r: r.seed) for k, v in sorted(out.items())}
 
 
-def main_configs(runs: list[Run], best: dict | None = None,
-                 pins: dict | None = None) -> dict[tuple[str, str], dict[str, list[Run]]]:
+def main_configs(runs: list[RunResult], best: dict | None = None,
+                 pins: dict | None = None) -> dict[tuple[str, str], dict[str, list[RunResult]]]:
     """{(dataset, preset): {model: runs}}, one config per model: the one pinned by the model's
     main.json (`read_pins`) if it names one of that preset; else the one with the most runs
     (the seeded config, not a sweep's one-seed points); ties go to best.json's winner, then to
@@ -147,7 +144,7 @@ def main_configs(runs: list[Run], best: dict | None = None,
     return out
 
 
-def read_pins(root: str | Path, runs: list[Run]) -> dict[tuple[str, str], str]:
+def read_pins(root: str | Path, runs: list[RunResult]) -> dict[tuple[str, str], str]:
     """{(dataset, model): config} from every main.json under root: the config a person chose to
     stand for the model in the figures and the summary's findings, where several configs of one
     preset have equal claims (e.g. two branches of one run). A pin that names none of `runs`'
@@ -169,12 +166,7 @@ def read_best(root: str | Path) -> dict[tuple[str, str], dict]:
     """{(dataset, model): best.json's "best"} for every sweep under root."""
     out = {}
     for path in sorted(Path(root).glob(f"*/*/{R.BEST}")):
-        content = read_json(path)
-        best = content.get("best") if isinstance(content, dict) else None
-        if not (isinstance(best, dict) and isinstance(best.get("name"), str)):
-            raise JumpbenchError(f"{path}: not a sweep's best.json (no \"best\" with a config \"name\"); "
-                                 f"run the sweep again or delete it")
-        out[(path.parts[-3], path.parts[-2])] = best
+        out[(path.parts[-3], path.parts[-2])] = R.read_best(path)["best"]
     return out
 
 
@@ -184,7 +176,7 @@ def sem2(values) -> float:
     return float(math.sqrt(2) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
-def curve(runs: list[Run], metric: str) -> dict:
+def curve(runs: list[RunResult], metric: str) -> dict:
     """Mean and sqrt(2) x SEM of `metric` over runs at every evaluated step, runs that stopped
     early carrying their last value forward (module docstring). Lists, JSON-ready."""
     series = [r.values(metric) for r in runs]
@@ -204,14 +196,14 @@ def curve(runs: list[Run], metric: str) -> dict:
                             for r in runs]}
 
 
-def counts(runs: list[Run]) -> dict:
+def counts(runs: list[RunResult]) -> dict:
     c = {"runs": len(runs), "done": 0, "diverged": 0, "failed": 0, "interrupted": 0, "running": 0, "missing": 0}
     for r in runs:
         c[r.status if r.status in c else "missing"] += 1
     return c
 
 
-def count_text(runs: list[Run]) -> str:
+def count_text(runs: list[RunResult]) -> str:
     """"3 runs (1 diverged)", plus failed/interrupted/running/missing counts when there are any."""
     c = counts(runs)
     parts = [f"{c['diverged']} diverged"] + [f"{c[k]} {k}" for k in ("failed", "interrupted", "running", "missing")
@@ -219,7 +211,7 @@ def count_text(runs: list[Run]) -> str:
     return f"{c['runs']} run{'s' * (c['runs'] != 1)} ({', '.join(parts)})"
 
 
-def primary_metric(runs: list[Run]) -> str:
+def primary_metric(runs: list[RunResult]) -> str:
     """test_min_mse on videos, the consistency analysis' NELBO on dice when it exists, else test_loss."""
     if any("test_min_mse" in row for r in runs for row in r.rows):
         return "test_min_mse"
@@ -228,7 +220,7 @@ def primary_metric(runs: list[Run]) -> str:
     return "test_loss"
 
 
-def summary_rows(runs: list[Run]) -> list[dict]:
+def summary_rows(runs: list[RunResult]) -> list[dict]:
     rows = []
     for (dataset, model, config), rs in group(runs).items():
         metric = primary_metric(rs)
@@ -256,7 +248,7 @@ def summary_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def baselines(runs: list[Run]) -> dict[str, dict[str, float]]:
+def baselines(runs: list[RunResult]) -> dict[str, dict[str, float]]:
     """{dataset: {baseline name: value}}: the trivial predictors' scores that the runs'
     evaluators wrote (test_baseline_*), on their test subsets; runs whose subsets differ are
     averaged (they agree when eval_scenes does), to 6 significant digits: runs evaluated in
@@ -277,7 +269,7 @@ def _fmt(v, digits=4) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
-def write_summary(runs: list[Run], prefix: str | Path) -> tuple[Path, Path]:
+def write_summary(runs: list[RunResult], prefix: str | Path) -> tuple[Path, Path]:
     """<prefix>.csv (every column, raw numbers) and <prefix>.md (a readable table)."""
     rows = summary_rows(runs)
     prefix = Path(prefix)
@@ -325,12 +317,12 @@ LEG_METRICS = (("test_min_mse", "prior min-MSE"), ("test_mse", "posterior MSE"),
                ("test_loss", "test loss"))
 
 
-def continued(runs: list[Run]) -> list[Run]:
+def continued(runs: list[RunResult]) -> list[RunResult]:
     """The runs trained in more than one leg (continued from a checkpoint or published weights)."""
     return [r for r in runs if len(r.legs) > 1]
 
 
-def leg_rows(run: Run) -> list[dict]:
+def leg_rows(run: RunResult) -> list[dict]:
     """Per leg of a run: the leg's record and, at its last evaluation, the LEG_METRICS it logs
     (the prior's min-MSE, the posterior's MSE, the KL: side by side, so that a prior that stalls
     while the posterior improves shows)."""
@@ -342,7 +334,7 @@ def leg_rows(run: Run) -> list[dict]:
     return out
 
 
-def leg_lines(runs: list[Run]) -> list[str]:
+def leg_lines(runs: list[RunResult]) -> list[str]:
     """Markdown tables for results/summary.md: every leg of each continued run."""
     lines = []
     for run in continued(runs):
@@ -369,7 +361,7 @@ def leg_lines(runs: list[Run]) -> list[str]:
 # ---------------------------------------------------------------- the ground-truth scores' tables
 
 def run_row(run) -> dict:
-    """A results.Run's test_score_* values: its scores.json, else its last evaluation that has them."""
+    """A results.RunResult's test_score_* values: its scores.json, else its last evaluation that has them."""
     if run.scores:
         return run.scores
     return next((row for row in reversed(run.rows) if any(k.startswith("test_score_") for k in row)), {})

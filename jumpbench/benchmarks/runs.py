@@ -1,5 +1,6 @@
-"""The run folder: its format, and every read and write of it (the training loop, sweeps,
-figures, the Python API and the consistency analysis all go through here).
+"""The run folder: its format, and every read and write of it. `Run(folder)` is the one way to
+its files (the training loop, sweeps, scoring, the figures, the Python API and the
+consistency analysis all go through it); the functions below it are their formats.
 
 A run is a `RunSpec` (what `jumpbench run` was asked), in the folder
 <out>/<dataset>/<model>/<config name>/seed-<k>/:
@@ -23,6 +24,11 @@ A run is a `RunSpec` (what `jumpbench run` was asked), in the folder
                              middle of an append) is dropped on resume
 <run>/status.json            running | interrupted | done | diverged | failed, and why
 <run>/samples.png            the last evaluation's samples (evaluate.write_samples)
+<run>/weights.safetensors    what git carries of a run: the weights in fp32, Adam's moments in
+                             bf16 and the step (publish_weights); its sha256 in a sidecar
+<run>/legs.json              the stretches of training the run was made in (Leg)
+<run>/scores.json            `jumpbench score`'s ground-truth scores (evaluate.score_run)
+<run>/consistency.json       `jumpbench consistency`'s KL1/KL3 (consistency.py)
 """
 from __future__ import annotations
 
@@ -108,6 +114,109 @@ class RunSpec:
     @classmethod
     def from_json(cls, text: str) -> "RunSpec":
         return cls(**json.loads(text))
+
+
+class Run:
+    """A run folder, and the one way to each file in it (the names above; their formats in the
+    functions below). The training loop, sweeps, scoring, the consistency analysis, the figures
+    and the API read and write a run through it. `rank`: the process's rank under data
+    parallelism; only rank 0 writes, so a Run of another rank reads and its writes do nothing,
+    and the training loop needs no `if rank == 0` around its files."""
+
+    def __init__(self, folder: str | Path, rank: int = 0):
+        self.folder, self.rank = Path(folder), rank
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder)!r})"
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+    def path(self, name: str) -> Path:
+        """The path of one of its files (CONFIG, SAMPLES, SCORES, ...)."""
+        return self.folder / name
+
+    # config.json: what the run is
+    def exists(self) -> bool:
+        return (self.folder / CONFIG).is_file()
+
+    def record(self) -> dict | None:
+        """config.json's record, or None when it is missing or not a JSON object."""
+        rec = read_json(self.folder / CONFIG)
+        return rec if isinstance(rec, dict) else None
+
+    def open(self, record: dict, extend: bool = False, write: bool = True) -> bool:
+        """open_run: check `record` against config.json, or write it (rank 0, with `write`)."""
+        return open_run(self.folder, record, write and self.writes, extend)
+
+    # status.json
+    def status(self) -> dict | None:
+        return read_status(self.folder)
+
+    def mark(self, status: str, why: str) -> None:
+        if self.writes:
+            write_status(self.folder, status, why)
+
+    # metrics.jsonl
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.folder / METRICS)
+
+    def append(self, row: dict) -> None:
+        if self.writes:
+            append_metrics(self.folder, row)
+
+    def truncate(self, step: int) -> None:
+        if self.writes:
+            truncate_metrics(self.folder / METRICS, step)
+
+    def check_metrics(self, step: int, eval_every: int, source: str) -> None:
+        check_metrics(self.folder, step, eval_every, source)
+
+    def last_value(self, metric: str) -> tuple[float | None, int | None]:
+        return last_value(self.folder, metric)
+
+    # checkpoint.pt and weights.safetensors
+    def has_weights(self) -> bool:
+        return has_weights(self.folder)
+
+    def training_state(self, map_location="cpu", with_sha: bool = False):
+        return training_state(self.folder, map_location, with_sha)
+
+    def checkpoint(self, model, opt, step: int, wall: float, sums: dict | None = None, count: int = 0,
+                   precision: str | None = None, device_type: str | None = None) -> None:
+        """checkpoint.pt, then weights.safetensors from the same state (rank 0)."""
+        if self.writes:
+            save_training_state(self.folder / CHECKPOINT, model, opt, step, wall, sums, count,
+                                precision=precision, device_type=device_type)
+            publish_weights(self.folder, model, opt, step, wall, sums, count, precision, device_type)
+
+    def load(self, device="cpu"):
+        """load_run: (model, record)."""
+        return load_run(self.folder, device)
+
+    # legs.json
+    def legs(self) -> list[dict]:
+        return read_legs(self.folder)
+
+    def leg(self, step: int, **facts) -> "Leg":
+        return Leg(self.folder, step, write=self.writes, **facts)
+
+    # what other commands write into it
+    def scores(self) -> dict | None:
+        return read_json(self.folder / SCORES)
+
+    def write_scores(self, result: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.folder / SCORES, result)
+        return self.folder / SCORES
+
+    def consistency(self) -> dict | None:
+        return read_json(self.folder / CONSISTENCY)
+
+    def write_consistency(self, result: dict) -> Path:
+        write_json_atomic(self.folder / CONSISTENCY, result)
+        return self.folder / CONSISTENCY
 
 
 def run_dir(out: str | Path, dataset: str, model: str, name: str, seed: int) -> Path:
@@ -651,8 +760,8 @@ class Leg:
     checkpoint, lost) are cut there; steps made before legs were recorded become one leg whose
     machine is unknown."""
 
-    def __init__(self, folder: Path, step: int, **facts):
-        self.path = Path(folder) / LEGS
+    def __init__(self, folder: Path, step: int, write: bool = True, **facts):
+        self.path, self.write = Path(folder) / LEGS, write
         legs = [leg for leg in read_legs(folder) if leg.get("from", 0) < step]
         if legs and legs[-1].get("to", 0) > step:
             legs[-1] = {**legs[-1], "to": step}
@@ -663,10 +772,36 @@ class Leg:
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
 
     def update(self, step: int, wall_s: float) -> None:
-        if step <= self.leg["from"]:
+        if step <= self.leg["from"] or not self.write:
             return
         self.leg.update(to=step, wall_s=round(wall_s, 1))
         write_json_atomic(self.path, self.legs + [self.leg])
+
+
+def read_best(path: Path) -> dict:
+    """A sweep's best.json (<out>/<dataset>/<model>/best.json), checked once for everything its
+    readers take: "preset", "best" with its config "name" and "overrides", "procs" (1 when
+    absent). One line when it is missing or not such a file."""
+    path = Path(path)
+    try:
+        best = json.loads(path.read_text())
+    except OSError:
+        raise JumpbenchError(f"no {path}") from None
+    except ValueError:
+        best = None
+    top = best.get("best") if isinstance(best, dict) else None
+    if not (isinstance(top, dict) and isinstance(top.get("name"), str) and isinstance(best.get("preset"), str)
+            and isinstance(top.get("overrides"), list) and all(isinstance(o, str) for o in top["overrides"])
+            and isinstance(best.get("procs", 1), int) and best.get("procs", 1) >= 1):
+        raise JumpbenchError(f"{path}: not a sweep's best.json (its \"preset\", \"procs\" or \"best\" config "
+                             f"\"name\" and \"overrides\" missing); run the sweep again or delete it")
+    return best
+
+
+def write_best(path: Path, best: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, best)
 
 
 def run_dataset(record: dict, data: str | Path | None = None) -> Path:

@@ -43,7 +43,6 @@ from jumpbench.benchmarks.runs import RunSpec, read_status
 from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
 from jumpbench.dataset import dataset_info
 from jumpbench.errors import JumpbenchError, error_line
-from jumpbench.files import write_json_atomic
 from jumpbench.workers import usable_cores
 
 LAUNCHERS = ("local", "slurm")
@@ -160,8 +159,8 @@ def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
         if status and status.get("pid") in pids and status["status"] != "running" and \
                 not status["why"].startswith(PEER_LOST):
             return _report(folder)  # the run's status.json says why, from this launch
-        if (folder / runs.CONFIG).is_file():  # else: a stale status, "running", or only a lost peer
-            runs.write_status(folder, "failed", why)
+        if runs.Run(folder).exists():  # else: a stale status, "running", or only a lost peer
+            runs.Run(folder).mark("failed", why)
             return _report(folder)
         click.echo(f"{folder}: failed ({why})")  # before the run had a folder
         return why
@@ -327,9 +326,7 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     best = {"model": model, "dataset": info["name"], "data": str(data), "preset": preset, "metric": metric,
             "lower_is_better": True, "seed": seed, "procs": procs, "grid": grid, "base_overrides": list(base_overrides),
             "best": {k: ranking[0][k] for k in ("overrides", "name", "value")}, "ranking": ranking}
-    path = Path(out) / info["name"] / model / runs.BEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, best)
+    runs.write_best(Path(out) / info["name"] / model / runs.BEST, best)
     return best
 
 
@@ -342,17 +339,10 @@ def load_best(out, data, model: str, which: str = "best") -> tuple[str, list[str
         path = Path(out) / dataset_info(data)["name"] / model / runs.BEST
     if path.is_dir():
         raise JumpbenchError(f"--config {which}: a folder; give 'best' or the path of a sweep's best.json")
-    try:
-        best = json.loads(path.read_text())
-        preset, overrides, procs = best["preset"], best["best"]["overrides"], best.get("procs", 1)
-        if not (isinstance(preset, str) and isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)
-                and isinstance(procs, int) and procs >= 1):
-            raise TypeError
-        return preset, list(overrides), procs
-    except OSError:
-        raise JumpbenchError(f"no {path} (make it with: jumpbench sweep --model {model} --grid KEY=V1,V2)") from None
-    except (ValueError, KeyError, TypeError):
-        raise JumpbenchError(f"{path} is not a sweep's best.json") from None
+    if not path.is_file():
+        raise JumpbenchError(f"no {path} (make it with: jumpbench sweep --model {model} --grid KEY=V1,V2)")
+    best = runs.read_best(path)
+    return best["preset"], list(best["best"]["overrides"]), best.get("procs", 1)
 
 
 def _main(argv: list[str]) -> int:

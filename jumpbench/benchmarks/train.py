@@ -1,8 +1,8 @@
 """The one training loop, for every model in the registry (docs/architecture.md).
 
-A run (runs.RunSpec) writes its folder through runs.py: config.json, metrics.jsonl (one line
-per evaluation), status.json (running|interrupted|done|diverged|failed, and why), samples.png and
-checkpoint.pt. A run resumes from its checkpoint exactly: the batches and the noise of step
+A run (runs.RunSpec) writes its folder through runs.Run: config.json, metrics.jsonl (one line
+per evaluation), status.json (running|interrupted|done|diverged|failed, and why), samples.png,
+checkpoint.pt, weights.safetensors and legs.json. A run resumes from its checkpoint exactly: the batches and the noise of step
 s are pure functions of (seed, s). Started under `torchrun`, it trains with
 DistributedDataParallel (NCCL on GPUs, gloo on CPUs); rank 0 writes the files.
 """
@@ -29,7 +29,6 @@ from jumpbench.benchmarks import evaluate as E
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError, error_line
-from jumpbench.files import read_json
 from jumpbench.workers import default_threads
 
 RESTART_WARMUP = 200  # steps of learning-rate ramp for a run continued from weights without Adam's moments
@@ -84,21 +83,21 @@ def train_run(spec: runs.RunSpec, progress: bool = True) -> Path:
     if info["size"] % cfg["data"].image_size:
         raise JumpbenchError(f"data.image_size {cfg['data'].image_size} must divide the dataset's {info['size']}")
     with runs.run_lock(spec.folder(info["name"])):
-        run = _setup(spec, info, cfg)
-        start = _start(run)
+        plan = _setup(spec, info, cfg)
+        start = _start(plan)
         if start is None:  # done (and not extended), or diverged: nothing to do
-            return run.folder
-        return _Loop(run, start, *_data(run, start, progress), progress).train()
+            return plan.run.folder
+        return _Loop(plan, start, *_data(plan, start, progress), progress).train()
 
 
 @dataclass
-class _Run:
-    """One run as resolved once: what it is, where it trains, and its config.json record."""
+class _Plan:
+    """One run as resolved once: what it is (spec, dataset facts, resolved config and its
+    config.json record), its folder (as this process's rank sees it), and where it trains."""
     spec: runs.RunSpec
     info: dict
     cfg: dict
-    folder: Path
-    rank: int
+    run: runs.Run
     world: int
     device: torch.device
     precision: str
@@ -122,7 +121,7 @@ class _Start:
     optimizer: str = "new"
 
 
-def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Run:
+def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Plan:
     """The device, its threads and precision, the process's rank, and config.json's record (with
     the values clamped to what the data and the machine allow: printed when the user set them)."""
     rank, world = _dist()
@@ -139,10 +138,10 @@ def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Run:
         for line in cfg["warnings"] if rank == 0 else []:
             if line.split("=")[0] in given or line.split("=")[0].split(".")[1] in given:
                 click.echo(f"warning: {line}", err=True)
-    return _Run(spec, info, cfg, spec.folder(info["name"]), rank, world, device, precision, record)
+    return _Plan(spec, info, cfg, runs.Run(spec.folder(info["name"]), rank), world, device, precision, record)
 
 
-def _start(run: _Run) -> _Start | None:
+def _start(plan: _Plan) -> _Start | None:
     """The model, its optimizer and the state this leg goes on from: a branch's parent, else the
     folder's checkpoint.pt (exact), else its published weights (a run from git), else nothing.
     config.json is written once; a resume under another config or dataset is refused. Every
@@ -150,37 +149,36 @@ def _start(run: _Run) -> _Start | None:
     writes anything (a refused --extend leaves config.json as it was). None: nothing to train."""
     from jumpbench.models import MODELS
 
-    spec, folder, tc = run.spec, run.folder, run.tc
-    branch = _branch(spec, folder, run.info, tc.steps, runs.has_weights(folder))
+    spec, run, tc = plan.spec, plan.run, plan.tc
+    branch = _branch(spec, run, plan.info, tc.steps)
     torch.manual_seed(spec.seed)
-    model = MODELS[spec.model][0](run.cfg["model"]).to(run.device)
+    model = MODELS[spec.model][0](plan.cfg["model"]).to(plan.device)
     start = _Start(model, torch.optim.Adam(model.parameters(), lr=tc.lr))
     if branch is not None:  # the parent's state is checked to fit before anything is written
         start.optimizer = _restore(branch[0], branch[1], model, start.opt)
-        run.record["branched_from"] = branch[2]
-    if run.world > 1:
-        runs.check_global_batch(folder)
-    extended = runs.open_run(folder, run.record, write=False, extend=spec.extend)
-    status = runs.read_status(folder)
+        plan.record["branched_from"] = branch[2]
+    if plan.world > 1:
+        runs.check_global_batch(run.folder)
+    extended = run.open(plan.record, spec.extend, write=False)
+    status = run.status()
     if status and (status["status"] == "diverged" or (status["status"] == "done" and not extended)):
         return None
     state = branch[1] if branch is not None else None
     if branch is None:
         try:  # a checksummed load: a bad file names itself and marks the run failed
-            state, path, _ = runs.training_state(folder, map_location=run.device, with_sha=True)
+            state, path, _ = run.training_state(map_location=plan.device, with_sha=True)
             if state is not None:
                 start.optimizer = _restore(path, state, model, start.opt)
-                runs.check_metrics(folder, state["step"], tc.eval_every, path.name)
+                run.check_metrics(state["step"], tc.eval_every, path.name)
         except JumpbenchError as e:
-            if run.rank == 0:
-                runs.write_status(folder, "failed", str(e))
+            run.mark("failed", str(e))
             raise
-    if run.world > 1:
+    if plan.world > 1:
         torch.distributed.barrier()
-    if run.rank == 0:
-        runs.open_run(folder, run.record, write=True, extend=spec.extend)
+    if run.writes:
+        run.open(plan.record, spec.extend)
         if branch is not None:
-            runs.start_branch(folder, branch[0], state["step"])
+            runs.start_branch(run.folder, branch[0], state["step"])
     if state is not None:
         start.step, start.wall = state["step"], state["wall"]
         start.source = "branch" if branch is not None else state["source"]
@@ -188,39 +186,36 @@ def _start(run: _Run) -> _Start | None:
             torch.set_rng_state(state["rng"].cpu())  # map_location moved it to the device
         start.sums = (state.get("sums", {}), state.get("count", 0))  # the train_* sums since the last evaluation
         if tc.precision == "auto":  # go on in the precision the run (or its parent) trained in
-            run.precision = M.resumed_precision(state.get("precision"), state.get("device_type"), run.precision,
-                                                run.device)
-    if run.rank == 0:
-        runs.truncate_metrics(folder / runs.METRICS, start.step)
-        runs.write_status(folder, "running", f"step {start.step} of {tc.steps}")
+            plan.precision = M.resumed_precision(state.get("precision"), state.get("device_type"), plan.precision,
+                                                 plan.device)
+    run.truncate(start.step)
+    run.mark("running", f"step {start.step} of {tc.steps}")
     return start
 
 
-def _data(run: _Run, start: _Start, progress: bool) -> tuple:
+def _data(plan: _Plan, start: _Start, progress: bool) -> tuple:
     """(batches, evaluator): per-step batches from the train split (the frame cache, or streamed
     from the shards), and the evaluator on a fixed test subset. A failure or a stop here (a
     corrupt shard met while the frame cache is built) marks the run too."""
-    tc, dc = run.tc, run.cfg["data"]
+    tc, dc = plan.tc, plan.cfg["data"]
     try:
         with _sigterm_interrupts():
-            train_set, test_set = (DS.Scenes(run.spec.data, s, dc.image_size) for s in ("train", "test"))
-            sampler = B.StepBatches(len(train_set), tc.batch_size, run.spec.seed, start.step, tc.steps, run.rank,
-                                    run.world)
+            train_set, test_set = (DS.Scenes(plan.spec.data, s, dc.image_size) for s in ("train", "test"))
+            sampler = B.StepBatches(len(train_set), tc.batch_size, plan.spec.seed, start.step, tc.steps, plan.run.rank,
+                                    plan.world)
             if tc.cache and FC.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-                batches = FC.FrameCache(train_set, progress and run.rank == 0, warn=run.rank == 0).batches(sampler)
+                batches = FC.FrameCache(train_set, progress and plan.run.writes, warn=plan.run.writes).batches(sampler)
             else:
                 batches = B.loader(train_set, sampler, tc.num_workers)
-            evaluator = E.Evaluator(start.model, test_set, tc, dc, run.info, run.precision)
+            evaluator = E.Evaluator(start.model, test_set, tc, dc, plan.info, plan.precision)
             if tc.compile and not start.model.compile_loss():
-                raise JumpbenchError(f"train.compile: {run.spec.model} has no loss that compiles once per run; "
+                raise JumpbenchError(f"train.compile: {plan.spec.model} has no loss that compiles once per run; "
                                      "set train.compile=false")
     except BaseException as e:
-        if run.rank == 0:
-            if isinstance(e, Exception):
-                runs.write_status(run.folder, "failed", str(e) if isinstance(e, JumpbenchError)
-                                  else f"{type(e).__name__}: {e}")
-            else:  # Ctrl-C or SIGTERM before the first step: nothing to checkpoint
-                _mark_interrupted(run.folder, start.step, tc.steps)
+        if isinstance(e, Exception):
+            plan.run.mark("failed", str(e) if isinstance(e, JumpbenchError) else f"{type(e).__name__}: {e}")
+        else:  # Ctrl-C or SIGTERM before the first step: nothing to checkpoint
+            _mark_interrupted(plan.run, start.step, tc.steps)
         raise
     return batches, evaluator
 
@@ -229,44 +224,46 @@ class _Loop:
     """The training loop of one leg: `train()` reads top to bottom; a step, an evaluation, a
     stop and the divergence check are its methods. Rank 0 writes the files."""
 
-    def __init__(self, run: _Run, start: _Start, batches, evaluator, progress: bool):
+    def __init__(self, plan: _Plan, start: _Start, batches, evaluator, progress: bool):
         from tqdm import tqdm
 
-        self.run, self.tc, self.batches, self.evaluator = run, run.tc, batches, evaluator
+        self.plan, self.run, self.tc = plan, plan.run, plan.tc
+        self.batches, self.evaluator = batches, evaluator
         self.model, self.opt, self.step, self.wall = start.model, start.opt, start.step, start.wall
         # every parameter gets a gradient at every step (tests/test_models.py checks each
         # model's phases), so DDP need not search the graph for unused ones
-        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if run.world > 1 else self.model
-        self.writer = board.open_writer(run.folder, self.step) if run.spec.tensorboard and run.rank == 0 else None
-        self.leg = runs.Leg(run.folder, self.step, machine=M.describe(run.device), device=run.device.type,
-                            precision=run.precision, threads=torch.get_num_threads(), procs=run.world,
-                            resumed=start.source, optimizer=start.optimizer)
+        self.net = torch.nn.parallel.DistributedDataParallel(self.model) if plan.world > 1 else self.model
+        self.writer = board.open_writer(self.run.folder, self.step) if plan.spec.tensorboard and self.run.writes \
+            else None
+        self.leg = self.run.leg(self.step, machine=M.describe(plan.device), device=plan.device.type,
+                                precision=plan.precision, threads=torch.get_num_threads(), procs=plan.world,
+                                resumed=start.source, optimizer=start.optimizer)
         self.leg_wall, self.start_step = self.wall, self.step
         self.warmup = RESTART_WARMUP if start.optimizer == "new, warm-up" else 0
-        self.deadline = time.monotonic() + run.spec.minutes * 60 if run.spec.minutes else None
-        self.bar = tqdm(total=self.tc.steps, initial=self.step, disable=not progress or run.rank > 0,
-                        dynamic_ncols=True, desc=f"{run.spec.model} seed {run.spec.seed}")
-        self.stats, self.t0 = _StepStats(*start.sums, run.device, run.world), time.perf_counter()
+        self.deadline = time.monotonic() + plan.spec.minutes * 60 if plan.spec.minutes else None
+        self.bar = tqdm(total=self.tc.steps, initial=self.step, disable=not progress or self.run.rank > 0,
+                        dynamic_ncols=True, desc=f"{plan.spec.model} seed {plan.spec.seed}")
+        self.stats, self.t0 = _StepStats(*start.sums, plan.device, plan.world), time.perf_counter()
         self.pace = board.Pace()  # steps per second and the wait for data, for TensorBoard
-        self.sync_every = _sync_every(run.device)
+        self.sync_every = _sync_every(plan.device)
         self.stop = _StopRequest()
         self.last_row = None  # the last evaluation's metrics row (rank 0)
 
     def train(self) -> Path:
-        run, tc = self.run, self.tc
+        plan, tc = self.plan, self.tc
         try:
             for item in self.batches:
                 self.stop.timed_out |= self.deadline is not None and time.monotonic() > self.deadline
-                why = self.stop.now(run.world, run.device, self.step % self.sync_every == 0)
+                why = self.stop.now(plan.world, plan.device, self.step % self.sync_every == 0)
                 if why:  # Ctrl-C, SIGTERM or --minutes: between two steps
                     return self.stopped(why == _StopRequest.DEADLINE)
                 if not self.take_step(item):
-                    return run.folder  # diverged (marked)
+                    return self.run.folder  # diverged (marked)
                 if self.step % tc.eval_every == 0 or self.step == tc.steps:
                     self.evaluate()
             if self.writer is not None and self.last_row:  # finished: its HPARAMS entry
-                board.log_hparams(self.writer, f"{run.spec.model} {run.spec.name} seed {run.spec.seed}",
-                                  list(run.spec.overrides), self.last_row)
+                board.log_hparams(self.writer, f"{plan.spec.model} {plan.spec.name} seed {plan.spec.seed}",
+                                  list(plan.spec.overrides), self.last_row)
         except Exception as e:
             self.failed(e)
         finally:
@@ -274,22 +271,21 @@ class _Loop:
             self.bar.close()
             if self.writer is not None:
                 self.writer.close()
-        if run.rank == 0:
-            runs.write_status(run.folder, "done", f"{tc.steps} steps in {self.wall:.0f} s")
-        return run.folder
+        self.run.mark("done", f"{tc.steps} steps in {self.wall:.0f} s")
+        return self.run.folder
 
     def take_step(self, item: dict) -> bool:
         """One step: its own noise, the scheduled learning rate (ramped up over a warm-up when
         Adam starts anew on published weights), clipped gradients. False when the loss was not
         finite (CPUs: seen before the update; GPUs: within sync_every steps, nothing saved)."""
-        run, step, t_item = self.run, self.step, time.perf_counter()
-        torch.manual_seed(_seed(run.spec.seed, step, run.rank, 0))
-        g = torch.Generator().manual_seed(_seed(run.spec.seed, step, run.rank, 1))
-        batch = B.train_batch(item, run.cfg["data"], self.model.jumpy, g, run.device)
+        plan, step, t_item = self.plan, self.step, time.perf_counter()
+        torch.manual_seed(_seed(plan.spec.seed, step, self.run.rank, 0))
+        g = torch.Generator().manual_seed(_seed(plan.spec.seed, step, self.run.rank, 1))
+        batch = B.train_batch(item, plan.cfg["data"], self.model.jumpy, g, plan.device)
         lr = self.tc.lr_at(step) * (min(1.0, (step - self.start_step + 1) / self.warmup) if self.warmup else 1.0)
-        out = forward(self.net, batch, step, run.precision, run.device)
+        out = forward(self.net, batch, step, plan.precision, plan.device)
         finite = torch.isfinite(out["loss"].detach()).float()
-        if run.world > 1:  # every rank stops together
+        if plan.world > 1:  # every rank stops together
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         self.stats.add(out, finite, step)
         if self.sync_every == 1 and self.diverged():  # CPUs: before the update, as reading costs nothing
@@ -315,26 +311,23 @@ class _Loop:
         self.wall += time.perf_counter() - self.t0
         self.t0 = time.perf_counter()
         sums, count = self.stats.host()
-        if run.rank == 0:
-            with _evaluation_threads(run.device, run.world):
+        if run.writes:
+            with _evaluation_threads(self.plan.device, self.plan.world):
                 scores = self.evaluator(self.step, run.folder)
             row = {"step": self.step, "wall": round(self.wall, 2), "lr": self.tc.lr_at(self.step),
                    **{f"train_{k}": v / count for k, v in sums.items()}, **scores}
-            runs.append_metrics(run.folder, row)
+            run.append(row)
             self.last_row = row
             if self.writer is not None:
                 board.log_row(self.writer, row, run.folder)
             self.save(self.wall)
-            runs.write_status(run.folder, "running", f"step {self.step} of {self.tc.steps}")
+            run.mark("running", f"step {self.step} of {self.tc.steps}")
         self.stats.reset()
 
     def save(self, wall: float, sums: dict | None = None, count: int = 0) -> None:
         """checkpoint.pt, weights.safetensors and this leg in legs.json, at the current step (rank 0)."""
-        run = self.run
-        runs.save_training_state(run.folder / runs.CHECKPOINT, self.model, self.opt, self.step, wall, sums, count,
-                                 precision=run.precision, device_type=run.device.type)
-        runs.publish_weights(run.folder, self.model, self.opt, self.step, wall, sums, count, run.precision,
-                             run.device.type)
+        plan = self.plan
+        self.run.checkpoint(self.model, self.opt, self.step, wall, sums, count, plan.precision, plan.device.type)
         self.leg.update(self.step, wall - self.leg_wall)
 
     def stopped(self, timed_out: bool) -> Path:
@@ -344,10 +337,10 @@ class _Loop:
         if self.diverged():  # (GPUs: a NaN not read yet) marked, nothing saved; still a stop
             raise KeyboardInterrupt
         sums = self.stats.host()  # every process
-        if self.run.rank == 0:
+        if self.run.writes:
             self.save(self.wall + time.perf_counter() - self.t0, *sums)
-            _mark_interrupted(self.run.folder, self.step, self.tc.steps,
-                              f"{MINUTES_STOP} {self.run.spec.minutes:g}" if timed_out else "")
+            _mark_interrupted(self.run, self.step, self.tc.steps,
+                              f"{MINUTES_STOP} {self.plan.spec.minutes:g}" if timed_out else "")
         if timed_out:
             return self.run.folder
         raise KeyboardInterrupt
@@ -355,19 +348,19 @@ class _Loop:
     def diverged(self) -> bool:
         """Whether a loss was not finite (reads the device: a sync); marks the run diverged."""
         bad = self.stats.first_nonfinite()
-        if bad is not None and self.run.rank == 0:
-            runs.write_status(self.run.folder, "diverged", f"loss became {bad[1]} at step {bad[0]}")
+        if bad is not None:
+            self.run.mark("diverged", f"loss became {bad[1]} at step {bad[0]}")
         return bad is not None
 
     def failed(self, e: Exception) -> None:
         """An error that stopped the loop: marked failed (diverged when a non-finite loss not read
         yet came first), re-raised as one line where it is jumpbench's own."""
-        if self.run.world > 1 and ("by peer" in str(e) or isinstance(e, torch.distributed.DistError)):
+        if self.plan.world > 1 and ("by peer" in str(e) or isinstance(e, torch.distributed.DistError)):
             # a peer died (gloo: "Connection closed/reset by peer", with a path of torch's build machine)
             e = JumpbenchError(f"{PEER_LOST} (killed, or failed: `run --procs` says why); re-run the same "
                                "command to resume from the last checkpoint")
-        if self.run.rank == 0 and not _diverged_before(self.diverged):
-            runs.write_status(self.run.folder, "failed", error_line(e))
+        if self.run.writes and not _diverged_before(self.diverged):
+            self.run.mark("failed", error_line(e))
         if isinstance(e, JumpbenchError):
             raise e from None
         raise e
@@ -393,13 +386,13 @@ def update(model, opt, loss: torch.Tensor, lr: float, grad_clip: float) -> torch
     return norm
 
 
-def _branch(spec: runs.RunSpec, folder: Path, info: dict, steps: int, own_checkpoint: bool) -> tuple | None:
+def _branch(spec: runs.RunSpec, run: runs.Run, info: dict, steps: int) -> tuple | None:
     """runs.branch_source for a branch that has no checkpoint of its own yet; None when the run
     is not a branch or resumes its own checkpoint. A folder that already holds another run, a
     branch of another parent, or a branch asked to start without --from, is refused rather than
     trained (or skipped) from the wrong weights."""
-    old = read_json(folder / runs.CONFIG)
-    before = old.get("branched_from") if isinstance(old, dict) else None
+    folder, own_checkpoint = run.folder, run.has_weights()
+    before = (run.record() or {}).get("branched_from")
     if spec.branch_from is None:
         if before and not own_checkpoint:
             raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
@@ -496,9 +489,8 @@ def _evaluation_threads(device: torch.device, world: int):
         torch.set_num_threads(threads)
 
 
-def _mark_interrupted(folder: Path, step: int, steps: int, how: str = "") -> None:
-    runs.write_status(folder, "interrupted", f"{how or 'interrupted'} at step {step} of {steps}; run the same "
-                                             "command to resume")
+def _mark_interrupted(run: runs.Run, step: int, steps: int, how: str = "") -> None:
+    run.mark("interrupted", f"{how or 'interrupted'} at step {step} of {steps}; run the same command to resume")
 
 
 def _restore(path: Path, state: dict, model, opt) -> str:

@@ -57,11 +57,29 @@ class Model(nn.Module):
         raise NotImplementedError
 
 
+def pixel_var(cfg, step: int) -> float:
+    """The pixel variance of an ELBO model at training step `step` (Appendix B): "linear" anneals
+    from pixel_var_start to pixel_var_end over pixel_var_steps (the narratives); "piecewise"
+    takes pixel_var_values[i] until pixel_var_boundaries[i] (the dice)."""
+    if cfg.pixel_var_schedule == "linear":
+        frac = min(max(step, 0) / cfg.pixel_var_steps, 1.0)
+        return cfg.pixel_var_start + frac * (cfg.pixel_var_end - cfg.pixel_var_start)
+    for boundary, value in zip(cfg.pixel_var_boundaries, cfg.pixel_var_values):
+        if step < boundary:
+            return value
+    return cfg.pixel_var_values[-1]
+
+
+def final_pixel_var(cfg) -> float:
+    """The schedule's value at the end of training (used when no step is given)."""
+    return cfg.pixel_var_end if cfg.pixel_var_schedule == "linear" else cfg.pixel_var_values[-1]
+
+
 class ELBOModel(Model):
     """A latent-variable model with an ELBO over query views (JUMP, GQN). Subclasses implement
     `_elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pixel_var)
     -> (nll (B,), kl (B,), mean frames (B, K, 3, H, W))` in nats per scene, and their config
-    has `pixel_var(step)` and `final_pixel_var`."""
+    has the pixel_var_* fields of Appendix B's schedules (pixel_var below)."""
 
     def compile_loss(self) -> bool:
         """The ELBO compiled with dynamic shapes (context and target counts vary per batch); the
@@ -73,14 +91,14 @@ class ELBOModel(Model):
                    pixel_var: float | None = None) -> dict[str, torch.Tensor]:
         """Per-scene `nll` (B,) and `kl` (B,) in nats, with one posterior draw; the negative ELBO
         is nll + kl. `pixel_var` defaults to the schedule's final value."""
-        pv = self.config.final_pixel_var if pixel_var is None else pixel_var
+        pv = final_pixel_var(self.config) if pixel_var is None else pixel_var
         nll, kl, _ = self._elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pv)
         return {"nll": nll, "kl": kl}
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """loss: negative ELBO in nats per scene (summed over the targets), averaged over the batch."""
         targets = batch["target_frames"]
-        pv = torch.full((), self.config.pixel_var(step), device=targets.device)  # no host-device copy
+        pv = torch.full((), pixel_var(self.config, step), device=targets.device)  # no host-device copy
         nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
                                    targets, batch["target_viewpoints"], pv)
         return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),

@@ -1,5 +1,5 @@
 """Layers shared by JUMP and GQN: a convolutional LSTM cell, a convolutional DRAW core, the
-representation network M_theta and a closed-form Gaussian KL.
+representation network M_theta, the viewpoint encoding and a closed-form Gaussian KL.
 
 Kumar, Eslami et al., "Consistent Generative Query Networks", ICLR 2019, section 3 and
 Appendix B; conv-DRAW from Gregor et al., "Towards Conceptual Compression", NeurIPS 2016;
@@ -42,6 +42,38 @@ def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tenso
     x, mean = x.float(), mean.float()
     var = torch.as_tensor(var, dtype=torch.float32, device=x.device)  # a tensor: torch.compile does
     return 0.5 * ((x - mean) ** 2 / var + torch.log(2 * math.pi * var))  # not recompile as it anneals
+
+
+class ViewpointEncoding(nn.Module):
+    """Viewpoints (..., D) -> (..., features): the viewpoints times `scale`, and for timestamps
+    (D = 1) with `frequencies` F > 0 also sin and cos of 2^k pi t for k < F. The paper feeds
+    the timestamp as the viewpoint without saying how; GQN feeds camera angles as their sines
+    and cosines. A raw t reaches the networks only linearly, so a frame's time must be told
+    apart by tiny offsets (0.05 between frames of 20); the sines and cosines make each time
+    distinct at several scales (measured: with t alone the renderer's output did not vary with
+    the query time after 4,000 steps, docs/lab-log.md). No parameters: a model's weights are
+    the same with or without it."""
+
+    def __init__(self, dim: int, scale: float, frequencies: int = 0):
+        super().__init__()
+        self.dim, self.scale, self.frequencies = dim, scale, frequencies
+        self.features = dim + 2 * frequencies
+
+    @classmethod
+    def of(cls, cfg) -> "ViewpointEncoding":
+        """From a JUMP or GQN config: viewpoint_scale, or by default 1/frames for timestamps
+        (narrative times -> [0, 1)) and 1 for cameras; time_frequencies."""
+        scale = cfg.viewpoint_scale
+        if scale is None:
+            scale = 1.0 / cfg.frames if cfg.viewpoint_dim == 1 else 1.0
+        return cls(cfg.viewpoint_dim, scale, cfg.time_frequencies)
+
+    def forward(self, viewpoints: torch.Tensor) -> torch.Tensor:
+        v = viewpoints * self.scale
+        if not self.frequencies:
+            return v
+        angles = v * (math.pi * 2.0 ** torch.arange(self.frequencies, device=v.device, dtype=v.dtype))
+        return torch.cat([v, torch.sin(angles), torch.cos(angles)], -1)
 
 
 class Representation(nn.Module):

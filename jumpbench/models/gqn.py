@@ -22,7 +22,8 @@ import torch
 
 from jumpbench.models.base import ELBOModel
 from jumpbench.models.jump import JUMPConfig
-from jumpbench.models.draw import REP_CHANNELS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from jumpbench.models.draw import (REP_CHANNELS, ConvDRAW, FrameHead, Representation, ViewpointEncoding, broadcast,
+                                   gaussian_nll, unflatten)
 
 
 @dataclass
@@ -39,9 +40,10 @@ class GQN(ELBOModel):
     def __init__(self, config: GQNConfig):
         super().__init__()
         self.config = cfg = config
-        self.represent = Representation(cfg.vp_features, cfg.viewpoint_layer)  # M_theta, as in JUMP
+        self.encode = ViewpointEncoding.of(cfg)
+        self.represent = Representation(self.encode.features, cfg.viewpoint_layer)  # M_theta, as in JUMP
         # generator: prior P(z | r, v), posterior q(z | r, v, M_theta(v, f)), canvas
-        self.generator = ConvDRAW(REP_CHANNELS + cfg.vp_features, nf_z=cfg.nf_z,
+        self.generator = ConvDRAW(REP_CHANNELS + self.encode.features, nf_z=cfg.nf_z,
                                   post_channels=REP_CHANNELS, canvas=True, **cfg.draw_kwargs())
         self.head = FrameHead(cfg.nf_to_obs, cfg.image_size // (cfg.grid * cfg.stride_to_obs))
 
@@ -51,7 +53,7 @@ class GQN(ELBOModel):
         own latent (from the posterior on its own target when targets are given)."""
         N, K, _ = viewpoints.shape
         h = r.shape[-1]
-        v = self.config.encode_viewpoints(viewpoints)                           # (N, K, D')
+        v = self.encode(viewpoints)                           # (N, K, D')
         cond = torch.cat([r.repeat_interleave(K, 0), broadcast(v.flatten(0, 1), h)], 1)  # (N*K, 32+D', h, h)
         post = None
         if targets is not None:
@@ -60,7 +62,7 @@ class GQN(ELBOModel):
         return unflatten(self.head(u), N, K), kl.view(N, K)
 
     def _elbo(self, context_frames, context_viewpoints, target_frames, target_viewpoints, pixel_var):
-        r = self.represent.aggregate(context_frames, self.config.encode_viewpoints(context_viewpoints))
+        r = self.represent.aggregate(context_frames, self.encode(context_viewpoints))
         mean, kl = self._generate(r, target_viewpoints, target_frames)          # (B, K, 3, H, W), (B, K)
         nll = gaussian_nll(target_frames, mean, pixel_var).flatten(2).sum(2)    # (B, K)
         return nll.sum(1), kl.sum(1), mean
@@ -70,7 +72,7 @@ class GQN(ELBOModel):
                query_viewpoints: torch.Tensor, n_samples: int) -> torch.Tensor:
         """(B, n_samples, K, 3, H, W) frame means clamped to [0, 1], an independent latent per query."""
         B, K = query_viewpoints.shape[:2]
-        r = self.represent.aggregate(context_frames, self.config.encode_viewpoints(context_viewpoints))
+        r = self.represent.aggregate(context_frames, self.encode(context_viewpoints))
         frames, _ = self._generate(r.repeat_interleave(n_samples, 0),
                                    query_viewpoints.repeat_interleave(n_samples, 0))  # (B*S, K, 3, H, W)
         return frames.view(B, n_samples, K, *frames.shape[2:]).clamp(0, 1)

@@ -14,20 +14,21 @@ averaged over the batch; `mse` is per pixel.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from jumpbench.models.base import ELBOModel, ModelConfig
-from jumpbench.models.draw import REP_CHANNELS, VIEWPOINT_LAYERS, ConvDRAW, FrameHead, Representation, broadcast, gaussian_nll, unflatten
+from jumpbench.models.draw import (REP_CHANNELS, VIEWPOINT_LAYERS, ConvDRAW, FrameHead, Representation,
+                                   ViewpointEncoding, broadcast, gaussian_nll, unflatten)
 
 PIXEL_VAR_SCHEDULES = ("linear", "piecewise")
 
 
 @dataclass
 class JUMPConfig(ModelConfig):
-    """JUMP's sizes and its pixel-variance schedule. Optimiser settings belong to the training loop."""
+    """JUMP's sizes and its pixel-variance schedule (read by ELBOModel, models/base.py), a plain
+    record checked on creation. Optimiser settings belong to the training loop."""
 
     nt: int = 4                 # DRAW steps, prior/posterior and renderer (App. B, narratives; dice: 6)
     stride_to_hidden: int = 2   # kernel = stride of the conv reading into the LSTM (App. B)
@@ -40,7 +41,7 @@ class JUMPConfig(ModelConfig):
     kernel: int = 5             # ConvLSTM kernel (paper silent; 5 as in GQN and torch-jump)
     viewpoint_scale: float | None = None  # viewpoints are multiplied by it; None: 1/frames when
                                           # viewpoint_dim == 1 (narrative times -> [0, 1)), else 1
-    time_frequencies: int = 0   # timestamps only: feed t with sin/cos(2^k pi t), k < this (see encode_viewpoints)
+    time_frequencies: int = 0   # timestamps only: feed t with sin/cos(2^k pi t), k < this (draw.ViewpointEncoding)
     viewpoint_layer: int = 0    # M_theta's layer whose input gets the viewpoint: 0 (the frame) or 2 (Representation)
     pixel_var_schedule: str = "linear"    # "linear" (narratives) or "piecewise" (dice), App. B
     pixel_var_start: float = 2.0          # linear: alpha (App. B)
@@ -87,47 +88,6 @@ class JUMPConfig(ModelConfig):
         """The LSTM grid: image_size / 4 (M_theta) / stride_to_hidden."""
         return self.image_size // (4 * self.stride_to_hidden)
 
-    @property
-    def vp_scale(self) -> float:
-        """The factor applied to viewpoints (viewpoint_scale resolved)."""
-        if self.viewpoint_scale is not None:
-            return self.viewpoint_scale
-        return 1.0 / self.frames if self.viewpoint_dim == 1 else 1.0
-
-    @property
-    def vp_features(self) -> int:
-        """Channels of an encoded viewpoint (encode_viewpoints)."""
-        return self.viewpoint_dim + 2 * self.time_frequencies
-
-    def encode_viewpoints(self, viewpoints: torch.Tensor) -> torch.Tensor:
-        """(..., viewpoint_dim) -> (..., vp_features): the viewpoints times vp_scale, and for
-        timestamps with time_frequencies F > 0 also sin and cos of 2^k pi t for k < F. The paper
-        feeds the timestamp as the viewpoint without saying how; GQN feeds camera angles as their
-        sines and cosines. A raw t reaches the networks only linearly, so a frame's time must be
-        told apart by tiny offsets (0.05 between frames of 20); the sines and cosines make each
-        time distinct at several scales (measured: with t alone the renderer's output did not
-        vary with the query time after 4,000 steps, docs/lab-log.md)."""
-        v = viewpoints * self.vp_scale
-        if not self.time_frequencies:
-            return v
-        angles = v * (math.pi * 2.0 ** torch.arange(self.time_frequencies, device=v.device, dtype=v.dtype))
-        return torch.cat([v, torch.sin(angles), torch.cos(angles)], -1)
-
-    def pixel_var(self, step: int) -> float:
-        """The pixel variance at training step `step` (Appendix B)."""
-        if self.pixel_var_schedule == "linear":
-            frac = min(max(step, 0) / self.pixel_var_steps, 1.0)
-            return self.pixel_var_start + frac * (self.pixel_var_end - self.pixel_var_start)
-        for boundary, value in zip(self.pixel_var_boundaries, self.pixel_var_values):
-            if step < boundary:
-                return value
-        return self.pixel_var_values[-1]
-
-    @property
-    def final_pixel_var(self) -> float:
-        """The schedule's value at the end of training (used when no step is given)."""
-        return self.pixel_var_end if self.pixel_var_schedule == "linear" else self.pixel_var_values[-1]
-
     def draw_kwargs(self) -> dict:
         """Appendix B's sizes, as ConvDRAW takes them."""
         return dict(nt=self.nt, nf_to_hidden=self.nf_to_hidden, stride_to_hidden=self.stride_to_hidden,
@@ -143,25 +103,26 @@ class JUMP(ELBOModel):
     def __init__(self, config: JUMPConfig):
         super().__init__()
         self.config = cfg = config
-        self.represent = Representation(cfg.vp_features, cfg.viewpoint_layer)  # M_theta
+        self.encode = ViewpointEncoding.of(cfg)
+        self.represent = Representation(self.encode.features, cfg.viewpoint_layer)  # M_theta
         # prior P_phi(z | r) and posterior P_psi(z | r, r'): one latent conv-DRAW
         self.latent = ConvDRAW(REP_CHANNELS, nf_z=cfg.nf_z, post_channels=REP_CHANNELS, canvas=False,
                                **cfg.draw_kwargs())
         # renderer M_gamma(z, v): the same core without latents, fed [z, v] at every step
-        self.renderer = ConvDRAW(cfg.nt * cfg.nf_z + cfg.vp_features, canvas=True,
+        self.renderer = ConvDRAW(cfg.nt * cfg.nf_z + self.encode.features, canvas=True,
                                  **{**cfg.draw_kwargs(), "stride_to_hidden": None})
         self.head = FrameHead(cfg.nf_to_obs, cfg.image_size // (cfg.grid * cfg.stride_to_obs))
 
     def represent_sum(self, frames: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """(B, M, 3, H, W), (B, M, D) -> r = sum_j M_theta(v_j, f_j): (B, 32, H/4, W/4)."""
-        return self.represent.aggregate(frames, self.config.encode_viewpoints(viewpoints))
+        return self.represent.aggregate(frames, self.encode(viewpoints))
 
     def render(self, z: torch.Tensor, viewpoints: torch.Tensor) -> torch.Tensor:
         """z (N, nt*nf_z, G, G), query viewpoints (N, K, D) -> frame means (N, K, 3, H, W)."""
         N, K, _ = viewpoints.shape
         G = z.shape[-1]
         z = z[:, None].expand(N, K, *z.shape[1:]).reshape(N * K, *z.shape[1:])   # (N*K, nt*nf_z, G, G)
-        v = broadcast(self.config.encode_viewpoints(viewpoints).flatten(0, 1), G)  # (N*K, vp_features, G, G)
+        v = broadcast(self.encode(viewpoints).flatten(0, 1), G)  # (N*K, features, G, G)
         u, _, _ = self.renderer(torch.cat([z, v], 1))   # canvas (N*K, nf_to_obs, G*s, G*s)
         return unflatten(self.head(u), N, K)
 
