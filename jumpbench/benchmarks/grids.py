@@ -21,7 +21,7 @@ import torch
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks.results import RunResult, count_text, primary_metric
-from jumpbench.benchmarks.runs import has_weights, load_run, run_dataset
+from jumpbench.benchmarks.runs import Run, run_dataset
 
 HINTS = {
     "fig3": "jumpbench generate narratives --narrative color_reaction, then jumpbench run --model jump "
@@ -36,7 +36,7 @@ def best_run(runs: list[RunResult]) -> RunResult | None:
     """The finished or stopped run (a run continued in legs stops between them) with weights to
     load (a checkpoint, or published weights: a run from git) and the lowest final metric."""
     metric = primary_metric(runs)
-    ok = [r for r in runs if r.status in ("done", "interrupted") and has_weights(r.path)]
+    ok = [r for r in runs if r.status in ("done", "interrupted") and Run(r.path).has_weights()]
     return min(ok, key=lambda r: (r.final(metric) is None, r.final(metric) or 0.0, r.seed)) if ok else None
 
 
@@ -82,7 +82,7 @@ def fig3(models: dict, dataset: str, preset: str):
     run = best_run(models.get("jump", []))
     if run is None:
         return None
-    model, cfg = load_run(run.path)
+    model, cfg = Run(run.path).load()
     s = _scene(cfg)
     frames, vps = s["frames"], s["viewpoints"]                       # (1, T, 3, H, W), (1, T, 1)
     t = frames.shape[1]
@@ -113,7 +113,7 @@ def fig4(models: dict, dataset: str, preset: str):
     rows, info = None, {}
     for model_name in ordered(chosen):
         run = chosen[model_name]
-        model, cfg = load_run(run.path)
+        model, cfg = Run(run.path).load()
         s = _scene(cfg)
         m = cfg["config"]["data"]["eval_context"]
         frames, vps = s["frames"], s["viewpoints"]
@@ -137,7 +137,7 @@ def fig6(models: dict, dataset: str, preset: str):
         return None
     rows, info = None, {}
     for model_name, run in chosen.items():
-        model, cfg = load_run(run.path)
+        model, cfg = Run(run.path).load()
         scenes = DS.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
         b = B.hidden_face_batch(scenes, [0])
         if rows is None:

@@ -195,6 +195,11 @@ class Run:
         """load_run: (model, record)."""
         return load_run(self.folder, device)
 
+    def start_branch(self, parent_checkpoint: Path, step: int) -> None:
+        """A new branch's metrics and legs: its parent's, up to `step` (start_branch; rank 0)."""
+        if self.writes:
+            start_branch(self.folder, parent_checkpoint, step)
+
     # legs.json
     def legs(self) -> list[dict]:
         return read_legs(self.folder)

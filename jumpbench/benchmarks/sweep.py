@@ -39,7 +39,7 @@ from jumpbench import checks, launch
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.machine import free_port
-from jumpbench.benchmarks.runs import RunSpec, read_status
+from jumpbench.benchmarks.runs import Run, RunSpec
 from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
 from jumpbench.dataset import dataset_info
 from jumpbench.errors import JumpbenchError, error_line
@@ -87,7 +87,7 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
                 failed.append((t, error_line(e)))
                 continue
             why = _report(folder)
-            if why and (read_status(folder) or {}).get("status") == "diverged":  # a failed run too
+            if why and (Run(folder).status() or {}).get("status") == "diverged":  # a failed run too
                 failed.append((t, why))
         return failed
     return failed + _processes(todo, jobs, procs, progress)
@@ -95,7 +95,7 @@ def run_tasks(tasks: list[RunSpec], jobs: int = 1, launcher: str = "local", prog
 
 def _report(folder: Path) -> str | None:
     """Say how a run ended; None when it is done, else why it is not (a diverged run failed)."""
-    status = read_status(folder)
+    status = Run(folder).status()
     click.echo(f"{folder}: {status['status']} ({status['why']})" if status else f"{folder}: no status")
     if status and status["status"] == "diverged":
         return f"diverged ({status['why']})"
@@ -153,14 +153,14 @@ def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
 
     def after(item: tuple[RunSpec, Path], ended: tuple[int, str | None, list[int]]) -> str | None:
         (_, folder), (_, why, pids) = item, ended
-        status = read_status(folder)
+        status = Run(folder).status()
         if why is None or children.stopping:
             return _report(folder)
         if status and status.get("pid") in pids and status["status"] != "running" and \
                 not status["why"].startswith(PEER_LOST):
             return _report(folder)  # the run's status.json says why, from this launch
-        if runs.Run(folder).exists():  # else: a stale status, "running", or only a lost peer
-            runs.Run(folder).mark("failed", why)
+        if Run(folder).exists():  # else: a stale status, "running", or only a lost peer
+            Run(folder).mark("failed", why)
             return _report(folder)
         click.echo(f"{folder}: failed ({why})")  # before the run had a folder
         return why
@@ -178,7 +178,7 @@ def _train_task(task: RunSpec, threads: int | None = None, progress: bool = Fals
         os.environ["JUMPBENCH_THREADS"] = str(threads)
         torch.set_num_threads(threads)
     folder = train_run(task, progress)
-    return (read_status(folder) or {}).get("status", "unknown")
+    return (Run(folder).status() or {}).get("status", "unknown")
 
 
 def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list[tuple[RunSpec, str]]:
@@ -192,7 +192,7 @@ def _submitit(todo: list[tuple[RunSpec, Path]], jobs: int, cluster: str) -> list
         click.echo(f"{f}: submitted as job {job.job_id}")
     for (t, f), e in zip(todo, launch.job_outcomes(submitted)):
         if e is not None:  # submitit re-raises the job's error; the status says why
-            failed.append((t, (read_status(f) or {}).get("why") or f"{type(e).__name__}: {str(e)[-300:]}"))
+            failed.append((t, (Run(f).status() or {}).get("why") or f"{type(e).__name__}: {str(e)[-300:]}"))
             continue
         why = _report(f)
         if why:
@@ -312,8 +312,8 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     ranking = []
     for t in tasks:
         folder = t.folder(info["name"])
-        value, step = runs.last_value(folder, metric)
-        status = (read_status(folder) or {}).get("status", "missing")
+        value, step = Run(folder).last_value(metric)
+        status = (Run(folder).status() or {}).get("status", "missing")
         ok = status == "done" and value is not None and math.isfinite(value)
         ranking.append({"overrides": list(t.overrides), "name": t.name, "value": value, "step": step,
                         "status": status, "why": failed.get(t.name), "ok": ok})

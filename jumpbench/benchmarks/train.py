@@ -177,8 +177,8 @@ def _start(plan: _Plan) -> _Start | None:
         torch.distributed.barrier()
     if run.writes:
         run.open(plan.record, spec.extend)
-        if branch is not None:
-            runs.start_branch(run.folder, branch[0], state["step"])
+    if branch is not None:
+        run.start_branch(branch[0], state["step"])
     if state is not None:
         start.step, start.wall = state["step"], state["wall"]
         start.source = "branch" if branch is not None else state["source"]
