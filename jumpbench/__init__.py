@@ -9,7 +9,7 @@ function is internal and may change without notice. The names load on first use,
 __version__ = "0.1.0"
 __all__ = ["open_dataset", "load_run", "generate", "train", "JumpbenchError"]
 _HOMES = {"open_dataset": "jumpbench.api", "generate": "jumpbench.api", "load_run": "jumpbench.benchmarks.runs",
-          "train": "jumpbench.benchmarks.train", "JumpbenchError": "jumpbench.errors"}
+          "train": "jumpbench.benchmarks.training.train", "JumpbenchError": "jumpbench.errors"}
 
 
 def __getattr__(name):

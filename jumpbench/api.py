@@ -1,5 +1,5 @@
 """The public Python API (docs/python.md), as `jumpbench.__all__` names it: open_dataset and
-generate here; load_run (benchmarks/runs.py) and train (benchmarks/train.py) where they live.
+generate here; load_run (benchmarks/runs.py) and train (benchmarks/training/train.py) where they live.
 Everything else in the package is internal and may change without notice. No torch at import
 time: `jumpbench generate` imports this module and starts fast; nor ever for
 open_dataset(backend="numpy") (NumpyScenes).

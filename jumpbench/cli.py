@@ -271,7 +271,7 @@ def run(model, data, preset, seeds, seed, steps, extend, branch_from, overrides,
         procs, config, tensorboard, minutes):
     """Train MODEL on a dataset for one seed or a sweep of seeds (resumable). A run goes on from
     its checkpoint.pt, or, where it has none (a run from git), from its published weights."""
-    from jumpbench.benchmarks.sweep import load_best, run_seeds
+    from jumpbench.benchmarks.training.sweep import load_best, run_seeds
 
     for opt, value in (("--jobs", jobs), ("--procs", procs)):
         if value is not None and value < 1:
@@ -319,7 +319,7 @@ def continue_(run_dir, data, steps, minutes, overrides, quiet):
     """Train a run folder on: from its checkpoint, or from its published weights (a run from git),
     with the model, dataset, preset, overrides, seed and name its config.json records."""
     from jumpbench.benchmarks.runs import EXECUTION, continuation
-    from jumpbench.benchmarks.sweep import run_seeds
+    from jumpbench.benchmarks.training.sweep import run_seeds
 
     if minutes is not None and not minutes > 0:
         raise JumpbenchError(f"--minutes must be above 0, got {minutes}")
@@ -355,7 +355,7 @@ def continue_(run_dir, data, steps, minutes, overrides, quiet):
 @one_line_errors
 def sweep(model, data, preset, grid, overrides, metric, seed, jobs, launcher, procs, out, quiet):
     """Hyperparameter sweep: one seed per grid point, ranked; writes OUT/<dataset>/<model>/best.json."""
-    from jumpbench.benchmarks.sweep import sweep as run_sweep
+    from jumpbench.benchmarks.training.sweep import sweep as run_sweep
 
     if procs < 1:
         raise JumpbenchError(f"--procs must be at least 1, got {procs}")
@@ -379,7 +379,7 @@ def sweep(model, data, preset, grid, overrides, metric, seed, jobs, launcher, pr
 def plot(runs, out, speed, summary, no_grids):
     """The paper's figures (PNG and PDF) and the summary table, from the run folders."""
     from jumpbench import checks
-    from jumpbench.benchmarks.plot import plot_all
+    from jumpbench.benchmarks.figures.plot import plot_all
 
     checks.folder("--out", out)
     if not Path(runs).is_dir():
@@ -417,8 +417,8 @@ def publish(run_dirs, weights_only):
 @one_line_errors
 def consistency(run_dir, data, scenes, draws):
     """KL1 vs KL3 and the test negative ELBO on the dice hidden-face views (JUMP/GQN runs)."""
-    from jumpbench.benchmarks.consistency import consistency as measure
-    from jumpbench.benchmarks.consistency import format_table
+    from jumpbench.benchmarks.evaluation.consistency import consistency as measure
+    from jumpbench.benchmarks.evaluation.consistency import format_table
     from jumpbench.benchmarks.runs import CONSISTENCY, Run
 
     result = measure(run_dir, data, scenes, draws, progress=True)
@@ -442,7 +442,7 @@ def probe():
 @one_line_errors
 def probe_train(dataset, size, steps, scenes, force, quiet):
     """Train DATASET's probe at --size, cached by the dataset's manifest sha256; prints its accuracy."""
-    from jumpbench.benchmarks.probes import format_report, probe_path, train_probe
+    from jumpbench.benchmarks.evaluation.probes import format_report, probe_path, train_probe
 
     if (steps is not None and steps < 1) or (scenes is not None and scenes < 1):
         raise JumpbenchError("--steps and --scenes must be at least 1")
@@ -459,10 +459,10 @@ def probe_train(dataset, size, steps, scenes, force, quiet):
 @one_line_errors
 def score(run_dir, data, scenes, samples, out):
     """Ground-truth consistency scores of a run's samples (route validity, reaction, dice agreement)."""
-    from jumpbench.benchmarks.evaluate import score_run
+    from jumpbench.benchmarks.evaluation.evaluate import score_run
     from jumpbench.benchmarks.runs import SCORES as SCORES_FILE
     from jumpbench.benchmarks.runs import Run
-    from jumpbench.benchmarks.scores import format_table
+    from jumpbench.benchmarks.evaluation.scores import format_table
 
     if (scenes is not None and scenes < 1) or (samples is not None and samples < 1):
         raise JumpbenchError("--scenes and --samples must be at least 1")
@@ -488,7 +488,7 @@ def bench_jumpy(frames, batch, device, repeats, models, out):
     """Time to sample frame t of a FRAMES-long video, per model, at the paper preset's sizes."""
     import torch
 
-    from jumpbench.benchmarks.speed import format_table, jumpy_speed
+    from jumpbench.benchmarks.speed.speed import format_table, jumpy_speed
     from jumpbench.files import write_json_atomic
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -530,7 +530,7 @@ def bench_train(preset, models, dataset, data, device, steps, repeats, compiled,
     """Print a table of ms per training step per model: fp32 vs bf16 (vs compiled), end to end."""
     import torch
 
-    from jumpbench.benchmarks.train_speed import format_table, train_speed
+    from jumpbench.benchmarks.speed.train_speed import format_table, train_speed
     from jumpbench.files import write_json_atomic
     from jumpbench.workers import default_threads
 

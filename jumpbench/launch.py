@@ -1,5 +1,5 @@
 """Launching jobs: submitit job arrays on a cluster (with their slurm parameters) and the local
-process supervisor, shared by sweeps of training runs (benchmarks/sweep.py) and generation
+process supervisor, shared by sweeps of training runs (benchmarks/training/sweep.py) and generation
 split into parts (generators/base.py), so that neither reaches into the other's package. What a
 job or a child process runs is the caller's; this module only starts, watches and stops them.
 No torch here.

@@ -103,7 +103,7 @@ def run_samples(run: str | Path, index: int = 0, split: str = "test", n_samples:
     import torch
 
     from jumpbench import dataset as DS
-    from jumpbench.benchmarks.grids import rgb
+    from jumpbench.benchmarks.figures.grids import rgb
     from jumpbench.benchmarks.runs import load_run, run_dataset
 
     if not 1 <= n_samples <= 8:
@@ -145,7 +145,7 @@ def write_run_samples(run: str | Path, out: str | Path, index: int = 0, split: s
     was drawn, in words."""
     from PIL import Image
 
-    from jumpbench.benchmarks.grids import BLUE, RED
+    from jumpbench.benchmarks.figures.grids import BLUE, RED
 
     out = Path(out)
     if out.suffix.lower() not in (".png", ".gif"):

@@ -42,7 +42,7 @@ def main() -> None:
     import torch
 
     import jumpbench
-    from jumpbench.benchmarks.evaluate import static_scene
+    from jumpbench.benchmarks.evaluation.evaluate import static_scene
     from jumpbench.files import write_json_atomic
     from jumpbench.models.base import sample_chunks
 

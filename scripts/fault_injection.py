@@ -61,7 +61,7 @@ def dataset(tmp: Path, name: str, *extra) -> Path:
 
 def interrupted_run(tmp: Path, data: Path, name: str) -> Path:
     """A smoke run stopped by a crash in step 4 (its checkpoint is the one of step 3)."""
-    from jumpbench.benchmarks.train import train
+    from jumpbench.benchmarks.training.train import train
     from jumpbench.models.jump import JUMP
 
     real = JUMP.forward

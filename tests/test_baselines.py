@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from jumpbench.benchmarks.evaluate import baseline_mse, min_mse, sample_metrics
+from jumpbench.benchmarks.evaluation.evaluate import baseline_mse, min_mse, sample_metrics
 from jumpbench.models import MODELS
 from jumpbench.models.base import ground_truth_fraction
 from jumpbench.models.cdna import CDNAConfig

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.training.train import train
 from jumpbench.cli import cli
 from conftest import one_line_error, run
 

@@ -154,7 +154,7 @@ def test_killing_the_parent_of_the_cache_build_prints_no_traceback(small_ts, tmp
 import time
 from pathlib import Path
 from jumpbench import cache as FC, dataset as DS
-from jumpbench.benchmarks import train as T
+from jumpbench.benchmarks.training import train as T
 
 FC.CACHE_CHUNK = 1
 decode = FC._decode_chunk

@@ -250,7 +250,7 @@ def test_bad_manifests_are_one_line(small_ts, tmp_path, kind, command):
             "run": ["run", "--model", "jump", "--data", root, "--preset", "smoke", "--out", tmp_path / "r"],
             "consistency": ["consistency", tmp_path / "no-run", "--data", root]}[command]
     if command == "consistency":  # a run folder to reach the --data manifest
-        from jumpbench.benchmarks.train import train
+        from jumpbench.benchmarks.training.train import train
 
         args[1] = train("jump", small_ts, "smoke", ["train.steps=1", "train.eval_every=1"], 0, tmp_path / "c",
                         progress=False)

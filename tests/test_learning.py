@@ -8,7 +8,7 @@ import torch
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks.config import DataConfig
-from jumpbench.benchmarks.evaluate import baseline_mse, min_mse
+from jumpbench.benchmarks.evaluation.evaluate import baseline_mse, min_mse
 from jumpbench.models.jump import JUMP, JUMPConfig
 
 torch.set_num_threads(1)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jumpbench.benchmarks.plot import plot_all
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.figures.plot import plot_all
+from jumpbench.benchmarks.training.train import train
 from jumpbench.cli import cli
 from jumpbench.errors import JumpbenchError
 
@@ -175,7 +175,7 @@ def test_sample_grids_from_checkpoints(small_ts, small_cr, tmp_path):
 def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
     """One seed under `cpu` and one under an older variant of it (`cpu-pv05`, preset cpu in its
     config.json): the figures draw the preset's own config, whatever the names' order."""
-    from jumpbench.benchmarks.results import collect, main_configs
+    from jumpbench.benchmarks.figures.results import collect, main_configs
     root = tmp_path / "runs"
     rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.1}]
     for config in ("cpu", "cpu-pv05"):
@@ -194,7 +194,7 @@ def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
 def test_a_main_json_pins_the_config_the_figures_draw(tmp_path):
     """Two finished branches of one run tie on every automatic rule; the model's main.json
     decides, even against a config with more runs, and a pin naming no runs is a clear error."""
-    from jumpbench.benchmarks.results import collect, main_configs, read_pins
+    from jumpbench.benchmarks.figures.results import collect, main_configs, read_pins
     root = tmp_path / "runs"
     rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.1}]
     for config, seeds in (("cpu-a", [0]), ("cpu-b", [0]), ("cpu", [0, 1])):

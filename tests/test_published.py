@@ -11,7 +11,7 @@ import torch
 
 from conftest import one_line_error, run
 from jumpbench.benchmarks import runs as R
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.training.train import train
 from jumpbench.errors import JumpbenchError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import torch
 
 from conftest import one_line_error, run
 from jumpbench import records
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.training.train import train
 from jumpbench.errors import JumpbenchError
 from jumpbench.models.jump import JUMP
 
@@ -170,7 +170,7 @@ def test_video_models_need_a_video_dataset(small_ts, tmp_path, model):
 
 @pytest.mark.parametrize("frames", range(5, 12))
 def test_bench_jumpy_takes_what_its_check_says(tmp_path, monkeypatch, frames):
-    from jumpbench.benchmarks import speed
+    from jumpbench.benchmarks.speed import speed
 
     seen = {}
 

@@ -11,8 +11,8 @@ import torch
 from conftest import one_line_error, run
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks import probes as P
-from jumpbench.benchmarks import scores as S
+from jumpbench.benchmarks.evaluation import probes as P
+from jumpbench.benchmarks.evaluation import scores as S
 from jumpbench.models.base import Model
 
 SIZE = 32  # the cpu preset's image size
@@ -87,7 +87,7 @@ class Replay(Model):
 
 
 def test_model_scores_read_the_min_mse_samples_and_are_deterministic(small_ts, ts_probe):
-    from jumpbench.benchmarks.evaluate import min_mse
+    from jumpbench.benchmarks.evaluation.evaluate import min_mse
 
     scenes = DS.Scenes(small_ts, "test", SIZE)
     frames = DS.to_float(B.stack(scenes, range(len(scenes)))["frames"])
@@ -147,7 +147,7 @@ def test_dice_truth_agrees_and_independent_views_do_not(dice_set):
 
 
 def test_evaluator_and_score_command(small_ts, ts_probe, tmp_path):
-    from jumpbench.benchmarks.train import train
+    from jumpbench.benchmarks.training.train import train
 
     folder = train("jump", small_ts, "smoke", [f"data.image_size={SIZE}"], 0, tmp_path / "runs", progress=False)
     last = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][-1]

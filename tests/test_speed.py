@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from jumpbench.benchmarks.speed import format_table, jumpy_speed
+from jumpbench.benchmarks.speed.speed import format_table, jumpy_speed
 from jumpbench.models import MODELS
 from jumpbench.models.base import Model, ModelConfig
 

@@ -38,14 +38,14 @@ def modules(pattern: str) -> list[Path]:
     return sorted(PKG.glob(pattern))
 
 
-@pytest.mark.parametrize("path", modules("models/*.py"), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", modules("models/**/*.py"), ids=lambda p: p.relative_to(PKG).as_posix())
 def test_models_import_only_torch_and_each_other(path):
     for name in imports(path):
         top = name.split(".")[0]
         assert top in STDLIB | {"torch"} or name.startswith("jumpbench.models"), f"{path.name} imports {name}"
 
 
-@pytest.mark.parametrize("path", modules("generators/*.py"), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", modules("generators/**/*.py"), ids=lambda p: p.relative_to(PKG).as_posix())
 def test_generators_import_nothing_of_the_harness(path):
     for name in imports(path):
         assert not name.startswith(("jumpbench.benchmarks", "jumpbench.api", "jumpbench.cli", "torch")), \
@@ -80,7 +80,7 @@ def test_the_torch_readers_of_a_dataset_import_nothing_of_the_harness(name):
                                         "jumpbench.generators")), f"{name} imports {imported}"
 
 
-@pytest.mark.parametrize("path", modules("benchmarks/*.py") + modules("generators/*.py") + modules("models/*.py")
+@pytest.mark.parametrize("path", modules("benchmarks/**/*.py") + modules("generators/**/*.py") + modules("models/**/*.py")
                          + [PKG / n for n in LOW + READERS], ids=lambda p: p.relative_to(PKG).as_posix())
 def test_nothing_below_the_top_imports_the_cli_or_the_api(path):
     for name in imports(path):
@@ -91,7 +91,7 @@ def test_a_run_resolves_its_config_once(small_ts, tmp_path, monkeypatch):
     """train_run resolves the config once and passes the plan down (no second resolution)."""
     from jumpbench.benchmarks import config as C
     from jumpbench.benchmarks import runs
-    from jumpbench.benchmarks.train import train_run
+    from jumpbench.benchmarks.training.train import train_run
 
     calls = []
     real = C.resolve

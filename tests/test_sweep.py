@@ -5,7 +5,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from jumpbench.benchmarks.sweep import parse_grid, run_seeds
+from jumpbench.benchmarks.training.sweep import parse_grid, run_seeds
 from jumpbench.cli import cli
 from jumpbench.errors import JumpbenchError
 from conftest import one_line_error
@@ -146,7 +146,7 @@ def test_a_stop_reaches_every_process_of_a_data_parallel_run(small_ts, tmp_path)
 
 
 def test_why_a_data_parallel_run_failed_names_the_process_that_failed_first_of_its_own_accord():
-    from jumpbench.benchmarks.train import PEER_LOST
+    from jumpbench.benchmarks.training.train import PEER_LOST
     from jumpbench.launch import why_failed
 
     def _why_failed(order, said, codes):
@@ -166,7 +166,7 @@ def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
     second SIGTERM must not cut the checkpoint short; a second Ctrl-C is a person insisting."""
     import signal
 
-    from jumpbench.benchmarks.train import _StopRequest
+    from jumpbench.benchmarks.training.train import _StopRequest
     from jumpbench.launch import Children
 
     stop = _StopRequest()
@@ -194,7 +194,7 @@ def test_a_second_sigterm_waits_for_the_checkpoint_a_second_ctrl_c_does_not():
 
 
 def test_run_config_best_trains_in_the_sweeps_processes(tmp_path):
-    from jumpbench.benchmarks.sweep import load_best
+    from jumpbench.benchmarks.training.sweep import load_best
 
     best = tmp_path / "best.json"
     best.write_text(json.dumps({"preset": "cpu", "best": {"name": "lr-1e-4", "overrides": ["lr=1e-4"]}, "procs": 2}))

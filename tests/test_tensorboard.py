@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from jumpbench.benchmarks import runs
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.training.train import train
 from jumpbench.cli import cli
 
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from jumpbench.benchmarks.machine import free_port
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.training.train import train
 from jumpbench.cli import cli
 from jumpbench.models.jump import JUMP
 from conftest import one_line_error
@@ -130,7 +130,7 @@ def test_reading_the_device_every_few_steps_changes_no_number(small_ts, tmp_path
     rows are the means of each step's terms summed as Python floats (as the loop did before
     the sums moved to the device), with reads every step and every 4 steps alike; and every
     4 steps means 3 reads in 6 steps (steps 3 and 6 evaluate, step 4 is the fourth)."""
-    from jumpbench.benchmarks import train as T
+    from jumpbench.benchmarks.training import train as T
 
     real, seen = JUMP.forward, []
 
@@ -163,7 +163,7 @@ def test_reading_the_device_every_few_steps_changes_no_number(small_ts, tmp_path
 
 
 def test_a_nan_seen_late_still_marks_the_step_and_checkpoints_nothing_after_it(small_ts, tmp_path, monkeypatch):
-    from jumpbench.benchmarks import train as T
+    from jumpbench.benchmarks.training import train as T
 
     monkeypatch.setattr(T, "_sync_every", lambda device: 50)  # seen only at the evaluation of step 6
     _poison_losses_from(monkeypatch, 4)
@@ -179,7 +179,7 @@ def test_a_stop_request_with_a_nan_not_read_yet_marks_the_run_diverged_and_still
                                                                                         monkeypatch):
     import signal
 
-    from jumpbench.benchmarks import train as T
+    from jumpbench.benchmarks.training import train as T
 
     monkeypatch.setattr(T, "_sync_every", lambda device: 50)
     _poison_losses_from(monkeypatch, 7)

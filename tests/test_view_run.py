@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jumpbench.benchmarks.train import train
+from jumpbench.benchmarks.training.train import train
 from jumpbench.records import Dataset
 from jumpbench.view import run_samples
 from conftest import one_line_error, run

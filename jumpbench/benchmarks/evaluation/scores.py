@@ -39,7 +39,7 @@ import torch
 
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks import probes as P
+from jumpbench.benchmarks.evaluation import probes as P
 from jumpbench.errors import JumpbenchError
 from jumpbench.models.base import sample_chunks
 from jumpbench.generators import narratives as N

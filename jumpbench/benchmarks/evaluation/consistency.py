@@ -19,7 +19,7 @@ import torch
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks.runs import Run, load_run, run_dataset
-from jumpbench.benchmarks.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
+from jumpbench.benchmarks.figures.results import PAPER_KL as PAPER  # section 4.2, mean over 12 JUMP runs
 from jumpbench.errors import JumpbenchError
 
 

@@ -20,7 +20,7 @@ import torch
 
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks.results import RunResult, count_text, primary_metric
+from jumpbench.benchmarks.figures.results import RunResult, count_text, primary_metric
 from jumpbench.benchmarks.runs import Run, run_dataset
 
 HINTS = {
@@ -55,7 +55,7 @@ def framed(frames: np.ndarray, color) -> np.ndarray:
 
 def _draw(rows: list[tuple[str, np.ndarray]], title: str):
     """One labelled image row per (name, (K, H, W, 3)) entry."""
-    from jumpbench.benchmarks.figures import plt as pyplot
+    from jumpbench.benchmarks.figures.common import plt as pyplot
     from jumpbench.view import contact_sheet
 
     plt = pyplot()
@@ -108,7 +108,7 @@ def fig4(models: dict, dataset: str, preset: str):
     chosen = {m: r for m, r in chosen.items() if r is not None}
     if not chosen:
         return None
-    from jumpbench.benchmarks.figures import ordered
+    from jumpbench.benchmarks.figures.common import ordered
 
     rows, info = None, {}
     for model_name in ordered(chosen):
@@ -154,7 +154,7 @@ def fig6(models: dict, dataset: str, preset: str):
 
 def sample_grids(main: dict, out) -> list[str]:
     """Every grid whose runs, checkpoints and test data exist; a line per output or skip."""
-    from jumpbench.benchmarks.figures import save
+    from jumpbench.benchmarks.figures.common import save
 
     lines = []
     for name, dataset, make in (("fig3", "color_reaction", fig3), ("fig4", "traveling_salesman", fig4),

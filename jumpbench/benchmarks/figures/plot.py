@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jumpbench.benchmarks.evaluate import BASELINES
-from jumpbench.benchmarks.results import (LEG_METRICS, PAPER_KL, baselines, RunResult, collect, continued, count_text,
+from jumpbench.benchmarks.evaluation.evaluate import BASELINES
+from jumpbench.benchmarks.figures.results import (LEG_METRICS, PAPER_KL, baselines, RunResult, collect, continued, count_text,
                                           counts, curve, leg_rows, main_configs, primary_metric, read_best,
                                           read_pins, sem2, write_summary)
-from jumpbench.benchmarks.figures import ordered, plt as _plt, save
+from jumpbench.benchmarks.figures.common import ordered, plt as _plt, save
 
 HINTS = {
     "fig5a": "jumpbench run --model M --data data/traveling_salesman --seeds 15 "
@@ -242,8 +242,8 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
     """The ground-truth consistency scores (scores.py) per model, the ground truth and the
     sanity baselines as lines: route validity and coverage on Traveling Salesman, hidden-face
     agreement and diversity on dice (JUMP vs GQN), the reaction forwards and backwards."""
-    from jumpbench.benchmarks.results import run_row
-    from jumpbench.benchmarks.scores import KEYS, LABELS, REFERENCES, split_row
+    from jumpbench.benchmarks.figures.results import run_row
+    from jumpbench.benchmarks.evaluation.scores import KEYS, LABELS, REFERENCES, split_row
 
     plt, made = _plt(), []
     for (dataset, preset), models in main.items():
@@ -374,7 +374,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
     lines += speed_problems
     lines += [f"wrote {p} (+ .pdf, .json)" for p in fig_legs(runs, out)]
     if grids:
-        from jumpbench.benchmarks.grids import sample_grids
+        from jumpbench.benchmarks.figures.grids import sample_grids
 
         lines += sample_grids(main, out)
     if runs:

@@ -23,9 +23,9 @@ import torch
 from jumpbench import cache as FC
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks import board
+from jumpbench.benchmarks.training import board
 from jumpbench.benchmarks import config as C
-from jumpbench.benchmarks import evaluate as E
+from jumpbench.benchmarks.evaluation import evaluate as E
 from jumpbench.benchmarks import machine as M
 from jumpbench.benchmarks import runs
 from jumpbench.errors import JumpbenchError, error_line

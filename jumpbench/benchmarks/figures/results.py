@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from jumpbench.benchmarks import runs as R
-from jumpbench.benchmarks import scores as S
-from jumpbench.benchmarks.evaluate import BASELINES
+from jumpbench.benchmarks.evaluation import scores as S
+from jumpbench.benchmarks.evaluation.evaluate import BASELINES
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import read_json, write_text_atomic
 

@@ -40,7 +40,7 @@ from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import runs
 from jumpbench.benchmarks.machine import free_port
 from jumpbench.benchmarks.runs import Run, RunSpec
-from jumpbench.benchmarks.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
+from jumpbench.benchmarks.training.train import MINUTES_STOP, PEER_LOST, check_model_fits, train_run
 from jumpbench.dataset import dataset_info
 from jumpbench.errors import JumpbenchError, error_line
 from jumpbench.workers import usable_cores
@@ -133,7 +133,7 @@ def _run_processes(children: launch.Children, task: RunSpec, env: dict,
     `show`: rank 0 writes to this terminal (its progress bar). When one process fails, the
     others notice within the minute they are given (their gradients' all-reduce fails) and say
     only that they lost a peer: the reason is the first one's."""
-    argv = [sys.executable, "-m", "jumpbench.benchmarks.sweep", task.to_json()] + (["--progress"] if show else [])
+    argv = [sys.executable, "-m", "jumpbench.benchmarks.training.sweep", task.to_json()] + (["--progress"] if show else [])
     group = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(task.procs),
              "LOCAL_WORLD_SIZE": str(task.procs)} if task.procs > 1 else {}
     envs = [{**env, **group, **({"RANK": str(r), "LOCAL_RANK": str(r)} if task.procs > 1 else {})}
@@ -143,7 +143,7 @@ def _run_processes(children: launch.Children, task: RunSpec, env: dict,
 
 def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
                progress: bool = False) -> list[tuple[RunSpec, str]]:
-    """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.sweep`
+    """Run the tasks `jobs` at a time, each in its own `python -m jumpbench.benchmarks.training.sweep`
     (`procs` of them for a data-parallel run). With one job at a time and `progress`, the
     training's progress bar shows."""
     children = launch.Children()
@@ -213,7 +213,7 @@ def run_seeds(model: str, data, preset: str, overrides: list[str], seeds: list[i
     C.resolve(model, preset, info["name"], info, overrides)  # bad config: fail before any seed
     name = name or C.config_name(preset, overrides)
     if tensorboard:
-        from jumpbench.benchmarks.board import require
+        from jumpbench.benchmarks.training.board import require
 
         require()  # the one-line hint before any seed starts
     if branch_from is not None:  # every seed's parent before any seed trains
@@ -269,7 +269,7 @@ def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
     import torch
 
     from jumpbench.benchmarks import batches as B
-    from jumpbench.benchmarks.train_speed import synthetic_item
+    from jumpbench.benchmarks.speed.train_speed import synthetic_item
     from jumpbench.models import MODELS
 
     g = torch.Generator().manual_seed(0)
@@ -361,5 +361,5 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.sweep TASK_JSON
+if __name__ == "__main__":  # one run of a parallel local sweep: python -m jumpbench.benchmarks.training.sweep TASK_JSON
     sys.exit(_main(sys.argv[1:]))

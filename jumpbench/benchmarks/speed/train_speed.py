@@ -80,7 +80,7 @@ class Stepper:
 
     def step(self, batch: dict) -> None:
         """The training loop's step (train.forward and train.update): its schedule, its clipping."""
-        from jumpbench.benchmarks.train import forward, update
+        from jumpbench.benchmarks.training.train import forward, update
 
         tc = self.cfg["train"]
         out = forward(self.model, batch, self.step_no, self.precision, self.device)

@@ -18,8 +18,8 @@ import torch
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import machine as M
-from jumpbench.benchmarks import scores as S
-from jumpbench.benchmarks.probes import load_probe
+from jumpbench.benchmarks.evaluation import scores as S
+from jumpbench.benchmarks.evaluation.probes import load_probe
 from jumpbench.benchmarks.runs import SAMPLES, Run, load_run, run_dataset
 from jumpbench.errors import JumpbenchError
 from jumpbench.files import atomic_path
