@@ -73,6 +73,20 @@ def test_the_records_modules_import_each_other_in_one_order():
                 assert imported.removeprefix("jumpbench.records.") in order[:k], f"records/{name}.py imports {imported}"
 
 
+def test_the_harness_groups_import_each_other_in_one_order():
+    """benchmarks/'s groups import only those before them: evaluation, then training (its loop
+    evaluates), figures (they read what evaluation writes), speed (it times training's step);
+    what they all share (config, runs, batches, machine) sits at benchmarks/'s top."""
+    order = ["evaluation", "training", "figures", "speed"]
+    assert sorted(order) == sorted(p.name for p in (PKG / "benchmarks").iterdir() if (p / "__init__.py").is_file())
+    for k, group in enumerate(order):
+        for path in modules(f"benchmarks/{group}/*.py"):
+            for name in imports(path):
+                parts = name.split(".")
+                if name.startswith("jumpbench.benchmarks.") and parts[2] in order and parts[2] != group:
+                    assert parts[2] in order[:k], f"{path.relative_to(PKG)} imports {name}"
+
+
 @pytest.mark.parametrize("name", READERS)
 def test_the_torch_readers_of_a_dataset_import_nothing_of_the_harness(name):
     for imported in imports(PKG / name):

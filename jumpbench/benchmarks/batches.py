@@ -15,6 +15,7 @@ import torch
 
 from jumpbench.dataset import Scenes, to_float
 from jumpbench.errors import JumpbenchError
+from jumpbench.scenes import viewpoints
 
 
 def batch_share(batch: int, world: int) -> int:
@@ -129,3 +130,18 @@ def hidden_face_batch(scenes: Scenes, indices, n_targets: int = 3) -> dict:
         ctx.append(torch.as_tensor(c[:3]))
         tgt.append(torch.as_tensor(q[:n_targets]))
     return make_batch(items["frames"], items["viewpoints"], torch.stack(ctx), torch.stack(tgt))
+
+
+def synthetic_item(info: dict, batch: int, size: int, seed: int = 0) -> dict:
+    """What the data path yields for one step of a dataset with `info`'s shapes (dataset_info(),
+    or speed.train_speed.SHAPES): random uint8 frames and real-looking viewpoints, for timing a
+    step (bench train) and for checking a model's loss terms before a sweep (sweep.py)."""
+    key, t = info["viewpoint_key"], info["frames"]
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, t, 3, size, size), dtype=torch.uint8, generator=g)
+    if key == "timestamps":
+        vps = torch.arange(t, dtype=torch.float32).view(1, t, 1).expand(batch, t, 1).contiguous()
+    else:
+        cams = np.random.default_rng(seed).normal(size=(batch * t, 5)).astype(np.float32)
+        vps = torch.from_numpy(viewpoints({"cameras": cams}, "cameras")).view(batch, t, 7)
+    return {"frames": frames, "viewpoints": vps}

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from jumpbench.benchmarks.evaluation.evaluate import BASELINES
-from jumpbench.benchmarks.figures.results import (LEG_METRICS, PAPER_KL, baselines, RunResult, collect, continued, count_text,
-                                          counts, curve, leg_rows, main_configs, primary_metric, read_best,
-                                          read_pins, sem2, write_summary)
+from jumpbench.benchmarks.evaluation.consistency import PAPER_KL
+from jumpbench.benchmarks.figures.results import (LEG_METRICS, baselines, RunResult, collect, continued, count_text,
+                                                  counts, curve, leg_rows, main_configs, primary_metric, read_best,
+                                                  read_pins, sem2, write_summary)
 from jumpbench.benchmarks.figures.common import ordered, plt as _plt, save
 
 HINTS = {

@@ -27,7 +27,6 @@ from jumpbench.files import read_json, write_text_atomic
 # The paper's numbers for the same quantity, where it gives one (section 4.2: 12 JUMP runs).
 PAPER = {("mnist_dice", "jump"): "KL1 4.19, KL3 4.25 (12 runs); NELBO: Fig. 5b plot only",
          ("mnist_dice", "gqn"): "NELBO: Fig. 5b plot only (6 of 7 runs)"}
-PAPER_KL = {"kl1": 4.19, "kl3": 4.25}
 VIDEO_PAPER = "Fig. 5a plot only (15 runs; 10 CDNA)"
 CONSISTENCY_KEYS = ("kl1", "kl3", "nelbo")
 SAMPLE_METRICS = ("test_score_", "test_time_variation")  # also in scores.json (jumpbench score)

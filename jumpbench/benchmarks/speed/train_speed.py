@@ -23,7 +23,6 @@ import os
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from jumpbench import cache as FC
@@ -32,7 +31,6 @@ from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import machine as M
 from jumpbench.errors import JumpbenchError
-from jumpbench.scenes import viewpoints
 
 # The datasets a synthetic batch can mimic: viewpoint key, frames per scene
 SHAPES = {  # dataset_info() of each dataset's default set, for synthetic batches
@@ -44,20 +42,6 @@ SHAPES = {  # dataset_info() of each dataset's default set, for synthetic batche
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def synthetic_item(info: dict, batch: int, size: int, seed: int = 0) -> dict:
-    """What the data path yields for one step of a dataset with `info`'s shapes (dataset_info(),
-    or SHAPES): random uint8 frames and real-looking viewpoints."""
-    key, t = info["viewpoint_key"], info["frames"]
-    g = torch.Generator().manual_seed(seed)
-    frames = torch.randint(0, 256, (batch, t, 3, size, size), dtype=torch.uint8, generator=g)
-    if key == "timestamps":
-        vps = torch.arange(t, dtype=torch.float32).view(1, t, 1).expand(batch, t, 1).contiguous()
-    else:
-        cams = np.random.default_rng(seed).normal(size=(batch * t, 5)).astype(np.float32)
-        vps = torch.from_numpy(viewpoints({"cameras": cams}, "cameras")).view(batch, t, 7)
-    return {"frames": frames, "viewpoints": vps}
 
 
 class Stepper:
@@ -102,7 +86,7 @@ def _rank(rank: int, procs: int, port: int, threads: int, name: str, cfg: dict, 
     torch.distributed.init_process_group("gloo", rank=rank, world_size=procs)
     cfg = {**cfg, "train": dataclasses.replace(cfg["train"], batch_size=B.batch_share(cfg["train"].batch_size, procs))}
     stepper = Stepper(name, cfg, torch.device("cpu"), precision, False)
-    batch = stepper.batch(synthetic_item(info, cfg["train"].batch_size, cfg["data"].image_size, seed=rank), 0)
+    batch = stepper.batch(B.synthetic_item(info, cfg["train"].batch_size, cfg["data"].image_size, seed=rank), 0)
     stepper.model = torch.nn.parallel.DistributedDataParallel(stepper.model)
     for _ in range(2):
         stepper.step(batch)
@@ -236,7 +220,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         if name in ("sssm", "sv2p", "cdna") and info["viewpoint_dim"] != 1:
             raise JumpbenchError(f"{name} is a video model: bench it on a narratives dataset")
         size, bs = cfg["data"].image_size, cfg["train"].batch_size
-        item = synthetic_item(info, bs, size)
+        item = B.synthetic_item(info, bs, size)
         variants = {"fp32": Stepper(name, cfg, dev, "fp32", False)}
         if bf16:
             variants["bf16"] = Stepper(name, cfg, dev, "bf16", False)

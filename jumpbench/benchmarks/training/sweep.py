@@ -269,14 +269,13 @@ def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
     import torch
 
     from jumpbench.benchmarks import batches as B
-    from jumpbench.benchmarks.speed.train_speed import synthetic_item
     from jumpbench.models import MODELS
 
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     net = MODELS[model][0](cfg["model"])
     with torch.no_grad():
-        terms = net(B.train_batch(synthetic_item(info, 2, cfg["data"].image_size), cfg["data"], net.jumpy, g), 0)
+        terms = net(B.train_batch(B.synthetic_item(info, 2, cfg["data"].image_size), cfg["data"], net.jumpy, g), 0)
     video = ["test_min_mse", "test_time_variation"] if info["viewpoint_key"] == "timestamps" else []
     return {f"{split}_{k}" for k in terms for split in ("train", "test")} | set(video)
 
