@@ -62,6 +62,19 @@ def test_weights_without_moments_continue_with_a_new_adam(small_ts, tmp_path):
     one_line_error(run("publish", folder), "no checkpoint.pt to publish")
 
 
+def test_publishing_over_newer_weights_says_so(small_ts, tmp_path):
+    """An older checkpoint.pt beside newer published weights (a checkout that pulled a later leg):
+    nothing to publish, said as such, and the weights are left as they are."""
+    folder = train("jump", small_ts, "smoke", FP32 + ["train.steps=10"], 0, tmp_path, name="r", progress=False)
+    old = {name: (folder / name).read_bytes() for name in (R.CHECKPOINT, R.CHECKPOINT + ".sha256")}
+    train("jump", small_ts, "smoke", FP32 + ["train.steps=15"], 0, tmp_path, name="r", progress=False, extend=True)
+    for name, data in old.items():
+        (folder / name).write_bytes(data)
+    weights = (folder / R.WEIGHTS).read_bytes()
+    one_line_error(run("publish", folder), "(step 15) is newer than its checkpoint.pt")
+    assert (folder / R.WEIGHTS).read_bytes() == weights
+
+
 @pytest.mark.parametrize("extend", [False, True])
 def test_continuing_weights_under_another_config_is_refused(small_ts, tmp_path, extend):
     folder = train("jump", small_ts, "smoke", FP32 + ["train.steps=10"], 0, tmp_path, name="r", progress=False)

@@ -618,6 +618,9 @@ def publish(folder: str | Path, moments: bool = True) -> dict:
     with run_lock(folder):
         model, record, state = _load_run(folder)
         if state["source"] != "checkpoint":
+            if (folder / CHECKPOINT).is_file():  # an older checkpoint beside newer published weights
+                raise JumpbenchError(f"{folder}: its {WEIGHTS} (step {state['step']}) is newer than its {CHECKPOINT}: "
+                                     "nothing to publish")
             raise JumpbenchError(f"{folder}: no {CHECKPOINT} to publish (its {WEIGHTS} is what it has)")
         opt = torch.optim.Adam(model.parameters())
         load_state(folder / CHECKPOINT, opt, state["optimizer"], "optimizer state")
