@@ -270,12 +270,18 @@ def bad_manifest(tmp, ref):
 # ---------------------------------------------------------------- issue 30, hole 1: what records mean
 
 def forged(tmp: Path, ref: Path, name: str, split: str, shard: str, k: int, change) -> Path:
-    """A copy of the reference set with record k of a shard rewritten with change(features), and
-    the manifest's record of the shard updated to match: CRCs, sha256, size and index all hold,
-    only the record's meaning is wrong."""
+    """A copy of the reference set with record k of a shard forged (forge)."""
+    root = shutil.copytree(ref, tmp / name / "traveling_salesman")
+    forge(root, split, shard, k, change)
+    return root
+
+
+def forge(root: Path, split: str, shard: str, k: int, change) -> None:
+    """Record k of a shard rewritten with change(features), and the manifest's record of the
+    shard updated to match: CRCs, sha256, size and index all hold, only the record's meaning is
+    wrong (tests/test_verify_meaning.py forges with it too)."""
     from jumpbench import records
 
-    root = shutil.copytree(ref, tmp / name / "traveling_salesman")
     path = root / split / shard
     with open(path, "rb") as f:
         recs = list(iter(lambda: records.read_record(f, path), None))
@@ -287,7 +293,6 @@ def forged(tmp: Path, ref: Path, name: str, split: str, shard: str, k: int, chan
     entry = next(e for e in m["splits"][split]["shards"] if e["file"] == shard)
     entry.update({key: info[key] for key in ("sha256", "bytes", "index_sha256")})
     (root / "manifest.json").write_text(json.dumps(m))
-    return root
 
 
 def refused_everywhere(tmp: Path, root: Path, text: str, scene: tuple[str, int] | None = None,
