@@ -1,6 +1,6 @@
 """One leg of a run on a machine lent for minutes (a GPU): continue it from its published weights.
 
-    python3 scripts/gpu_leg.py results/runs/color_reaction/jump/flagship/seed-0 --minutes 9
+    python3 scripts/gpu_leg.py results/runs/color_reaction/jump/flagship-anneal/seed-0 --minutes 9
 
 In one command, from a fresh checkout with nothing but the repository:
 1. makes jumpbench importable (`--wheels DIR`: first installs the wheels there, for packages the
