@@ -102,6 +102,24 @@ def fig3(models: dict, dataset: str, preset: str):
     return _draw(rows, title), {"run": str(run.path), "seed": run.seed}
 
 
+def _sample_rows(models: dict, chosen: dict, scene) -> tuple[list, dict, str]:
+    """Fig. 4 and 6's rows: the first model's scene rows, then two samples of each chosen model
+    in turn (`scene(cfg)` -> (scene rows, context frames, context viewpoints, query viewpoints)
+    of test scene 0), the runs drawn, and their line of the title."""
+    rows, info = None, {}
+    for model_name, run in chosen.items():
+        model, cfg = Run(run.path).load()
+        scene_rows, frames, vps, queries = scene(cfg)
+        rows = rows or scene_rows
+        torch.manual_seed(0)
+        samples = model.sample(frames, vps, queries, 2)  # (1, 2, K, 3, H, W)
+        rows += [(f"{model_name} {j + 1}", rgb(samples[0, j])) for j in range(2)]
+        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name]),
+                            "config": run.config}
+    seeds = ", ".join(f"{m} [{v['config']}] seed {v['seed']} of {v['runs']}" for m, v in info.items())
+    return rows, info, seeds
+
+
 @torch.no_grad()
 def fig4(models: dict, dataset: str, preset: str):
     chosen = {m: best_run(rs) for m, rs in models.items()}
@@ -110,21 +128,13 @@ def fig4(models: dict, dataset: str, preset: str):
         return None
     from jumpbench.benchmarks.figures.common import ordered
 
-    rows, info = None, {}
-    for model_name in ordered(chosen):
-        run = chosen[model_name]
-        model, cfg = Run(run.path).load()
-        s = _scene(cfg)
-        m = cfg["config"]["data"]["eval_context"]
+    def scene(cfg):  # continuations from the first eval_context frames
+        s, m = _scene(cfg), cfg["config"]["data"]["eval_context"]
         frames, vps = s["frames"], s["viewpoints"]
-        if rows is None:
-            rows = [("context", rgb(frames[0, :m])), ("truth", rgb(frames[0, m:]))]
-        torch.manual_seed(0)
-        samples = model.sample(frames[:, :m], vps[:, :m], vps[:, m:], 2)  # (1, 2, T-m, 3, H, W)
-        rows += [(f"{model_name} {j + 1}", rgb(samples[0, j])) for j in range(2)]
-        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name]),
-                            "config": run.config}
-    seeds = ", ".join(f"{m} [{v['config']}] seed {v['seed']} of {v['runs']}" for m, v in info.items())
+        return ([("context", rgb(frames[0, :m])), ("truth", rgb(frames[0, m:]))], frames[:, :m], vps[:, :m],
+                vps[:, m:])
+
+    rows, info, seeds = _sample_rows(models, {m: chosen[m] for m in ordered(chosen)}, scene)
     title = f"Fig. 4: {dataset} test scene 0, continuations from the first frames; preset {preset}\n{seeds}"
     return _draw(rows, title), info
 
@@ -135,19 +145,14 @@ def fig6(models: dict, dataset: str, preset: str):
     chosen = {m: r for m, r in chosen.items() if r is not None}
     if not chosen:
         return None
-    rows, info = None, {}
-    for model_name, run in chosen.items():
-        model, cfg = Run(run.path).load()
+
+    def scene(cfg):  # the hidden face's views from the context views
         scenes = DS.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
         b = B.hidden_face_batch(scenes, [0])
-        if rows is None:
-            rows = [("context", rgb(b["context_frames"][0])), ("hidden face", rgb(b["target_frames"][0]))]
-        torch.manual_seed(0)
-        samples = model.sample(b["context_frames"], b["context_viewpoints"], b["target_viewpoints"], 2)
-        rows += [(f"{model_name} {j + 1}", rgb(samples[0, j])) for j in range(2)]
-        info[model_name] = {"run": str(run.path), "seed": run.seed, "runs": count_text(models[model_name]),
-                            "config": run.config}
-    seeds = ", ".join(f"{m} [{v['config']}] seed {v['seed']} of {v['runs']}" for m, v in info.items())
+        return ([("context", rgb(b["context_frames"][0])), ("hidden face", rgb(b["target_frames"][0]))],
+                b["context_frames"], b["context_viewpoints"], b["target_viewpoints"])
+
+    rows, info, seeds = _sample_rows(models, chosen, scene)
     title = f"Fig. 6: {dataset} test scene 0, samples of the unseen face; preset {preset}\n{seeds}"
     return _draw(rows, title), info
 
