@@ -221,14 +221,30 @@ class FrameCache:
                 bar.update(len(chunk))
         return frames, vps
 
-    def batches(self, sampler: torch.utils.data.Sampler):
+    def batches(self, sampler: torch.utils.data.Sampler, device: torch.device | str | None = None):
         """What benchmarks/batches.loader yields for `sampler` (its StepBatches), from memory:
-        {"frames", "viewpoints", "index"} per step."""
+        {"frames", "viewpoints", "index"} per step. `device` a CUDA GPU with room for the frames
+        (at most GPU_SHARE of its free memory): they move there once, every scene checked against
+        the index first, and each step's scenes are gathered there (on_device)."""
+        if device is not None and torch.device(device).type == "cuda" and \
+                self.frames.nbytes <= GPU_SHARE * torch.cuda.mem_get_info(torch.device(device))[0]:
+            yield from self.on_device(sampler, torch.device(device))
+            return
         for idx in sampler:
             idx = np.asarray(idx)
             self._verify(idx)
             yield {"frames": torch.from_numpy(self.frames[idx]), "viewpoints": torch.from_numpy(self.viewpoints[idx]),
                    "index": torch.from_numpy(idx)}
+
+    def on_device(self, sampler: torch.utils.data.Sampler, device: torch.device):
+        """batches() with the frames and viewpoints held on `device`: a step moves only its
+        scene indices there, not its frames."""
+        self._verify(np.arange(len(self.frames)))
+        frames, vps = torch.from_numpy(self.frames).to(device), torch.from_numpy(self.viewpoints).to(device)
+        for idx in sampler:
+            index = torch.as_tensor(np.asarray(idx))
+            at = index.to(device, non_blocking=True)
+            yield {"frames": frames[at], "viewpoints": vps[at], "index": index}
 
     def _verify(self, idx: np.ndarray) -> None:
         """Check the scenes of a batch that were not checked yet against the index; a scene that
@@ -251,6 +267,7 @@ class FrameCache:
 CACHE_FORMAT = 1  # of a frame cache's proof.json
 SPOT_CHECK = 256  # scenes whose frames are checked against the index when a cache is opened
 CACHE_CHUNK = 64  # scenes a cache-building worker decodes per task
+GPU_SHARE = 0.25  # a GPU holds the frames of a training run when they take at most this share of its free memory
 
 
 class _Unproven(Exception):

@@ -9,11 +9,16 @@ In one command, from a fresh checkout with nothing but the repository:
 2. writes the run's dataset again from what its config.json records, with every core;
 3. continues the run (`jumpbench continue`: its own model, preset, overrides, seed and name; from
    its checkpoint.pt if there is one, else from weights.safetensors) for --minutes of training,
-   on the GPU when there is one; the leg is recorded in legs.json like any other;
+   on the GPU when there is one, each step replayed from a CUDA graph (train.cuda_graph=true,
+   unless --set train.cuda_graph=false) with the frames held on the GPU; the leg is recorded in
+   legs.json like any other;
 4. packs the run folder, less checkpoint.pt (never committed), as $OUT/leg.tar.gz (or --out):
-   unpack it over the run folder of the checkout to commit the leg.
+   unpack it over the run folder of the checkout to commit the leg;
+5. on a GPU (unless --no-bench), times the run's training step eager and replayed
+   (`jumpbench bench train`, synthetic batches of the run's sizes), into $OUT/train_speed.json.
 
-Prints the step it reached and the mean training step time of the leg.
+Prints the step it reached, the leg's mean time per step (evaluations included), and the
+benchmark's milliseconds per step.
 """
 from __future__ import annotations
 
@@ -68,7 +73,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/jumpbench-leg")))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="How this leg runs (train.threads, num_workers, cache, cache_gb, log_every, compile).")
+                    help="How this leg runs (train.threads, num_workers, cache, cache_gb, log_every, compile, "
+                         "cuda_graph).")
+    ap.add_argument("--no-bench", dest="bench", action="store_false",
+                    help="Skip timing the step after the leg (a GPU's: about a minute).")
     args = ap.parse_args()
     if args.fetch_wheels:
         fetch_wheels(args.fetch_wheels, args.python)
@@ -85,9 +93,15 @@ def main() -> None:
     data = generate_for_run(run, args.data, workers=args.workers, progress=False)
     print(f"dataset {data} written again in {time.time() - t0:.0f} s", flush=True)
 
+    import torch
+
+    gpu = torch.cuda.is_available()
+    overrides = list(args.overrides)
+    if gpu and not any(o.split("=")[0].strip() == "train.cuda_graph" for o in overrides):
+        overrides.append("train.cuda_graph=true")
     cmd = [sys.executable, "-m", "jumpbench.cli", "continue", str(run), "--data", str(data),
            "--minutes", str(args.minutes), "--quiet"]
-    for o in args.overrides:
+    for o in overrides:
         cmd += ["--set", o]
     before = _legs(run)
     proc = subprocess.run(cmd, env=env)
@@ -103,8 +117,25 @@ def main() -> None:
             if f.is_file() and not f.name.startswith("checkpoint"):
                 tar.add(f, arcname=f.name)
     where = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
-    print(f"wrote {args.out / 'leg.tar.gz'}: unpack it over {where} and commit it")
+    print(f"wrote {args.out / 'leg.tar.gz'}: unpack it over {where} and commit it", flush=True)
+    if gpu and args.bench:
+        bench(run, env, args.out / "train_speed.json")
     sys.exit(proc.returncode)
+
+
+def bench(run: Path, env: dict, out: Path) -> None:
+    """`jumpbench bench train` at the run's model, preset and settings (its overrides that say
+    what the run is), on the GPU: the eager and the replayed step side by side."""
+    from jumpbench.benchmarks.runs import EXECUTION
+
+    record = json.loads((run / "config.json").read_text())
+    execution = {k.removeprefix("config.") for k in EXECUTION}
+    cmd = [sys.executable, "-m", "jumpbench.cli", "bench", "train", "--device", "cuda", "--models", record["model"],
+           "--preset", record["preset"], "--dataset", record["dataset"], "--steps", "20", "--out", str(out)]
+    for o in record.get("overrides", []):
+        if o.split("=")[0].strip() not in execution:
+            cmd += ["--set", o]
+    subprocess.run(cmd, env=env)
 
 
 def _legs(run: Path) -> list:

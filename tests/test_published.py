@@ -265,3 +265,30 @@ def test_a_minutes_leg_of_a_data_parallel_run_ends_well_and_continues(small_ts, 
     assert r.exit_code == 0, r.output
     legs = R.read_legs(folder)
     assert len(legs) == 2 and legs[1]["procs"] == 2 and legs[1]["from"] == legs[0]["to"] > 0
+
+
+def test_the_gpu_leg_script_runs_a_leg_on_this_cpu(small_ts, tmp_path):
+    """scripts/gpu_leg.py as a lent GPU would run it, at smoke size on the CPU: the dataset
+    written again from config.json (the same bytes), a --minutes leg continued from the
+    published weights alone (a fresh clone has no checkpoint), and the run folder packed less
+    checkpoint.pt, with the new leg in legs.json."""
+    import sys
+    import tarfile
+
+    from jumpbench.dataset import dataset_sha256
+
+    folder = train("jump", small_ts, "smoke", FP32 + ["train.steps=100000"], 0, tmp_path / "runs", name="r",
+                   progress=False, minutes=0.01)
+    drop_checkpoint(folder)
+    before = R.read_legs(folder)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_leg.py"), str(folder), "--minutes", "0.02",
+                           "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--workers", "1",
+                           "--set", "train.threads=1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dataset_sha256(tmp_path / "data" / "traveling_salesman") == dataset_sha256(small_ts)
+    legs = R.read_legs(folder)
+    assert len(legs) == len(before) + 1 and legs[-1]["from"] == before[-1]["to"] < legs[-1]["to"]
+    assert legs[-1]["device"] == "cpu" and "ms per step" in proc.stdout
+    with tarfile.open(tmp_path / "out" / "leg.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {R.CONFIG, R.WEIGHTS, "legs.json", R.METRICS} <= names and not any("checkpoint" in n for n in names)

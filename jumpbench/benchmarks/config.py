@@ -37,6 +37,8 @@ class TrainConfig:
     precision: str = "auto"       # "bf16" autocast (losses stay fp32), "fp32", or "auto": bf16 on CPUs
                                   # with AVX512-BF16/AMX, and on CUDA GPUs for a compiled loss only
     compile: bool = False         # torch.compile the model's loss (compiles once per run)
+    cuda_graph: bool = False      # CUDA GPUs: replay each step's forward and backward from a CUDA graph
+                                  # (training/graphs.py; JUMP and GQN)
     cache: bool = True            # decode the train split once into a uint8 frame cache
     cache_gb: float = 8.0         # ... if it fits in this many GB, else stream from the shards
     log_every: int = 50           # --tensorboard: per-step scalars every N steps (losses, lr, grad norm, speed)

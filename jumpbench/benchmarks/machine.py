@@ -93,11 +93,13 @@ def resumed_precision(started: str | None, started_on: str | None, resolved: str
     return resolved
 
 
-def autocast(precision: str, device: torch.device):
+def autocast(precision: str, device: torch.device, cache: bool = True):
     """The context a forward pass runs in: bf16 autocast, or nothing for fp32. Models keep
-    their losses, KLs and ELBOs in fp32 (they cast before reducing)."""
+    their losses, KLs and ELBOs in fp32 (they cast before reducing). `cache`: autocast keeps
+    the bf16 copies of the weights for the pass (off for a pass captured in a CUDA graph,
+    as PyTorch asks)."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 

@@ -62,9 +62,9 @@ PIN = "main.json"                 # <out>/<dataset>/<model>/main.json: the confi
 IDENTITY = ("model", "dataset", "dataset_sha256", "seed", "world_size", "config")  # what a resume must match
 # how a leg runs on its machine, not what the run is: a resume or a continuation elsewhere may
 # change them (legs.json records the threads each leg had; compile: the same loss, compiled for
-# a GPU leg, where these small models wait on kernel launches)
+# a GPU leg, where these small models wait on kernel launches; cuda_graph: the same step, replayed)
 EXECUTION = ("config.train.threads", "config.train.num_workers", "config.train.cache", "config.train.cache_gb",
-             "config.train.log_every", "config.train.compile")
+             "config.train.log_every", "config.train.compile", "config.train.cuda_graph")
 
 
 def _dataset():

@@ -44,6 +44,14 @@ class Model(nn.Module):
         values that change between steps inside it); False where a model has none."""
         return False
 
+    def step_inputs(self, step: int) -> dict[str, float] | None:
+        """Every value of `step` that `forward` reads, by name: `forward` takes each from the
+        batch (a 0-d tensor) when the batch has it, so that a training step replayed from a CUDA
+        graph (training/graphs.py) is fed this step's schedule rather than the one it was
+        captured at. None: forward uses the step in ways a replay cannot be fed (phases that
+        branch in Python), so the model trains eagerly only."""
+        return None
+
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """Training loss (`loss`, a scalar to minimise) and logged scalar terms (`nll`, `kl`,
         `mse`, ...) for a batch at training step `step` (schedules depend on it)."""
@@ -87,6 +95,10 @@ class ELBOModel(Model):
         self._elbo = torch.compile(self._elbo, dynamic=True)
         return True
 
+    def step_inputs(self, step: int) -> dict[str, float]:
+        """The pixel variance is the one value of the step that the ELBO reads."""
+        return {"pixel_var": pixel_var(self.config, step)}
+
     def elbo_terms(self, context_frames, context_viewpoints, target_frames, target_viewpoints,
                    pixel_var: float | None = None) -> dict[str, torch.Tensor]:
         """Per-scene `nll` (B,) and `kl` (B,) in nats, with one posterior draw; the negative ELBO
@@ -98,7 +110,9 @@ class ELBOModel(Model):
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """loss: negative ELBO in nats per scene (summed over the targets), averaged over the batch."""
         targets = batch["target_frames"]
-        pv = torch.full((), pixel_var(self.config, step), device=targets.device)  # no host-device copy
+        pv = batch.get("pixel_var")  # (a replayed step's, step_inputs)
+        if pv is None:
+            pv = torch.full((), pixel_var(self.config, step), device=targets.device)  # no host-device copy
         nll, kl, mean = self._elbo(batch["context_frames"], batch["context_viewpoints"],
                                    targets, batch["target_viewpoints"], pv)
         return {"loss": (nll + kl).mean(), "nll": nll.mean().detach(), "kl": kl.mean().detach(),

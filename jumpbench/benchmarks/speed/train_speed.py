@@ -4,6 +4,8 @@ Variants of one step (forward, backward, gradient clipping, Adam) at a preset's 
   fp32            eager, fp32 (model only: one batch, with the preset's shapes, every step)
   bf16            eager, bf16 autocast (losses in fp32), where the hardware has bf16
   fp32+compile, bf16+compile   the same through torch.compile (with --compile; compiling is not timed)
+  fp32+graph, bf16+graph       CUDA GPUs: forward and backward replayed from a CUDA graph, as
+                  train.cuda_graph trains (training/graphs.py; capturing is not timed)
 and, with --data, end to end (batch from the data path + step, both at the preset's
 precision): `stream` reads and decodes the shards through a DataLoader (the path without a
 cache), `cache` gathers the batch from the decoded-frame cache in the training process;
@@ -47,7 +49,10 @@ def _sync(device: torch.device) -> None:
 class Stepper:
     """One model, its optimizer and a way to take a training step at a precision."""
 
-    def __init__(self, model_name: str, cfg: dict, device: torch.device, precision: str, compiled: bool):
+    def __init__(self, model_name: str, cfg: dict, device: torch.device, precision: str, compiled: bool,
+                 graphed: bool = False):
+        from jumpbench.benchmarks.training.graphs import GraphedStep
+        from jumpbench.benchmarks.training.train import forward
         from jumpbench.models import MODELS
 
         torch.manual_seed(0)
@@ -57,6 +62,8 @@ class Stepper:
             raise JumpbenchError(f"--compile: {model_name} has no loss that compiles once per run")
         self.cfg, self.device, self.precision = cfg, device, precision
         self.step_no = 0
+        self.graphed = GraphedStep(self.model, lambda b, s: forward(self.model, b, s, precision, device, cache=False),
+                                   device) if graphed else None  # train.cuda_graph
 
     def batch(self, item: dict, seed: int) -> dict:
         g = torch.Generator().manual_seed(seed)
@@ -67,8 +74,12 @@ class Stepper:
         from jumpbench.benchmarks.training.train import forward, update
 
         tc = self.cfg["train"]
-        out = forward(self.model, batch, self.step_no, self.precision, self.device)
-        update(self.model, self.opt, out["loss"], tc.lr_at(self.step_no), tc.grad_clip)
+        if self.graphed is not None:
+            self.graphed(batch, self.step_no)
+            update(self.model, self.opt, None, tc.lr_at(self.step_no), tc.grad_clip)
+        else:
+            out = forward(self.model, batch, self.step_no, self.precision, self.device)
+            update(self.model, self.opt, out["loss"], tc.lr_at(self.step_no), tc.grad_clip)
         self.step_no += 1
 
 
@@ -227,6 +238,9 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         if compiled and MODELS[name][0].compile_loss is not Model.compile_loss:  # models that have one
             for precision in (["fp32", "bf16"] if bf16 else ["fp32"]):  # on a GPU fp32 (TF32) can win
                 variants[f"{precision}+compile"] = Stepper(name, cfg, dev, precision, True)
+        if dev.type == "cuda" and MODELS[name][0].step_inputs is not Model.step_inputs:  # train.cuda_graph
+            for precision in (["fp32", "bf16"] if bf16 else ["fp32"]):
+                variants[f"{precision}+graph"] = Stepper(name, cfg, dev, precision, False, graphed=True)
         best = M.resolve_precision(cfg["train"].precision, dev)  # what an eager training run uses here
         ends = {}
         if data is not None:

@@ -23,7 +23,7 @@ import torch
 from jumpbench import cache as FC
 from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
-from jumpbench.benchmarks.training import board
+from jumpbench.benchmarks.training import board, graphs
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks.evaluation import evaluate as E
 from jumpbench.benchmarks import machine as M
@@ -124,12 +124,15 @@ class _Start:
 def _setup(spec: runs.RunSpec, info: dict, cfg: dict) -> _Plan:
     """The device, its threads and precision, the process's rank, and config.json's record (with
     the values clamped to what the data and the machine allow: printed when the user set them)."""
+    from jumpbench.models import MODELS
+
     rank, world = _dist()
     B.batch_share(cfg["train"].batch_size, world)
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
     M.setup_device(device)
     if device.type == "cpu":
         torch.set_num_threads(cfg["train"].threads or default_threads())
+    graphs.check(cfg["train"], MODELS[spec.model][0], device, world)
     precision = M.resolve_precision(cfg["train"].precision, device, compiled=cfg["train"].compile)
     record = runs.record(spec, world, info, cfg)
     if cfg["warnings"]:  # a preset's own value clamped on a small set is only recorded
@@ -204,7 +207,8 @@ def _data(plan: _Plan, start: _Start, progress: bool) -> tuple:
             sampler = B.StepBatches(len(train_set), tc.batch_size, plan.spec.seed, start.step, tc.steps, plan.run.rank,
                                     plan.world)
             if tc.cache and FC.FrameCache.nbytes(train_set) <= tc.cache_gb * 1e9:
-                batches = FC.FrameCache(train_set, progress and plan.run.writes, warn=plan.run.writes).batches(sampler)
+                batches = FC.FrameCache(train_set, progress and plan.run.writes,
+                                        warn=plan.run.writes).batches(sampler, plan.device)
             else:
                 batches = B.loader(train_set, sampler, tc.num_workers)
             evaluator = E.Evaluator(start.model, test_set, tc, dc, plan.info, plan.precision)
@@ -246,6 +250,9 @@ class _Loop:
         self.stats, self.t0 = _StepStats(*start.sums, plan.device, plan.world), time.perf_counter()
         self.pace = board.Pace()  # steps per second and the wait for data, for TensorBoard
         self.sync_every = _sync_every(plan.device)
+        self.graphed = graphs.GraphedStep(
+            self.model, lambda batch, step: forward(self.model, batch, step, plan.precision, plan.device, cache=False),
+            plan.device) if self.tc.cuda_graph else None
         self.stop = _StopRequest()
         self.last_row = None  # the last evaluation's metrics row (rank 0)
 
@@ -283,14 +290,17 @@ class _Loop:
         g = torch.Generator().manual_seed(_seed(plan.spec.seed, step, self.run.rank, 1))
         batch = B.train_batch(item, plan.cfg["data"], self.model.jumpy, g, plan.device)
         lr = self.tc.lr_at(step) * (min(1.0, (step - self.start_step + 1) / self.warmup) if self.warmup else 1.0)
-        out = forward(self.net, batch, step, plan.precision, plan.device)
+        if self.graphed is not None:  # forward and backward, replayed
+            out = self.graphed(batch, step)
+        else:
+            out = forward(self.net, batch, step, plan.precision, plan.device)
         finite = torch.isfinite(out["loss"].detach()).float()
         if plan.world > 1:  # every rank stops together
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         self.stats.add(out, finite, step)
         if self.sync_every == 1 and self.diverged():  # CPUs: before the update, as reading costs nothing
             return False
-        grad_norm = update(self.model, self.opt, out["loss"], lr, self.tc.grad_clip)
+        grad_norm = update(self.model, self.opt, None if self.graphed else out["loss"], lr, self.tc.grad_clip)
         self.step += 1
         self.bar.update(1)
         if self.writer is not None:
@@ -366,21 +376,24 @@ class _Loop:
         raise e
 
 
-def forward(net, batch: dict, step: int, precision: str, device: torch.device) -> dict:
-    """The model's losses on one batch at `step`, under the run's precision (autocast)."""
-    with M.autocast(precision, device):
+def forward(net, batch: dict, step: int, precision: str, device: torch.device, cache: bool = True) -> dict:
+    """The model's losses on one batch at `step`, under the run's precision (autocast; `cache`:
+    machine.autocast's)."""
+    with M.autocast(precision, device, cache):
         return net(batch, step)
 
 
-def update(model, opt, loss: torch.Tensor, lr: float, grad_clip: float) -> torch.Tensor | None:
+def update(model, opt, loss: torch.Tensor | None, lr: float, grad_clip: float) -> torch.Tensor | None:
     """One optimizer step on `loss`: the learning rate `lr`, gradients clipped to the norm
     `grad_clip` (0: not clipped). Returns the gradient norm before clipping (on the device), or
-    None when not clipped. The training loop and `bench train` both step through forward and
-    this, so the benchmark times what training runs."""
+    None when not clipped. `loss` None: the gradients are in .grad already (a step replayed
+    from a CUDA graph, graphs.py). The training loop and `bench train` both step through
+    forward (or the graphs) and this, so the benchmark times what training runs."""
     for group in opt.param_groups:
         group["lr"] = lr
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss is not None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip else None
     opt.step()
     return norm
