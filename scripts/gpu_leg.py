@@ -97,14 +97,13 @@ def main() -> None:
 
     gpu = torch.cuda.is_available()
     overrides = list(args.overrides)
-    if gpu and not any(o.split("=")[0].strip() == "train.cuda_graph" for o in overrides):
-        overrides.append("train.cuda_graph=true")
-    cmd = [sys.executable, "-m", "jumpbench.cli", "continue", str(run), "--data", str(data),
-           "--minutes", str(args.minutes), "--quiet"]
-    for o in overrides:
-        cmd += ["--set", o]
-    before = _legs(run)
-    proc = subprocess.run(cmd, env=env)
+    graphed = gpu and not any(o.split("=")[0].strip() == "train.cuda_graph" for o in overrides)
+    before, t_leg = _legs(run), time.time()
+    proc = subprocess.run(_continue(run, data, args.minutes, overrides + ["train.cuda_graph=true"] * graphed), env=env)
+    left = args.minutes - (time.time() - t_leg) / 60
+    if proc.returncode != 0 and graphed and left > 1:  # the graphs failed on this machine: the rest eagerly
+        print(f"the leg with CUDA graphs failed (exit {proc.returncode}); {left:.1f} minutes left, eagerly", flush=True)
+        proc = subprocess.run(_continue(run, data, left, overrides + ["train.cuda_graph=false"]), env=env)
     legs = _legs(run)
     if len(legs) > len(before) and legs[-1].get("to", 0) > legs[-1].get("from", 0):
         leg = legs[-1]
@@ -136,6 +135,14 @@ def bench(run: Path, env: dict, out: Path) -> None:
         if o.split("=")[0].strip() not in execution:
             cmd += ["--set", o]
     subprocess.run(cmd, env=env)
+
+
+def _continue(run: Path, data: Path, minutes: float, overrides: list) -> list:
+    cmd = [sys.executable, "-m", "jumpbench.cli", "continue", str(run), "--data", str(data),
+           "--minutes", f"{minutes:.2f}", "--quiet"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
 
 
 def _legs(run: Path) -> list:
