@@ -278,10 +278,11 @@ def test_the_gpu_leg_script_runs_a_leg_on_this_cpu(small_ts, tmp_path):
     from jumpbench.dataset import dataset_sha256
 
     folder = train("jump", small_ts, "smoke", FP32 + ["train.steps=100000"], 0, tmp_path / "runs", name="r",
-                   progress=False, minutes=0.01)
+                   progress=False, minutes=0.02)
     drop_checkpoint(folder)
     before = R.read_legs(folder)
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_leg.py"), str(folder), "--minutes", "0.02",
+    assert before[-1]["to"] > 0
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_leg.py"), str(folder), "--minutes", "0.05",
                            "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--workers", "1",
                            "--set", "train.threads=1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
