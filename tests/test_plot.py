@@ -172,6 +172,24 @@ def test_sample_grids_from_checkpoints(small_ts, small_cr, tmp_path):
     assert any(ln.startswith("skipped fig6") for ln in lines)
 
 
+def test_fig6_draws_dice_runs_from_any_folder(tmp_path, monkeypatch):
+    """Fig. 6 from a JUMP run on a tiny dice set (its hidden-face protocol), drawn from another
+    working folder than the one the run trained in: the dataset is found from the run folder
+    (runs.run_dataset), as Fig. 3 and 4 find theirs."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    r = CliRunner().invoke(cli, ["generate", "dice", "--n", "3", "--test-n", "3", "--views", "8", "--size", "32",
+                                 "--shard-size", "2", "--seed", "3", "--quiet", "--out", "data", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    train("jump", "data/mnist_dice", "smoke", [], 0, "results/runs", progress=False)
+    monkeypatch.chdir(tmp_path)
+    lines = plot_all(repo / "results" / "runs", tmp_path / "figures")
+    assert any("fig6_mnist_dice_smoke.png" in ln for ln in lines), lines
+    fig6 = _figure(tmp_path / "figures", "fig6_mnist_dice_smoke")
+    assert set(fig6) == {"jump"} and fig6["jump"]["seed"] == 0
+
+
 def test_the_presets_own_config_wins_a_tie_with_a_variant(tmp_path):
     """One seed under `cpu` and one under an older variant of it (`cpu-pv05`, preset cpu in its
     config.json): the figures draw the preset's own config, whatever the names' order."""

@@ -147,7 +147,7 @@ def fig6(models: dict, dataset: str, preset: str):
         return None
 
     def scene(cfg):  # the hidden face's views from the context views
-        scenes = DS.Scenes(cfg["data"], "test", cfg["config"]["data"]["image_size"])
+        scenes = DS.Scenes(run_dataset(cfg), "test", cfg["config"]["data"]["image_size"])
         b = B.hidden_face_batch(scenes, [0])
         return ([("context", rgb(b["context_frames"][0])), ("hidden face", rgb(b["target_frames"][0]))],
                 b["context_frames"], b["context_viewpoints"], b["target_viewpoints"])
