@@ -16,7 +16,7 @@ import click
 import numpy as np
 import torch
 
-from jumpbench.dataset import Scenes, dataset_sha256
+from jumpbench.dataset import Scenes, dataset_sha256, to_device
 from jumpbench.files import atomic_path, file_lock, fsync, read_json, write_json_atomic
 from jumpbench.records import VIEWPOINT_DIMS, Dataset
 from jumpbench.workers import default_threads, quiet_workers
@@ -243,7 +243,7 @@ class FrameCache:
         frames, vps = torch.from_numpy(self.frames).to(device), torch.from_numpy(self.viewpoints).to(device)
         for idx in sampler:
             index = torch.as_tensor(np.asarray(idx))
-            at = index.to(device, non_blocking=True)
+            at = to_device(index, device)
             yield {"frames": frames[at], "viewpoints": vps[at], "index": index}
 
     def _verify(self, idx: np.ndarray) -> None:

@@ -130,5 +130,13 @@ class SceneDataset(Scenes):
         return {k: v for k, v in self.ds.features(self.split, int(i)).items() if k != "frames"}
 
 
+def to_device(x: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """x on `device` (None: where it is). To a GPU it travels from pinned memory without
+    blocking the host (a copy from ordinary memory would wait for the device's queue)."""
+    if device is None or x.device == torch.device(device):
+        return x
+    return (x.pin_memory() if torch.device(device).type == "cuda" else x).to(device, non_blocking=True)
+
+
 def to_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0

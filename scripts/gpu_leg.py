@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # safetensors may lack (pyrender and trimesh only render dice: a leg regenerates dice only with them)
 WHEELS = ("crc32c", "submitit", "cloudpickle", "typing-extensions")
 BUILT = ("tfrecord>=1.14.6",)  # pure Python, published as a source archive only from 1.14.6 (needed: docs/records.md)
+SETUP_MINUTES = 1.0  # a second `continue` (the eager fallback) starts in about this long
 
 
 def fetch_wheels(folder: Path, python: str = "3.12") -> None:
@@ -97,11 +98,13 @@ def main() -> None:
 
     gpu = torch.cuda.is_available()
     overrides = list(args.overrides)
-    graphed = gpu and not any(o.split("=")[0].strip() == "train.cuda_graph" for o in overrides)
+    graphed = gpu and _graphable(run) and not any(o.split("=")[0].strip() == "train.cuda_graph" for o in overrides)
     before, t_leg = _legs(run), time.time()
     proc = subprocess.run(_continue(run, data, args.minutes, overrides + ["train.cuda_graph=true"] * graphed), env=env)
-    left = args.minutes - (time.time() - t_leg) / 60
-    if proc.returncode != 0 and graphed and left > 1:  # the graphs failed on this machine: the rest eagerly
+    left = args.minutes - (time.time() - t_leg) / 60 - SETUP_MINUTES
+    status = _status(run)
+    if graphed and proc.returncode not in (0, 130) and status == "failed" and left >= 1:
+        # the leg failed with graphs on this machine (a capture, its check, memory): the rest eagerly
         print(f"the leg with CUDA graphs failed (exit {proc.returncode}); {left:.1f} minutes left, eagerly", flush=True)
         proc = subprocess.run(_continue(run, data, left, overrides + ["train.cuda_graph=false"]), env=env)
     legs = _legs(run)
@@ -143,6 +146,25 @@ def _continue(run: Path, data: Path, minutes: float, overrides: list) -> list:
     for o in overrides:
         cmd += ["--set", o]
     return cmd
+
+
+def _graphable(run: Path) -> bool:
+    """Whether the run's steps can be replayed from CUDA graphs (training/graphs.check): a
+    model with step_inputs, one process, no compiled loss."""
+    from jumpbench.models import MODELS
+    from jumpbench.models.base import Model
+
+    record = json.loads((run / "config.json").read_text())
+    cls = MODELS[record["model"]][0]
+    return (cls.step_inputs is not Model.step_inputs and record.get("world_size", 1) == 1
+            and not record["config"]["train"].get("compile", False))
+
+
+def _status(run: Path) -> str | None:
+    try:
+        return json.loads((run / "status.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _legs(run: Path) -> list:

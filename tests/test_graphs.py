@@ -28,7 +28,7 @@ class EmulatedGraphs(G.GraphedStep):
 
     def _capture(self, inputs, step):
         out = self._forward_backward(inputs, step)
-        return out, [p.grad for p in self.params], None
+        return out, [p.grad for p in self.params], None, out["loss"].clone()
 
     def _replay(self, entry):
         out = self._forward_backward(entry.inputs, entry.step)  # the capture's step, as a graph would
@@ -87,6 +87,41 @@ def test_replayed_steps_train_as_eager_steps_do():
     assert len(graphed.graphs) == 3
     for (n, p), q in zip(eager.named_parameters(), replayed.parameters()):
         assert torch.allclose(p, q, atol=1e-6), n
+
+
+def test_the_leg_captures_every_shape_random_split_draws_before_its_first_step():
+    from types import SimpleNamespace as NS
+
+    dc = NS(context_min=1, context_max=6, targets_min=1, targets=6)
+    shapes = B.split_shapes(12, dc)
+    assert len(shapes) == len(set(shapes)) == 36 and all(m + k <= 12 for m, k in shapes)
+    g = torch.Generator().manual_seed(0)
+    item = B.synthetic_item({"viewpoint_key": "timestamps", "frames": 12}, 2, 16)
+    drawn = set()
+    for _ in range(400):
+        b = B.random_split(item["frames"], item["viewpoints"], dc, g)
+        drawn.add((b["context_frames"].shape[1], b["target_frames"].shape[1]))
+    assert drawn <= set(shapes) and len(drawn) > 30
+    cfg = tiny_config("jump", frames=12)
+    model = MODELS["jump"][0](cfg)
+    graphed = EmulatedGraphs(model, lambda b, s: forward(model, b, s, "fp32", CPU, cache=False), CPU)
+    small = NS(context_min=1, context_max=3, targets_min=1, targets=2)
+    batches = B.shape_batches(item, small)
+    assert [(b["context_frames"].shape[1], b["target_frames"].shape[1]) for b in batches] == B.split_shapes(12, small)
+    assert graphed.capture(batches, 0) == len(batches) == 6
+    assert graphed.capture(batches[:2], 0) == 6  # captured once
+
+
+def test_a_replay_that_differs_from_the_pass_it_recorded_is_refused():
+    class Wrong(EmulatedGraphs):
+        def _replay(self, entry):
+            super()._replay(entry)
+            entry.out["loss"].mul_(1.01)
+
+    model = MODELS["jump"][0](tiny_config("jump"))
+    graphed = Wrong(model, lambda b, s: forward(model, b, s, "fp32", CPU, cache=False), CPU)
+    with pytest.raises(JumpbenchError, match="replayed from the graph"):
+        graphed(make_batch(), 0)
 
 
 def test_graphs_are_refused_where_they_cannot_work():

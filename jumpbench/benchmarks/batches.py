@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jumpbench.dataset import Scenes, to_float
+from jumpbench.dataset import Scenes, to_device, to_float
 from jumpbench.errors import JumpbenchError
 from jumpbench.scenes import viewpoints
 
@@ -55,14 +55,21 @@ def loader(scenes: Scenes, sampler: StepBatches, workers: int):
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, T, ...) and idx (B, K) -> (B, K, ...), on x's device."""
-    idx = idx.to(x.device)
+    idx = to_device(idx, x.device)
     return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
+
+
+def split_shapes(t: int, cfg) -> list[tuple[int, int]]:
+    """Every (M context frames, K targets) that random_split draws for scenes of `t` frames."""
+    return [(m, k) for k in range(cfg.targets_min, min(cfg.targets, t - cfg.context_min) + 1)
+            for m in range(cfg.context_min, min(cfg.context_max, t - k) + 1)]
 
 
 def random_split(frames, vps, cfg, generator: torch.Generator, device: torch.device | str | None = None) -> dict:
     """Jumpy training batch: K ~ U[targets_min, targets] random target frames and
     M ~ U[context_min, context_max] other random context frames per scene (one K and one M
-    per batch, both capped so that M + K fits in the scene); on `device` (make_batch)."""
+    per batch, both capped so that M + K fits in the scene: split_shapes); on `device`
+    (make_batch)."""
     b, t = frames.shape[:2]
     if t - cfg.context_min < cfg.targets_min:
         raise JumpbenchError(f"scenes of {t} frames cannot give {cfg.context_min} context + "
@@ -87,15 +94,20 @@ def make_batch(frames, vps, ctx_idx, tgt_idx, device: torch.device | str | None 
     """Gather the context and target frames where they are (uint8, so only the frames used are
     converted), then move them to `device` (None: stay) and convert them there. To a GPU they
     travel from pinned memory without blocking the host, a quarter of the bytes of floats."""
-    def move(x):
-        if device is None or x.device == torch.device(device):
-            return x
-        return (x.pin_memory() if torch.device(device).type == "cuda" else x).to(device, non_blocking=True)
+    return {"context_frames": to_float(to_device(_gather(frames, ctx_idx), device)),
+            "context_viewpoints": to_device(_gather(vps, ctx_idx), device),
+            "target_frames": to_float(to_device(_gather(frames, tgt_idx), device)),
+            "target_viewpoints": to_device(_gather(vps, tgt_idx), device)}
 
-    return {"context_frames": to_float(move(_gather(frames, ctx_idx))),
-            "context_viewpoints": move(_gather(vps, ctx_idx)),
-            "target_frames": to_float(move(_gather(frames, tgt_idx))),
-            "target_viewpoints": move(_gather(vps, tgt_idx))}
+
+def shape_batches(item: dict, cfg, device: torch.device | str | None = None) -> list[dict]:
+    """A jumpy batch of every shape random_split draws (split_shapes), from `item`'s scenes
+    (first the M context frames, then the K targets): what a step captured in a CUDA graph
+    per shape is captured on (training/graphs.py)."""
+    frames, vps = item["frames"], item["viewpoints"]
+    b, t = frames.shape[:2]
+    order = torch.arange(t).expand(b, t)
+    return [make_batch(frames, vps, order[:, :m], order[:, m:m + k], device) for m, k in split_shapes(t, cfg)]
 
 
 def train_batch(item: dict, cfg, jumpy: bool, generator: torch.Generator,

@@ -189,9 +189,10 @@ def _stream(scenes, cfg, seed: int):
     return iter(B.loader(scenes, sampler, cfg["train"].num_workers))
 
 
-def _cached(scenes, cfg, seed: int):
+def _cached(scenes, cfg, seed: int, device: torch.device):
+    """The frame cache's batches as training gets them (on a GPU, held there when they fit)."""
     sampler = B.StepBatches(len(scenes), cfg["train"].batch_size, seed, 0, 10 ** 9)
-    return FC.FrameCache(scenes, progress=True).batches(sampler)
+    return FC.FrameCache(scenes, progress=True).batches(sampler, device)
 
 
 def train_speed(models: list[str], preset: str = "cpu", dataset: str = "traveling_salesman",
@@ -247,7 +248,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
             scenes = DS.Scenes(data, "train", size)
             ends = {"stream fp32": (Stepper(name, cfg, dev, "fp32", False), _stream(scenes, cfg, 0)),
                     "stream": (Stepper(name, cfg, dev, best, False), _stream(scenes, cfg, 0)),
-                    "cache": (Stepper(name, cfg, dev, best, False), _cached(scenes, cfg, 0))}
+                    "cache": (Stepper(name, cfg, dev, best, False), _cached(scenes, cfg, 0, dev))}
         batch = variants["fp32"].batch(item, 0)
         flops = step_flops(variants["fp32"], batch)
         for v in list(variants.values()) + [s for s, _ in ends.values()]:  # warm up (and compile)

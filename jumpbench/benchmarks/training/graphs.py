@@ -7,8 +7,13 @@ graph records the kernels of a step once and replays them with one launch.
 What is captured and what is not:
 - captured: the model's forward (at the run's precision) and its backward, once per batch
   shape. A jumpy batch draws its number of context views M and of targets K at every step
-  (batches.random_split), and a graph's shapes are fixed, so there is one graph per (M, K),
-  captured the first time that shape comes (36 for 12-frame videos with up to 6 and 6);
+  (batches.random_split), and a graph's shapes are fixed, so there is one graph per (M, K):
+  36 for 12-frame videos with up to 6 and 6, all captured when the leg starts (`capture`),
+  so that a capture that fails, or runs out of memory, fails at once. Each capture is
+  checked: its first replay must give the loss of the eager pass it recorded, on the same
+  inputs and the same noise. The graphs share one memory pool, which is safe here because a
+  replay's outputs and gradients are read (the loop's sums, clipping, Adam) before the next
+  replay, and the inputs live outside the pool;
 - fed before every replay: the batch, copied into the graph's own input tensors, and the
   step's schedule (`Model.step_inputs`: JUMP's and GQN's pixel variance), so that a replay
   computes exactly the step it is given. A model whose forward reads the step in ways a
@@ -31,6 +36,7 @@ from jumpbench.errors import JumpbenchError
 
 MAX_GRAPHS = 64  # batch shapes (M, K) a run may capture; 12-frame videos need 36
 WARMUP = 3       # eager forward/backward passes on a side stream before a capture (lazy init, cuDNN choices)
+REPLAY_RTOL = 1e-3  # a capture's first replay against the eager pass it recorded (TF32, kernel choices)
 
 
 def check(tc, model_cls: type, device: torch.device, world: int) -> None:
@@ -73,11 +79,21 @@ class GraphedStep:
         self.model, self.loss, self.device = model, loss, device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.graphs: dict[tuple, _Graph] = {}
+        self.pool = None  # the graphs' shared memory pool, once the first is captured
+
+    def capture(self, batches: list[dict], step: int) -> int:
+        """Capture the graph of each batch's shape not captured yet (batches.shape_batches: one
+        per shape the run draws), at `step`; returns how many graphs there are."""
+        for batch in batches:
+            key = _key(batch)
+            if key not in self.graphs:
+                self.graphs[key] = self._new(batch, step)
+        return len(self.graphs)
 
     def __call__(self, batch: dict, step: int) -> dict:
-        key = tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(batch.items()))
+        key = _key(batch)
         entry = self.graphs.get(key)
-        if entry is None:
+        if entry is None:  # a shape capture() was not given
             entry = self.graphs[key] = self._new(batch, step)
         for k, v in batch.items():
             entry.inputs[k].copy_(v, non_blocking=True)
@@ -95,9 +111,16 @@ class GraphedStep:
         inputs.update({k: torch.tensor(v, dtype=torch.float32, device=self.device)
                        for k, v in self.model.step_inputs(step).items()})
         rng = _rng_state(self.device)
-        out, grads, graph = self._capture(inputs, step)
-        _set_rng_state(self.device, rng)
-        return _Graph(inputs, out, grads, graph, step)
+        out, grads, graph, eager = self._capture(inputs, step)
+        entry = _Graph(inputs, out, grads, graph, step)
+        _set_rng_state(self.device, rng)  # the noise of the first warm-up pass again
+        self._replay(entry)
+        _set_rng_state(self.device, rng)  # the step that comes next draws its own, as it would eagerly
+        if not torch.allclose(entry.out["loss"], eager, rtol=REPLAY_RTOL):  # one read of the device per shape
+            raise JumpbenchError(f"train.cuda_graph: the step replayed from the graph of shapes {_shapes(batch)} "
+                                 f"gave the loss {float(entry.out['loss']):.6g} where the eager pass it recorded "
+                                 f"gave {float(eager):.6g}; set train.cuda_graph=false")
+        return entry
 
     def _forward_backward(self, inputs: dict, step: int) -> dict:
         for p in self.params:
@@ -106,22 +129,33 @@ class GraphedStep:
         out["loss"].backward()
         return {k: v.detach() for k, v in out.items()}
 
-    def _capture(self, inputs: dict, step: int) -> tuple[dict, list, object]:
+    def _capture(self, inputs: dict, step: int) -> tuple[dict, list, object, torch.Tensor]:
         """Warm up on a side stream, then record one forward and backward (PyTorch's recipe for
-        capturing a whole step: docs, "CUDA Graphs")."""
+        capturing a whole step: docs, "CUDA Graphs"). Returns the graph's outputs, its
+        gradients, the graph, and the loss of the first warm-up pass (eager)."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            for _ in range(WARMUP):
+            eager = self._forward_backward(inputs, step)["loss"].clone()
+            for _ in range(WARMUP - 1):
                 self._forward_backward(inputs, step)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             out = self._forward_backward(inputs, step)
-        return out, [p.grad for p in self.params], graph
+        self.pool = graph.pool()
+        return out, [p.grad for p in self.params], graph, eager
 
     def _replay(self, entry: _Graph) -> None:
         entry.graph.replay()
+
+
+def _key(batch: dict) -> tuple:
+    return tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(batch.items()))
+
+
+def _shapes(batch: dict) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in batch.items())
 
 
 def _rng_state(device: torch.device) -> torch.Tensor:

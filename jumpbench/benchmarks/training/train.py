@@ -259,6 +259,8 @@ class _Loop:
     def train(self) -> Path:
         plan, tc = self.plan, self.tc
         try:
+            if self.graphed is not None:
+                self.capture()
             for item in self.batches:
                 self.stop.timed_out |= self.deadline is not None and time.monotonic() > self.deadline
                 why = self.stop.now(plan.world, plan.device, self.step % self.sync_every == 0)
@@ -280,6 +282,16 @@ class _Loop:
                 self.writer.close()
         self.run.mark("done", f"{tc.steps} steps in {self.wall:.0f} s")
         return self.run.folder
+
+    def capture(self) -> None:
+        """train.cuda_graph: the graph of every batch shape the run draws, before the first step
+        (a capture that fails fails here, marked like any error of the loop)."""
+        t = time.perf_counter()
+        dc = self.plan.cfg["data"]
+        item = B.synthetic_item(self.plan.info, B.batch_share(self.tc.batch_size, self.plan.world), dc.image_size)
+        n = self.graphed.capture(B.shape_batches(item, dc, self.plan.device), self.step)
+        if self.run.writes:
+            click.echo(f"captured {n} CUDA graphs (one per batch shape) in {time.perf_counter() - t:.1f} s", err=True)
 
     def take_step(self, item: dict) -> bool:
         """One step: its own noise, the scheduled learning rate (ramped up over a warm-up when
@@ -455,8 +467,8 @@ class _StepStats:
 
     def add(self, out: dict, finite: torch.Tensor, step: int) -> None:
         for k, v in out.items():
-            v = v.detach().double()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            v = v.detach().double()  # (a copy, never the step's own tensor: a replayed graph overwrites that)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
         first = (finite == 0) & (self.bad_step < 0)
         self.bad_step = torch.where(first, step, self.bad_step)
