@@ -70,16 +70,12 @@ class Stepper:
         return B.train_batch(item, self.cfg["data"], self.model.jumpy, g, self.device)
 
     def step(self, batch: dict) -> None:
-        """The training loop's step (train.forward and train.update): its schedule, its clipping."""
-        from jumpbench.benchmarks.training.train import forward, update
+        """The training loop's step (train.losses and train.update): its schedule, its clipping."""
+        from jumpbench.benchmarks.training.train import losses, update
 
         tc = self.cfg["train"]
-        if self.graphed is not None:
-            self.graphed(batch, self.step_no)
-            update(self.model, self.opt, None, tc.lr_at(self.step_no), tc.grad_clip)
-        else:
-            out = forward(self.model, batch, self.step_no, self.precision, self.device)
-            update(self.model, self.opt, out["loss"], tc.lr_at(self.step_no), tc.grad_clip)
+        out = losses(self.model, self.graphed, batch, self.step_no, self.precision, self.device)
+        update(self.model, self.opt, None if self.graphed else out["loss"], tc.lr_at(self.step_no), tc.grad_clip)
         self.step_no += 1
 
 

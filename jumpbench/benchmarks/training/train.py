@@ -302,10 +302,7 @@ class _Loop:
         g = torch.Generator().manual_seed(_seed(plan.spec.seed, step, self.run.rank, 1))
         batch = B.train_batch(item, plan.cfg["data"], self.model.jumpy, g, plan.device)
         lr = self.tc.lr_at(step) * (min(1.0, (step - self.start_step + 1) / self.warmup) if self.warmup else 1.0)
-        if self.graphed is not None:  # forward and backward, replayed
-            out = self.graphed(batch, step)
-        else:
-            out = forward(self.net, batch, step, plan.precision, plan.device)
+        out = losses(self.net, self.graphed, batch, step, plan.precision, plan.device)
         finite = torch.isfinite(out["loss"].detach()).float()
         if plan.world > 1:  # every rank stops together
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
@@ -393,6 +390,15 @@ def forward(net, batch: dict, step: int, precision: str, device: torch.device, c
     machine.autocast's)."""
     with M.autocast(precision, device, cache):
         return net(batch, step)
+
+
+def losses(net, graphed: graphs.GraphedStep | None, batch: dict, step: int, precision: str,
+           device: torch.device) -> dict:
+    """A step's losses: forward (update then runs the backward), or with `graphed` forward and
+    backward replayed from a CUDA graph (the gradients already in .grad: update(loss=None))."""
+    if graphed is not None:
+        return graphed(batch, step)
+    return forward(net, batch, step, precision, device)
 
 
 def update(model, opt, loss: torch.Tensor | None, lr: float, grad_clip: float) -> torch.Tensor | None:
