@@ -29,6 +29,9 @@ def main() -> None:
     ap.add_argument("run", help="A video run folder (traveling_salesman or color_reaction).")
     ap.add_argument("--n", type=int, default=128, help="Videos of each split.")
     ap.add_argument("--samples", type=int, default=10, help="Prior samples per video for min-MSE.")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="Draw the prior's samples under this many seeds: the min-MSE's spread from sampling alone.")
+    ap.add_argument("--splits", default="train,test", help="Which splits (comma-separated).")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -37,18 +40,21 @@ def main() -> None:
     data, size, m = run_dataset(record), record["config"]["data"]["image_size"], record["config"]["data"]["eval_context"]
     precision = M.resolve_precision("auto", torch.device("cpu"))
     print(f"{args.run}: {args.n} videos per split, context {m} frames, {args.samples} samples, {precision}")
-    for split in ("train", "test"):
+    for split in args.splits.split(","):
         t = time.time()
         items = B.stack(DS.Scenes(data, split, size), range(args.n))
         frames = DS.to_float(items["frames"])
         with torch.no_grad(), M.autocast(precision, torch.device("cpu")):
             torch.manual_seed(0)
             out = model(B.prefix_split(items["frames"], items["viewpoints"], m), 10 ** 9)
-            torch.manual_seed(0)
-            prior = float(min_mse(model, frames, m, args.samples).mean())
+            priors = []
+            for seed in range(args.seeds):
+                torch.manual_seed(seed)
+                priors.append(float(min_mse(model, frames, m, args.samples).mean()))
+        spread = f" (seeds: {', '.join(f'{p:.5f}' for p in priors)})" if args.seeds > 1 else ""
         print(f"{split:5s}  posterior MSE {float(out['mse']):.5f}  KL {float(out['kl']):6.2f}  "
-              f"prior min-MSE {prior:.5f}  repeat-last {baseline_mse(frames, m)['repeat_last']:.5f}  "
-              f"({time.time() - t:.0f} s)", flush=True)
+              f"prior min-MSE {sum(priors) / len(priors):.5f}{spread}  "
+              f"repeat-last {baseline_mse(frames, m)['repeat_last']:.5f}  ({time.time() - t:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
