@@ -149,15 +149,15 @@ def _continue(run: Path, data: Path, minutes: float, overrides: list) -> list:
 
 
 def _graphable(run: Path) -> bool:
-    """Whether the run's steps can be replayed from CUDA graphs (training/graphs.check): a
-    model with step_inputs, one process, no compiled loss."""
+    """Whether the run's steps can be replayed from CUDA graphs here (training/graphs.why_not)."""
+    import torch
+
+    from jumpbench.benchmarks.training.graphs import why_not
     from jumpbench.models import MODELS
-    from jumpbench.models.base import Model
 
     record = json.loads((run / "config.json").read_text())
-    cls = MODELS[record["model"]][0]
-    return (cls.step_inputs is not Model.step_inputs and record.get("world_size", 1) == 1
-            and not record["config"]["train"].get("compile", False))
+    return why_not(MODELS[record["model"]][0], torch.device("cuda"), record.get("world_size", 1),
+                   record["config"]["train"].get("compile", False)) is None
 
 
 def _status(run: Path) -> str | None:

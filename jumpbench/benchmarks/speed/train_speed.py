@@ -32,6 +32,7 @@ from jumpbench import dataset as DS
 from jumpbench.benchmarks import batches as B
 from jumpbench.benchmarks import config as C
 from jumpbench.benchmarks import machine as M
+from jumpbench.benchmarks.training import graphs
 from jumpbench.errors import JumpbenchError
 
 # The datasets a synthetic batch can mimic: viewpoint key, frames per scene
@@ -51,8 +52,7 @@ class Stepper:
 
     def __init__(self, model_name: str, cfg: dict, device: torch.device, precision: str, compiled: bool,
                  graphed: bool = False):
-        from jumpbench.benchmarks.training.graphs import GraphedStep
-        from jumpbench.benchmarks.training.train import forward
+        from jumpbench.benchmarks.training.train import graphed_step
         from jumpbench.models import MODELS
 
         torch.manual_seed(0)
@@ -62,8 +62,7 @@ class Stepper:
             raise JumpbenchError(f"--compile: {model_name} has no loss that compiles once per run")
         self.cfg, self.device, self.precision = cfg, device, precision
         self.step_no = 0
-        self.graphed = GraphedStep(self.model, lambda b, s: forward(self.model, b, s, precision, device, cache=False),
-                                   device) if graphed else None  # train.cuda_graph
+        self.graphed = graphed_step(self.model, precision, device) if graphed else None  # train.cuda_graph
 
     def batch(self, item: dict, seed: int) -> dict:
         g = torch.Generator().manual_seed(seed)
@@ -235,7 +234,7 @@ def train_speed(models: list[str], preset: str = "cpu", dataset: str = "travelin
         if compiled and MODELS[name][0].compile_loss is not Model.compile_loss:  # models that have one
             for precision in (["fp32", "bf16"] if bf16 else ["fp32"]):  # on a GPU fp32 (TF32) can win
                 variants[f"{precision}+compile"] = Stepper(name, cfg, dev, precision, True)
-        if dev.type == "cuda" and MODELS[name][0].step_inputs is not Model.step_inputs:  # train.cuda_graph
+        if graphs.why_not(MODELS[name][0], dev, 1, False) is None:  # train.cuda_graph: CUDA, JUMP and GQN
             for precision in (["fp32", "bf16"] if bf16 else ["fp32"]):
                 variants[f"{precision}+graph"] = Stepper(name, cfg, dev, precision, False, graphed=True)
         best = M.resolve_precision(cfg["train"].precision, dev)  # what an eager training run uses here

@@ -39,23 +39,29 @@ WARMUP = 3       # eager forward/backward passes on a side stream before a captu
 REPLAY_RTOL = 1e-3  # a capture's first replay against the eager pass it recorded (TF32, kernel choices)
 
 
-def check(tc, model_cls: type, device: torch.device, world: int) -> None:
-    """Refuse train.cuda_graph where it cannot work, in one line, before a run writes anything."""
+def why_not(model_cls: type, device: torch.device, world: int, compiled: bool) -> str | None:
+    """Why a run of `model_cls` on `device` in `world` processes (`compiled`: train.compile)
+    cannot replay its steps from CUDA graphs, in one line; None when it can."""
     from jumpbench.models.base import Model
 
-    if not tc.cuda_graph:
-        return
     if device.type != "cuda":
-        raise JumpbenchError(f"train.cuda_graph: this run trains on the {device.type}, and CUDA graphs need a "
-                             "CUDA GPU; set train.cuda_graph=false")
+        return (f"train.cuda_graph: this run trains on the {device.type}, and CUDA graphs need a CUDA GPU; "
+                "set train.cuda_graph=false")
     if world > 1:
-        raise JumpbenchError("train.cuda_graph: a data-parallel run (--procs) is not captured; train it with "
-                             "train.cuda_graph=false")
-    if tc.compile:
-        raise JumpbenchError("train.cuda_graph and train.compile are two ways to the same end; set one of them")
+        return "train.cuda_graph: a data-parallel run (--procs) is not captured; train it with train.cuda_graph=false"
+    if compiled:
+        return "train.cuda_graph and train.compile are two ways to the same end; set one of them"
     if model_cls.step_inputs is Model.step_inputs:
-        raise JumpbenchError(f"train.cuda_graph: {model_cls.__name__}'s loss reads the training step in ways a "
-                             "replayed graph cannot be fed (it has no Model.step_inputs); set train.cuda_graph=false")
+        return (f"train.cuda_graph: {model_cls.__name__}'s loss reads the training step in ways a replayed graph "
+                "cannot be fed (it has no Model.step_inputs); set train.cuda_graph=false")
+    return None
+
+
+def check(tc, model_cls: type, device: torch.device, world: int) -> None:
+    """Refuse train.cuda_graph where it cannot work (why_not), in one line, before a run writes anything."""
+    why = why_not(model_cls, device, world, tc.compile) if tc.cuda_graph else None
+    if why:
+        raise JumpbenchError(why)
 
 
 @dataclass

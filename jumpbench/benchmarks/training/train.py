@@ -250,9 +250,7 @@ class _Loop:
         self.stats, self.t0 = _StepStats(*start.sums, plan.device, plan.world), time.perf_counter()
         self.pace = board.Pace()  # steps per second and the wait for data, for TensorBoard
         self.sync_every = _sync_every(plan.device)
-        self.graphed = graphs.GraphedStep(
-            self.model, lambda batch, step: forward(self.model, batch, step, plan.precision, plan.device, cache=False),
-            plan.device) if self.tc.cuda_graph else None
+        self.graphed = graphed_step(self.model, plan.precision, plan.device) if self.tc.cuda_graph else None
         self.stop = _StopRequest()
         self.last_row = None  # the last evaluation's metrics row (rank 0)
 
@@ -390,6 +388,13 @@ def forward(net, batch: dict, step: int, precision: str, device: torch.device, c
     machine.autocast's)."""
     with M.autocast(precision, device, cache):
         return net(batch, step)
+
+
+def graphed_step(model, precision: str, device: torch.device) -> graphs.GraphedStep:
+    """train.cuda_graph's step: forward (autocast without its cache, as a capture needs) and
+    backward, replayed from CUDA graphs."""
+    return graphs.GraphedStep(model, lambda batch, step: forward(model, batch, step, precision, device, cache=False),
+                              device)
 
 
 def losses(net, graphed: graphs.GraphedStep | None, batch: dict, step: int, precision: str,
