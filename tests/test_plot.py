@@ -339,3 +339,29 @@ def test_plot_names_runs_it_cannot_read_and_leaves_no_stale_temporaries(tmp_path
     assert not (out / ".summary.md.999999999.tmp").exists()
     one_line_error(run("plot", "--runs", tmp_path / "runs", "--out", out, "--speed", tmp_path / "none"),
                    "no such folder")
+
+
+def test_scores_of_an_older_definition_are_left_out_and_named(runs, tmp_path):
+    """A Color Reaction run scored before the reaction looked at the mover (no
+    scores_definition, i.e. 1) is not drawn beside one scored today, and plot and the summary
+    say which; the dice runs' scores, whose definition has not changed, still count."""
+    from jumpbench.benchmarks.evaluation.scores import DEFINITIONS
+
+    refs = {"test_score_truth_reaction_forward": 1.0, "test_score_truth_reaction_backward": 1.0}
+    for seed, (value, definition) in enumerate([(0.9, None), (0.2, DEFINITIONS["color_reaction"])]):
+        scores = {"test_score_reaction_forward": value, "test_score_reaction_backward": value, **refs}
+        if definition:
+            scores["scores_definition"] = definition
+        rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.01, **scores}]
+        folder = make_run(runs, "color_reaction", "jump", seed, "done", rows)
+        (folder / "scores.json").write_text(json.dumps(scores))
+    out = tmp_path / "figures"
+    lines = plot_all(runs, out, grids=False)
+    drawn = _figure(out, "scores_color_reaction_cpu")["models"]["reaction_forward"]["jump"]
+    assert drawn["test_score_reaction_forward"]["mean"] == pytest.approx(0.2)
+    assert _figure(out, "scores_mnist_dice_cpu")["models"]["agreement"]["jump"]["test_score_agreement"]["mean"] \
+        == pytest.approx(0.85)
+    warned = [ln for ln in lines if "older definition" in ln]
+    assert len(warned) == 1 and "color_reaction/jump/cpu/seed-0" in warned[0], lines
+    md = (runs.parent / "summary.md").read_text()
+    assert "Left out: the scores of color_reaction/jump/cpu/seed-0," in md

@@ -66,6 +66,36 @@ def test_color_reaction_truth_reacts_both_ways(small_cr, cr_probe):
         assert refs[bad]["reaction_forward"] <= 0.2 and refs[bad]["reaction_backward"] <= 0.2, (bad, refs)
 
 
+def test_color_reaction_fails_when_the_change_reaches_the_mover(small_cr, cr_probe):
+    """Samples in which both shapes take the new colour tell a story the narrative never tells
+    (the mover keeps its colour): they fail the reaction, forwards and backwards, while the
+    same scenes drawn right pass."""
+    from jumpbench.generators import narratives as N
+    from jumpbench.scenes import downsample
+
+    scenes = DS.Scenes(small_cr, "test", SIZE)
+    gen = N.NarrativesGenerator(N.NarrativesConfig("color_reaction"))
+    rgb = np.asarray([(0, 0, 0), *N.COLORS], np.uint8)
+
+    def video(i, recolour_mover):
+        spec = gen.spec("test", i)
+        half = N.reaction_frames(len(spec["positions"]))[1]
+        if recolour_mover:
+            new = int(spec["frame_colors"][half, 1])
+            other = next(c for c in range(len(N.COLORS)) if c not in (new, int(spec["colors"][0])))
+            spec["frame_colors"][half:, 0] = new if new != spec["colors"][0] else other
+        frames = downsample(rgb[N.render(spec, gen.config.size)], SIZE).transpose(0, 3, 1, 2)
+        return DS.to_float(torch.from_numpy(np.ascontiguousarray(frames)))
+
+    idx = range(len(scenes))
+    for recolour, expect in ((False, 1.0), (True, 0.0)):
+        videos = torch.stack([video(i, recolour) for i in idx])            # (B, T, 3, S, S)
+        for direction, q in (("forward", slice(5, None)), ("backward", slice(None, -5))):
+            scorer = S.Scorer(cr_probe, scenes, idx, 5, direction)
+            scorer.add(videos[:, None, q])
+            assert scorer.result()[f"reaction_{direction}"] == expect, (recolour, direction)
+
+
 class Replay(Model):
     """A stand-in model whose samples are the true continuation or, with probability
     `p_shuffle` per sample (torch's RNG), the same frames shuffled in time."""
@@ -98,6 +128,7 @@ def test_model_scores_read_the_min_mse_samples_and_are_deterministic(small_ts, t
         torch.manual_seed(seed)
         mse = min_mse(Replay(frames, p), frames, 5, 6, chunk=4, visit=rs.visit)
         row = rs.finish(Replay(frames, p), with_references=False)
+        assert row["scores_definition"] == S.DEFINITIONS["traveling_salesman"]  # recorded with the scores
         assert counted == [4, 2] and sum(counted) == rs.draws(Replay(frames, p))  # the progress bar's count
         return float(mse.mean()), row
 

@@ -15,8 +15,10 @@ understands, whether the samples tell a story the dataset could have told:
   has not visited yet (the first target at the first).
 - Color Reaction: `reaction_forward`, from the first m frames, the fraction of samples in
   which shape 1 (the mover, shape 0 in the records) touches shape 2 from the narrative's
-  arrival frame on and shape 2 keeps its colour until then and changes to one other colour
-  at the next frame (narratives.reaction_frames: 5 and 6 of 12); `reaction_backward`, from
+  arrival frame on, shape 2 keeps its colour until then and changes to one other colour at
+  the next frame (narratives.reaction_frames: 5 and 6 of 12), and shape 1 is seen in every
+  frame in the one colour it has throughout (the narrative never recolours it: a sample in
+  which the colour change reaches both shapes tells a story the dataset cannot tell); `reaction_backward`, from
   the last m frames (jumpy models only), the same test of the composed video, i.e. the
   earlier colour is drawn up to the touch and the later one after it.
 - MNIST Dice, hidden-face protocol (3 context views where one face is invisible, 3 query
@@ -52,6 +54,12 @@ LABELS = {"route_validity": "route validity", "route_coverage": "route coverage 
           "route_visits": "visits to a new shape",
           "reaction_forward": "reaction, forwards", "reaction_backward": "reaction, backwards",
           "agreement": "hidden-face agreement", "diversity": "digits per scene"}
+# The definition of each dataset's scores, recorded with them (`scores_definition` in scores.json and
+# in the evaluation rows that carry test_score_*): scores of another definition are not compared
+# with today's (results.collect leaves them out, and `jumpbench plot` says which runs to rescore).
+# Color Reaction 2: the mover must keep its colour (1 did not look at it, and passed samples in
+# which both shapes change colour).
+DEFINITIONS = {"traveling_salesman": 1, "color_reaction": 2, "mnist_dice": 1}
 REFERENCES = {"truth": "ground truth", "repeat": "repeat the nearest context frame", "black": "black frames",
               "shuffled": "true frames shuffled in time", "mean_context": "the mean context view"}
 
@@ -102,10 +110,11 @@ def reaction(r: dict, meta: dict) -> np.ndarray:
     """Readings of n composed Color Reaction videos (n, T) -> valid (n,)."""
     t = r["touch"].shape[1]
     arrive, change = N.reaction_frames(t)
-    col = r["colors"][:, :, 1]
+    col, mover = r["colors"][:, :, 1], r["colors"][:, :, 0]
     before, after = col[:, :change], col[:, change:]
     return (r["touch"][:, arrive:, 1].all(1) & (before == before[:, :1]).all(1) & (after == after[:, :1]).all(1)
-            & (before[:, 0] >= 0) & (after[:, 0] >= 0) & (before[:, 0] != after[:, 0]))
+            & (before[:, 0] >= 0) & (after[:, 0] >= 0) & (before[:, 0] != after[:, 0])
+            & (mover == mover[:, :1]).all(1) & (mover[:, 0] >= 0))
 
 
 class Scorer:
@@ -256,6 +265,7 @@ class RunScores:
                     self._add(back, s)
                 scores.update(back.result())
         row = {f"test_score_{k}": v for k, v in scores.items()}
+        row["scores_definition"] = DEFINITIONS[name]
         if with_references:
             for ref, vals in references(self.probe, self.scenes, self.indices, self.m).items():
                 row.update({f"test_score_{ref}_{k}": v for k, v in vals.items()})
@@ -270,6 +280,20 @@ def for_evaluator(scenes: DS.Scenes, n: int, image_size: int, m: int, n_samples:
     except JumpbenchError:
         return None
     return RunScores(probe, scenes, range(n), m, n_samples)
+
+
+def outdated(row: dict | None, dataset: str) -> bool:
+    """Whether `row` (scores.json, or an evaluation row) carries test_score_* of another
+    definition than today's for `dataset` (rows written before definitions were recorded: 1)."""
+    return bool(row) and any(k.startswith("test_score_") for k in row) and \
+        row.get("scores_definition", 1) != DEFINITIONS.get(dataset, 1)
+
+
+def current(row: dict | None, dataset: str) -> dict | None:
+    """`row` without its test_score_* when they are `outdated`."""
+    if not outdated(row, dataset):
+        return row
+    return {k: v for k, v in row.items() if not k.startswith("test_score_") and k != "scores_definition"}
 
 
 def split_row(row: dict) -> tuple[dict, dict]:

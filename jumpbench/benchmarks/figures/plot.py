@@ -358,6 +358,9 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
     runs = collect(runs_root)
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = [f"warning: {r.path}: counted with no evaluations: {r.problem}" for r in runs if r.problem]
+    lines += [f"warning: {r.path}: its ground-truth scores are of an older definition of {r.dataset}'s scores; "
+              "left out (jumpbench score rescores a run that has its checkpoint or weights)"
+              for r in runs if r.outdated_scores]
     for r in runs:  # a last evaluation that is not finite: the summary shows the last finite one, and says so
         metric = primary_metric([r]) if r.rows else None
         last = r.rows[-1].get(metric) if metric else None

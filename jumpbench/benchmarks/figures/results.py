@@ -47,6 +47,7 @@ class RunResult:
     record: dict = field(default_factory=dict)          # config.json
     problem: str = ""                                   # why metrics.jsonl could not be read
     legs: list = field(default_factory=list)            # legs.json: the stretches it was trained in
+    outdated_scores: bool = False                       # test_score_* of an older definition, left out
 
     @property
     def preset(self) -> str:
@@ -105,6 +106,9 @@ def collect(root: str | Path) -> list[RunResult]:
         except (OSError, JumpbenchError) as e:  # counted as a run with no evaluations; plot says why
             run.rows, run.problem = [], str(e)
         run.consistency, run.scores, run.legs = files.consistency(), files.scores(), files.legs()
+        # scores of another definition than today's (scores.DEFINITIONS) are not compared with today's
+        run.outdated_scores = any(S.outdated(r, dataset) for r in [run.scores, *run.rows])
+        run.scores, run.rows = S.current(run.scores, dataset), [S.current(r, dataset) for r in run.rows]
         runs.append(run)
     return runs
 
@@ -393,4 +397,9 @@ def score_lines(groups: dict) -> list[str]:
         for ref, vals in refs_of[dataset].items():
             cells = [f"{vals[k]:.3f}" if vals.get(k) is not None else "-" for k in keys]
             lines.append(f"| {S.REFERENCES.get(ref, ref)} | - | - | " + " | ".join(cells) + " |")
+    stale = [f"{r.dataset}/{r.model}/{r.config}/seed-{r.seed}"
+             for rs in groups.values() for r in rs if r.outdated_scores]
+    if stale:
+        lines += ["", "Left out: the scores of " + ", ".join(stale) + ", measured under an older definition "
+                  "(scores.DEFINITIONS); `jumpbench score` rescores a run that has its checkpoint or weights."]
     return lines
