@@ -61,7 +61,8 @@ def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_p
 def test_color_reaction_truth_reacts_both_ways(small_cr, cr_probe):
     scenes = DS.Scenes(small_cr, "test", SIZE)
     refs = S.references(cr_probe, scenes, range(len(scenes)), 5)
-    assert refs["truth"] == {"reaction_forward": 1.0, "reaction_backward": 1.0}
+    assert refs["truth"] == {f"reaction_{d}{c}": 1.0 for d in ("forward", "backward")
+                             for c in ["", *(f"_{c}" for c in S.REACTION_CHECKS)]}
     for bad in ("shuffled", "repeat", "black"):
         assert refs[bad]["reaction_forward"] <= 0.2 and refs[bad]["reaction_backward"] <= 0.2, (bad, refs)
 
@@ -93,7 +94,15 @@ def test_color_reaction_fails_when_the_change_reaches_the_mover(small_cr, cr_pro
         for direction, q in (("forward", slice(5, None)), ("backward", slice(None, -5))):
             scorer = S.Scorer(cr_probe, scenes, idx, 5, direction)
             scorer.add(videos[:, None, q])
-            assert scorer.result()[f"reaction_{direction}"] == expect, (recolour, direction)
+            got = scorer.result()
+            assert got[f"reaction_{direction}"] == expect, (recolour, direction)
+            # each check's pass rate says what is wrong: here only the mover's colour
+            assert {c: got[f"reaction_{direction}_{c}"] for c in S.REACTION_CHECKS} == \
+                {c: 1.0 if c != "mover" else expect for c in S.REACTION_CHECKS}, (recolour, direction)
+    table = S.format_table({"model": "jump", "dataset": "color_reaction", "step": 7, "n_scenes": len(scenes),
+                            "n_samples": 1, "image_size": SIZE, "context": 5,
+                            **{f"test_score_{k}": v for k, v in got.items()}})
+    assert "  the mover keeps its colour" in table and "reaction, backwards" in table
 
 
 class Replay(Model):

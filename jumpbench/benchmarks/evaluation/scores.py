@@ -106,15 +106,28 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple], np.ndar
     return np.asarray(valid, bool), orders, np.asarray(visits)
 
 
-def reaction(r: dict, meta: dict) -> np.ndarray:
-    """Readings of n composed Color Reaction videos (n, T) -> valid (n,)."""
+# The checks of the reaction, each (n,) bool, in the order a reader follows the story: the mover
+# reaches shape 2 and stays; shape 2 shows one colour up to the change and one from it on, and
+# the two differ; the mover keeps its colour. A sample passes when it passes them all; `jumpbench
+# score` gives each check's pass rate too (test_score_reaction_<direction>_<check>), which says
+# what the failing samples get wrong.
+REACTION_CHECKS = {"touch": "touches shape 2 from the arrival on", "before": "shape 2 keeps its colour up to it",
+                   "after": "shape 2 shows one colour from the change on", "changed": "the two colours differ",
+                   "mover": "the mover keeps its colour"}
+
+
+def reaction_checks(r: dict, meta: dict) -> dict[str, np.ndarray]:
+    """Readings of n composed Color Reaction videos (n, T) -> {check: passed (n,)}."""
     t = r["touch"].shape[1]
     arrive, change = N.reaction_frames(t)
     col, mover = r["colors"][:, :, 1], r["colors"][:, :, 0]
     before, after = col[:, :change], col[:, change:]
-    return (r["touch"][:, arrive:, 1].all(1) & (before == before[:, :1]).all(1) & (after == after[:, :1]).all(1)
-            & (before[:, 0] >= 0) & (after[:, 0] >= 0) & (before[:, 0] != after[:, 0])
-            & (mover == mover[:, :1]).all(1) & (mover[:, 0] >= 0))
+
+    def one_colour(c):  # read (not background) and the same in every frame
+        return (c == c[:, :1]).all(1) & (c[:, 0] >= 0)
+    return {"touch": r["touch"][:, arrive:, 1].all(1), "before": one_colour(before), "after": one_colour(after),
+            "changed": before[:, 0] != after[:, 0], "mover": one_colour(mover)}
+
 
 
 class Scorer:
@@ -141,6 +154,7 @@ class Scorer:
         self.valid = [[] for _ in self.indices]
         self.found = [[] for _ in self.indices]  # visiting orders / digits read
         self.visits = [[] for _ in self.indices]
+        self.checks: dict[str, list] = {k: [] for k in REACTION_CHECKS}  # Color Reaction: each check's verdicts
 
     def add(self, samples: torch.Tensor) -> None:
         """samples (B, n, Q, 3, S, S) for the scenes' queries."""
@@ -162,7 +176,10 @@ class Scorer:
                 self.visits[b] += list(visits)
                 self.found[b] += [o for o in orders if o is not None]
             else:
-                self.valid[b] += list(reaction(r, meta))
+                checks = reaction_checks(r, meta)
+                self.valid[b] += list(np.logical_and.reduce(list(checks.values())))
+                for k, v in checks.items():
+                    self.checks[k] += list(v)
 
     def result(self) -> dict:
         """The scores (module docstring) over the scenes added so far."""
@@ -171,7 +188,8 @@ class Scorer:
             return {"route_validity": frac, "route_coverage": float(np.mean([len(set(f)) for f in self.found])),
                     "route_visits": float(np.mean([v for vs in self.visits for v in vs]))}
         if self.dataset == "color_reaction":
-            return {f"reaction_{self.direction}": frac}
+            return {f"reaction_{self.direction}": frac,
+                    **{f"reaction_{self.direction}_{k}": float(np.mean(v)) for k, v in self.checks.items()}}
         return {"agreement": frac, "diversity": float(np.mean([len(set(f)) for f in self.found]))}
 
 
@@ -321,9 +339,15 @@ def format_table(result: dict) -> str:
     lines = [f"{result['model']} (step {result.get('step')}) on {result['dataset']} test: {result['n_scenes']} scenes "
              f"x {result['n_samples']} samples, {result['image_size']}px, {how}"
              + (f"; min-MSE of the same samples {result['test_min_mse']:.4f}" if "test_min_mse" in result else ""),
-             f"{'':<24}" + "".join(f"{c:>{width}}" for c in cols)]
+             ]
+    rows = []  # (label, key): each score, and under a reaction score the pass rate of each of its checks
     for k in keys:
+        rows.append((LABELS[k], k))
+        rows += [(f"  {label}", f"{k}_{c}") for c, label in REACTION_CHECKS.items() if f"{k}_{c}" in model]
+    pad = max(24, *(len(label) + 2 for label, _ in rows))
+    lines.append(f"{'':<{pad}}" + "".join(f"{c:>{width}}" for c in cols))
+    for label, k in rows:
         vals = [model.get(k)] + [refs[r].get(k) for r in refs]
-        lines.append(f"{LABELS[k]:<24}" + "".join(f"{'-' if v is None else f'{v:.3f}':>{width}}" for v in vals))
+        lines.append(f"{label:<{pad}}" + "".join(f"{'-' if v is None else f'{v:.3f}':>{width}}" for v in vals))
     lines.append("references: " + "; ".join(f"{r} = {REFERENCES[r]}" for r in refs))
     return "\n".join(lines)
