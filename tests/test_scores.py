@@ -58,6 +58,30 @@ def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_p
     assert S.references(ts_probe, scenes, range(len(scenes)), 5) == refs  # deterministic
 
 
+def test_a_route_that_drops_a_shape_is_not_valid(small_ts, ts_probe):
+    """The salesman on its true route over a scene that lost one of the other shapes (a story
+    the narrative never tells) is not a valid route; the same scene drawn whole is."""
+    from jumpbench.generators import narratives as N
+    from jumpbench.scenes import downsample
+
+    scenes = DS.Scenes(small_ts, "test", SIZE)
+    gen = N.NarrativesGenerator(N.NarrativesConfig())
+    rgb = np.frombuffer(N.PALETTE, np.uint8).reshape(-1, 3)
+
+    def video(i, drop):
+        spec = gen.spec("test", i)
+        if drop:  # the shape visited last, drawn in the background's colour from frame 5 on
+            spec["frame_colors"][5:, int(spec["order"][-1])] = -1
+        frames = downsample(rgb[N.render(spec, gen.config.size)], SIZE).transpose(0, 3, 1, 2)
+        return DS.to_float(torch.from_numpy(np.ascontiguousarray(frames)))
+
+    idx = range(len(scenes))
+    for drop, expect in ((False, 1.0), (True, 0.0)):
+        scorer = S.Scorer(ts_probe, scenes, idx, 5)
+        scorer.add(torch.stack([video(i, drop) for i in idx])[:, None, 5:])
+        assert scorer.result()["route_validity"] == expect, drop
+
+
 def test_color_reaction_truth_reacts_both_ways(small_cr, cr_probe):
     scenes = DS.Scenes(small_cr, "test", SIZE)
     refs = S.references(cr_probe, scenes, range(len(scenes)), 5)

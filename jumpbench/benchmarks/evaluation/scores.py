@@ -9,8 +9,11 @@ understands, whether the samples tell a story the dataset could have told:
   frames (narratives.visit_frames: 5, 10, 14, 19 of 20) it touches the first target (fixed by
   the context), then each of the other three shapes once, in some order, and in between it is
   present in every frame and moves in a straight line at a steady pace (within CONT_TOL of
-  the line between its visits); `route_coverage`, the number of distinct valid orders among
-  the samples of a video (at most 3! = 6), averaged over videos; `route_visits`, a partial
+  the line between its visits), and the other four shapes stay as they are (each read in every
+  sampled frame in its colour in the context, but where the salesman passes over it);
+  `route_coverage`, the
+  number of distinct valid orders among the samples of a video (at most 3! = 6), averaged
+  over videos; `route_visits`, a partial
   credit: the fraction of the sampled visit frames at which the salesman touches a shape it
   has not visited yet (the first target at the first).
 - Color Reaction: `reaction_forward`, from the first m frames, the fraction of samples in
@@ -59,7 +62,8 @@ LABELS = {"route_validity": "route validity", "route_coverage": "route coverage 
 # with today's (results.collect leaves them out, and `jumpbench plot` says which runs to rescore).
 # Color Reaction 2: the mover must keep its colour (1 did not look at it, and passed samples in
 # which both shapes change colour).
-DEFINITIONS = {"traveling_salesman": 1, "color_reaction": 2, "mnist_dice": 1}
+# Traveling Salesman 2: the other shapes must stay drawn (1 did not look at them).
+DEFINITIONS = {"traveling_salesman": 2, "color_reaction": 2, "mnist_dice": 1}
 REFERENCES = {"truth": "ground truth", "repeat": "repeat the nearest context frame", "black": "black frames",
               "shuffled": "true frames shuffled in time", "mean_context": "the mean context view"}
 
@@ -95,12 +99,22 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple], np.ndar
                 break
         ok = seq is not None and all(r["present"][j, e] for e in ends if e >= m)
         c = r["centre"][j]
+        line = c.copy()  # where the salesman should be: on the straight line between its visits
         for a, b in zip(anchors, anchors[1:]):
             for f in range(max(a + 1, m), b):
-                line = c[a] + (f - a) / (b - a) * (c[b] - c[a])
-                if (np.linalg.norm(line - pos, axis=1) < rad[0] + rad[1:]).any():
+                line[f] = c[a] + (f - a) / (b - a) * (c[b] - c[a])
+                if (np.linalg.norm(line[f] - pos, axis=1) < rad[0] + rad[1:]).any():
                     continue  # over another shape it may be hidden: not checked
-                ok = ok and bool(r["present"][j, f]) and float(np.linalg.norm(c[f] - line)) <= tol
+                ok = ok and bool(r["present"][j, f]) and float(np.linalg.norm(c[f] - line[f])) <= tol
+        # the other shapes stay as they are: each is read in every sampled frame in the colour it
+        # is read in the (true) context frames, except where the salesman is over it (by its line
+        # or as read): its pixels and their blend with the shape's read as any colour there (so
+        # the context's frames with the salesman over it do not count; in all of them: the truth)
+        over = np.linalg.norm(np.stack([line, c])[:, :, None] - pos, axis=-1) < rad[0] + rad[1:]  # (2, T, 4)
+        over = over.any(0)
+        kept = [np.bincount(col[~o] + 1).argmax() - 1 if (~o).any() else truth    # the context's commonest
+                for col, o, truth in zip(r["colors"][j, :m, 1:].T, over[:m].T, meta["colors"][1:])]
+        ok = ok and bool(((r["colors"][j, m:, 1:] == np.asarray(kept)) | over[m:]).all())
         valid.append(ok)
         orders.append(seq if ok else None)
     return np.asarray(valid, bool), orders, np.asarray(visits)
