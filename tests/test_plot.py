@@ -354,7 +354,8 @@ def test_scores_of_an_older_definition_are_left_out_and_named(runs, tmp_path):
             scores["scores_definition"] = definition
         rows = [{"step": 10, "wall": 1.0, "test_min_mse": 0.01, **scores}]
         folder = make_run(runs, "color_reaction", "jump", seed, "done", rows)
-        (folder / "scores.json").write_text(json.dumps(scores))
+        (folder / "scores.json").write_text(json.dumps({"model": "jump", "dataset": "color_reaction", "step": 10,
+                                                        **scores}))  # as `jumpbench score` writes it
     out = tmp_path / "figures"
     lines = plot_all(runs, out, grids=False)
     drawn = _figure(out, "scores_color_reaction_cpu")["models"]["reaction_forward"]["jump"]
@@ -365,3 +366,13 @@ def test_scores_of_an_older_definition_are_left_out_and_named(runs, tmp_path):
     assert len(warned) == 1 and "color_reaction/jump/cpu/seed-0" in warned[0], lines
     md = (runs.parent / "summary.md").read_text()
     assert "Left out: the scores of color_reaction/jump/cpu/seed-0," in md
+    assert "| jump | cpu | 1 | 0.200 |" in md and "| ground truth | - | - | 1.000 |" in md  # the one scored
+    # rescored (jumpbench score writes today's definition): counted, and no longer named
+    folder = runs / "color_reaction" / "jump" / "cpu" / "seed-0"
+    (folder / "scores.json").write_text(json.dumps({"model": "jump", "dataset": "color_reaction", "step": 10,
+                                                    "test_score_reaction_forward": 0.4, "scores_definition": 2}))
+    lines = plot_all(runs, out, grids=False)
+    assert not [ln for ln in lines if "older definition" in ln]
+    drawn = _figure(out, "scores_color_reaction_cpu")["models"]["reaction_forward"]["jump"]
+    assert drawn["test_score_reaction_forward"]["mean"] == pytest.approx(0.3)
+    assert "Left out" not in (runs.parent / "summary.md").read_text()

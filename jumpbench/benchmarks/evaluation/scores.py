@@ -111,10 +111,11 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple], np.ndar
         # or as read): its pixels and their blend with the shape's read as any colour there (so
         # the context's frames with the salesman over it do not count; in all of them: the truth)
         over = np.linalg.norm(np.stack([line, c])[:, :, None] - pos, axis=-1) < rad[0] + rad[1:]  # (2, T, 4)
-        over = over.any(0)
-        kept = [np.bincount(col[~o] + 1).argmax() - 1 if (~o).any() else truth    # the context's commonest
-                for col, o, truth in zip(r["colors"][j, :m, 1:].T, over[:m].T, meta["colors"][1:])]
-        ok = ok and bool(((r["colors"][j, m:, 1:] == np.asarray(kept)) | over[m:]).all())
+        over = over[0] | (over[1] & r["present"][j][:, None])
+        kept = [np.bincount(col[~o] + 1).argmax() - 1 if (~o).any() else -1    # the context's commonest
+                for col, o in zip(r["colors"][j, :m, 1:].T, over[:m].T)]
+        kept = np.where(np.asarray(kept) >= 0, kept, meta["colors"][1:])  # not read there: the truth
+        ok = ok and bool(((r["colors"][j, m:, 1:] == kept) | over[m:]).all())
         valid.append(ok)
         orders.append(seq if ok else None)
     return np.asarray(valid, bool), orders, np.asarray(visits)
@@ -126,7 +127,7 @@ def route(r: dict, meta: dict, m: int) -> tuple[np.ndarray, list[tuple], np.ndar
 # score` gives each check's pass rate too (test_score_reaction_<direction>_<check>), which says
 # what the failing samples get wrong.
 REACTION_CHECKS = {"touch": "touches shape 2 from the arrival on", "before": "shape 2 keeps its colour up to it",
-                   "after": "shape 2 shows one colour from the change on", "changed": "the two colours differ",
+                   "after": "shape 2 shows one colour from the change on", "changed": "two colours, and they differ",
                    "mover": "the mover keeps its colour"}
 
 
@@ -140,7 +141,8 @@ def reaction_checks(r: dict, meta: dict) -> dict[str, np.ndarray]:
     def one_colour(c):  # read (not background) and the same in every frame
         return (c == c[:, :1]).all(1) & (c[:, 0] >= 0)
     return {"touch": r["touch"][:, arrive:, 1].all(1), "before": one_colour(before), "after": one_colour(after),
-            "changed": before[:, 0] != after[:, 0], "mover": one_colour(mover)}
+            "changed": (before[:, 0] != after[:, 0]) & (before[:, 0] >= 0) & (after[:, 0] >= 0),
+            "mover": one_colour(mover)}
 
 
 

@@ -107,8 +107,10 @@ def collect(root: str | Path) -> list[RunResult]:
             run.rows, run.problem = [], str(e)
         run.consistency, run.scores, run.legs = files.consistency(), files.scores(), files.legs()
         # scores of another definition than today's (scores.DEFINITIONS) are not compared with today's
-        run.outdated_scores = any(S.outdated(r, dataset) for r in [run.scores, *run.rows])
-        run.scores, run.rows = S.current(run.scores, dataset), [S.current(r, dataset) for r in run.rows]
+        stale = any(S.outdated(r, dataset) for r in [run.scores, *run.rows])
+        run.scores = None if S.outdated(run.scores, dataset) else run.scores
+        run.rows = [S.current(r, dataset) for r in run.rows]
+        run.outdated_scores = stale and not run_row(run)  # rescored since: its current scores count
         runs.append(run)
     return runs
 
