@@ -363,7 +363,7 @@ def test_scores_of_an_older_definition_are_left_out_and_named(runs, tmp_path):
     assert _figure(out, "scores_mnist_dice_cpu")["models"]["agreement"]["jump"]["test_score_agreement"]["mean"] \
         == pytest.approx(0.85)
     warned = [ln for ln in lines if "older definition" in ln]
-    assert len(warned) == 1 and "color_reaction/jump/cpu/seed-0" in warned[0], lines
+    assert len(warned) == 1 and "1 run(s) (color_reaction: 1)" in warned[0], lines
     md = (runs.parent / "summary.md").read_text()
     assert "Left out: the scores of color_reaction/jump/cpu/seed-0," in md
     assert "| jump | cpu | 1 | 0.200 |" in md and "| ground truth | - | - | 1.000 |" in md  # the one scored

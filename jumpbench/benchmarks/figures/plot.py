@@ -20,6 +20,7 @@ main_configs). A figure without inputs is skipped with the command that makes th
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 import json
 from pathlib import Path
 
@@ -132,11 +133,18 @@ def fig_legs(runs: list[RunResult], out: Path) -> list[Path]:
             ax.set(xlabel="training steps", title=name)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        what = "; ".join(f"leg {i + 1}: {leg.get('machine') or 'not recorded'}" + (f" ({leg['device']}, "
-                         f"{leg['precision']})" if leg.get("device") else "") for i, leg in enumerate(run.legs))
+        spans: list = []  # [first leg, last leg, machine]: consecutive legs on one machine said once
+        for i, leg in enumerate(run.legs, 1):
+            where = (leg.get("machine") or "not recorded") + (f" ({leg['device']}, {leg['precision']})"
+                                                             if leg.get("device") else "")
+            if spans and spans[-1][2] == where:
+                spans[-1][1] = i
+            else:
+                spans.append([i, i, where])
+        what = "; ".join((f"leg {a}" if a == b else f"legs {a}-{b}") + f": {where}" for a, b, where in spans)
         fig.suptitle(f"{run.dataset} / {run.model} / {run.config} / seed {run.seed}: "
                      f"{len(run.legs)} legs to step {run.legs[-1].get('to', 0):,}", fontsize=10)
-        fig.text(0.01, -0.04, what, fontsize=6, wrap=True)
+        fig.text(0.01, -0.06, what, fontsize=6, wrap=True, va="top")
         made.append(save(fig, out, f"legs_{run.dataset}_{run.model}_{run.config}_seed{run.seed}",
                          {"legs": leg_rows(run), "curves": drawn}))
     return made
@@ -358,9 +366,11 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
     runs = collect(runs_root)
     main = main_configs(runs, read_best(runs_root), read_pins(runs_root, runs))
     lines = [f"warning: {r.path}: counted with no evaluations: {r.problem}" for r in runs if r.problem]
-    lines += [f"warning: {r.path}: its ground-truth scores are of an older definition of {r.dataset}'s scores; "
-              "left out (jumpbench score rescores a run that has its checkpoint or weights)"
-              for r in runs if r.outdated_scores]
+    stale = Counter(r.dataset for r in runs if r.outdated_scores)
+    if stale:
+        lines.append(f"warning: the ground-truth scores of {sum(stale.values())} run(s) ("
+                     + ", ".join(f"{d}: {n}" for d, n in sorted(stale.items())) + ") are of an older definition "
+                     "and left out; the summary names them (jumpbench score rescores a run that has its weights)")
     for r in runs:  # a last evaluation that is not finite: the summary shows the last finite one, and says so
         metric = primary_metric([r]) if r.rows else None
         last = r.rows[-1].get(metric) if metric else None
