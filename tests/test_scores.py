@@ -58,28 +58,37 @@ def test_traveling_salesman_truth_is_a_route_and_shuffles_are_not(small_ts, ts_p
     assert S.references(ts_probe, scenes, range(len(scenes)), 5) == refs  # deterministic
 
 
-def test_a_route_that_drops_a_shape_is_not_valid(small_ts, ts_probe):
-    """The salesman on its true route over a scene that lost one of the other shapes (a story
-    the narrative never tells) is not a valid route; the same scene drawn whole is."""
+def rendered(narrative: str, indices, edit=None) -> torch.Tensor:
+    """The test scenes `indices` of a narrative set made with its default config (as conftest's
+    small sets are), rendered again after `edit(spec)` changes their story (None: as
+    generated), as (B, T, 3, SIZE, SIZE) floats: what a model could sample."""
     from jumpbench.generators import narratives as N
     from jumpbench.scenes import downsample
 
-    scenes = DS.Scenes(small_ts, "test", SIZE)
-    gen = N.NarrativesGenerator(N.NarrativesConfig())
+    gen = N.NarrativesGenerator(N.NarrativesConfig(narrative))
     rgb = np.frombuffer(N.PALETTE, np.uint8).reshape(-1, 3)
-
-    def video(i, drop):
+    videos = []
+    for i in indices:
         spec = gen.spec("test", i)
-        if drop:  # the shape visited last, drawn in the background's colour from frame 5 on
-            spec["frame_colors"][5:, int(spec["order"][-1])] = -1
+        if edit:
+            edit(spec)
         frames = downsample(rgb[N.render(spec, gen.config.size)], SIZE).transpose(0, 3, 1, 2)
-        return DS.to_float(torch.from_numpy(np.ascontiguousarray(frames)))
+        videos.append(DS.to_float(torch.from_numpy(np.ascontiguousarray(frames))))
+    return torch.stack(videos)
 
+
+def test_a_route_that_drops_a_shape_is_not_valid(small_ts, ts_probe):
+    """The salesman on its true route over a scene that lost one of the other shapes (a story
+    the narrative never tells) is not a valid route; the same scene drawn whole is."""
+    def drop(spec):  # the shape visited last, drawn in the background's colour from frame 5 on
+        spec["frame_colors"][5:, int(spec["order"][-1])] = -1
+
+    scenes = DS.Scenes(small_ts, "test", SIZE)
     idx = range(len(scenes))
-    for drop, expect in ((False, 1.0), (True, 0.0)):
+    for edit, expect in ((None, 1.0), (drop, 0.0)):
         scorer = S.Scorer(ts_probe, scenes, idx, 5)
-        scorer.add(torch.stack([video(i, drop) for i in idx])[:, None, 5:])
-        assert scorer.result()["route_validity"] == expect, drop
+        scorer.add(rendered("traveling_salesman", idx, edit)[:, None, 5:])
+        assert scorer.result()["route_validity"] == expect, edit
 
 
 def test_color_reaction_truth_reacts_both_ways(small_cr, cr_probe):
@@ -96,25 +105,16 @@ def test_color_reaction_fails_when_the_change_reaches_the_mover(small_cr, cr_pro
     (the mover keeps its colour): they fail the reaction, forwards and backwards, while the
     same scenes drawn right pass."""
     from jumpbench.generators import narratives as N
-    from jumpbench.scenes import downsample
+
+    def recolour_mover(spec):  # from the change on, in shape 2's new colour (or another new one)
+        half = N.reaction_frames(len(spec["positions"]))[1]
+        new, mover = int(spec["frame_colors"][half, 1]), int(spec["colors"][0])
+        spec["frame_colors"][half:, 0] = new if new != mover else (mover + 1) % len(N.COLORS)
 
     scenes = DS.Scenes(small_cr, "test", SIZE)
-    gen = N.NarrativesGenerator(N.NarrativesConfig("color_reaction"))
-    rgb = np.asarray([(0, 0, 0), *N.COLORS], np.uint8)
-
-    def video(i, recolour_mover):
-        spec = gen.spec("test", i)
-        half = N.reaction_frames(len(spec["positions"]))[1]
-        if recolour_mover:
-            new = int(spec["frame_colors"][half, 1])
-            other = next(c for c in range(len(N.COLORS)) if c not in (new, int(spec["colors"][0])))
-            spec["frame_colors"][half:, 0] = new if new != spec["colors"][0] else other
-        frames = downsample(rgb[N.render(spec, gen.config.size)], SIZE).transpose(0, 3, 1, 2)
-        return DS.to_float(torch.from_numpy(np.ascontiguousarray(frames)))
-
     idx = range(len(scenes))
-    for recolour, expect in ((False, 1.0), (True, 0.0)):
-        videos = torch.stack([video(i, recolour) for i in idx])            # (B, T, 3, S, S)
+    for recolour, expect in ((None, 1.0), (recolour_mover, 0.0)):
+        videos = rendered("color_reaction", idx, recolour)            # (B, T, 3, S, S)
         for direction, q in (("forward", slice(5, None)), ("backward", slice(None, -5))):
             scorer = S.Scorer(cr_probe, scenes, idx, 5, direction)
             scorer.add(videos[:, None, q])

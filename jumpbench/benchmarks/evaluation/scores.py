@@ -11,19 +11,18 @@ understands, whether the samples tell a story the dataset could have told:
   present in every frame and moves in a straight line at a steady pace (within CONT_TOL of
   the line between its visits), and the other four shapes stay as they are (each read in every
   sampled frame in its colour in the context, but where the salesman passes over it);
-  `route_coverage`, the
-  number of distinct valid orders among the samples of a video (at most 3! = 6), averaged
-  over videos; `route_visits`, a partial
-  credit: the fraction of the sampled visit frames at which the salesman touches a shape it
-  has not visited yet (the first target at the first).
+  `route_coverage`, the number of distinct valid orders among the samples of a video (at most
+  3! = 6), averaged over videos; `route_visits`, a partial credit: the fraction of the sampled
+  visit frames at which the salesman touches a shape it has not visited yet (the first target
+  at the first).
 - Color Reaction: `reaction_forward`, from the first m frames, the fraction of samples in
   which shape 1 (the mover, shape 0 in the records) touches shape 2 from the narrative's
   arrival frame on, shape 2 keeps its colour until then and changes to one other colour at
   the next frame (narratives.reaction_frames: 5 and 6 of 12), and shape 1 is seen in every
   frame in the one colour it has throughout (the narrative never recolours it: a sample in
-  which the colour change reaches both shapes tells a story the dataset cannot tell); `reaction_backward`, from
-  the last m frames (jumpy models only), the same test of the composed video, i.e. the
-  earlier colour is drawn up to the touch and the later one after it.
+  which the colour change reaches both shapes tells a story the dataset cannot tell);
+  `reaction_backward`, from the last m frames (jumpy models only), the same test of the
+  composed video, i.e. the earlier colour is drawn up to the touch and the later one after it.
 - MNIST Dice, hidden-face protocol (3 context views where one face is invisible, 3 query
   views where it is clearly visible): `agreement`, the fraction of samples in which a digit is
   read on the hidden face and it is the same in all 3 query views; `diversity`, the number of
