@@ -342,8 +342,8 @@ def continue_(run_dir, data, steps, minutes, overrides, quiet):
 @click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2",
               help="Values of one config key (any --set key); repeat for the cross product.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fixed overrides for every point.")
-@click.option("--metric", default=None, help="Test metric to rank by, lower is better "
-              "[test_min_mse on videos, test_loss on dice].")
+@click.option("--metric", default=None, help="Test metric to rank by: lower is better, but for the "
+              "scores test_score_*, where higher is [test_min_mse on videos, test_loss on dice].")
 @click.option("--seed", type=int, default=0, show_default=True, help="The one seed of each point.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Points run at a time.")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True)

@@ -5,6 +5,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from jumpbench.benchmarks import runs
+from jumpbench.benchmarks.training import sweep as SW
 from jumpbench.benchmarks.training.sweep import parse_grid, run_seeds
 from jumpbench.cli import cli
 from jumpbench.errors import JumpbenchError
@@ -75,6 +77,44 @@ def test_grid_sweep_writes_best_json_and_run_config_best_uses_it(small_ts, tmp_p
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["preset"] == "smoke" and cfg["overrides"] == best["best"]["overrides"]
     assert _status(folder) == "done"
+
+
+def test_rank_sign_lower_for_errors_higher_for_scores_and_none_for_the_rest():
+    assert SW.rank_sign("test_min_mse") == SW.rank_sign("test_loss") == 1
+    assert SW.rank_sign("test_score_reaction_forward") == SW.rank_sign("test_score_route_coverage") == -1
+    for metric in ("test_baseline_repeat_last", "test_score_truth_route_validity", "test_time_variation"):
+        with pytest.raises(JumpbenchError, match="ranks nothing|the same at every grid point"):
+            SW.rank_sign(metric)
+
+
+def test_sweep_by_a_score_ranks_the_highest_first_and_skips_outdated_scores(small_ts, tmp_path, monkeypatch):
+    # the points "train" by writing their last evaluation: lr=1e-3 scores higher, and its
+    # higher score wins; lr=1e-4's later row has a score of an older definition, which is not read
+    def fake(tasks, *args, **kwargs):
+        for t in tasks:
+            folder = t.folder("traveling_salesman")
+            folder.mkdir(parents=True)
+            high = "lr=1e-3" in t.overrides
+            rows = [{"step": 1, "test_score_route_validity": 0.5 if high else 0.2, "scores_definition": 2},
+                    {"step": 2, "test_score_route_validity": 0.9}] if not high else \
+                [{"step": 2, "test_score_route_validity": 0.5, "scores_definition": 2}]
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            runs.write_status(folder, "done", "fake")
+        return []
+    monkeypatch.setattr(SW, "run_tasks", fake)
+    best = SW.sweep("jump", small_ts, "smoke", ["lr=1e-4,1e-3"], tmp_path, "test_score_route_validity",
+                    progress=False)
+    assert not best["lower_is_better"]
+    assert [(r["overrides"], r["value"], r["step"]) for r in best["ranking"]] == \
+        [(["lr=1e-3"], 0.5, 2), (["lr=1e-4"], 0.2, 1)]
+
+
+@pytest.mark.parametrize("metric", ["test_time_variation", "test_baseline_black"])
+def test_sweep_refuses_a_metric_that_ranks_nothing_before_training(small_ts, tmp_path, metric):
+    r = _cli("sweep", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--grid", "lr=1e-4,1e-3",
+             "--metric", metric, "--out", tmp_path, "--quiet")
+    one_line_error(r, metric)
+    assert not (tmp_path / "traveling_salesman").exists()
 
 
 def test_parse_grid_splits_outside_brackets():

@@ -173,8 +173,8 @@ class Run:
     def check_metrics(self, step: int, eval_every: int, source: str) -> None:
         check_metrics(self.folder, step, eval_every, source)
 
-    def last_value(self, metric: str) -> tuple[float | None, int | None]:
-        return last_value(self.folder, metric)
+    def last_value(self, metric: str, dataset: str | None = None) -> tuple[float | None, int | None]:
+        return last_value(self.folder, metric, dataset)
 
     # checkpoint.pt and weights.safetensors
     def has_weights(self) -> bool:
@@ -882,12 +882,16 @@ def append_metrics(folder: Path, row: dict) -> None:
     append_line(Path(folder) / METRICS, json.dumps(row))
 
 
-def last_value(folder: Path, metric: str) -> tuple[float | None, int | None]:
-    """The last evaluation's (value, step) of `metric` in a run's metrics.jsonl."""
+def last_value(folder: Path, metric: str, dataset: str | None = None) -> tuple[float | None, int | None]:
+    """The last evaluation's (value, step) of `metric` in a run's metrics.jsonl; with `dataset`,
+    of the evaluations whose test_score_* are of today's definition (scores.current)."""
+    from jumpbench.benchmarks.evaluation.scores import current
+
     try:
-        rows = [r for r in read_metrics(Path(folder) / METRICS) if metric in r]
+        rows = list(read_metrics(Path(folder) / METRICS))
     except JumpbenchError:
         return None, None
+    rows = [r for r in rows if metric in (current(r, dataset) if dataset else r)]
     return (float(rows[-1][metric]), int(rows[-1]["step"])) if rows else (None, None)
 
 

@@ -21,8 +21,9 @@ Launchers:
 
 A grid sweep (`sweep`) trains one seed per point of the cross product of `--grid key=v1,v2`
 lists (any key `--set` accepts), ranks the points by the last evaluation's value of a test
-metric (lower is better: every metric jumpbench logs is a loss or an error), and writes
-<out>/<dataset>/<model>/best.json; `run --config best` then trains the seeds with it.
+metric (`rank_sign`: lower is better for the losses and errors, higher for the ground-truth
+scores test_score_*), and writes <out>/<dataset>/<model>/best.json; `run --config best` then
+trains the seeds with it.
 """
 from __future__ import annotations
 
@@ -261,6 +262,22 @@ def default_metric(info: dict) -> str:
     return "test_min_mse" if info["viewpoint_key"] == "timestamps" else "test_loss"
 
 
+def rank_sign(metric: str) -> int:
+    """+1 where lower is better (the losses and errors: every metric but the scores), -1 where
+    higher is (test_score_*: fractions of samples that pass, counts of distinct outcomes). A
+    trivial predictor's value (the same at every grid point), a reference's score and the time
+    variation (right at 1, not at either end) rank nothing: an error."""
+    from jumpbench.benchmarks.evaluation.scores import REFERENCES
+
+    if metric.startswith("test_baseline_") or any(metric.startswith(f"test_score_{r}_") for r in REFERENCES):
+        raise JumpbenchError(f"--metric {metric}: a trivial predictor's value, the same at every grid point; "
+                             "rank by one of the model's")
+    if metric == "test_time_variation":
+        raise JumpbenchError("--metric test_time_variation: right at 1, not at either end, so it ranks nothing; "
+                             "rank by test_min_mse")
+    return -1 if metric.startswith("test_score_") else 1
+
+
 def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
     """The metrics a run of `model` under `cfg` logs: train_<term> and test_<term> for each term
     of its loss (one forward pass on a random batch of two, at the config's sizes), and the
@@ -304,14 +321,15 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
         known = logged_metrics(model, cfg, info)
     except (RuntimeError, ValueError) as e:  # a config that does not run fails here, not in every point
         raise JumpbenchError(f"{model} under this config fails a forward pass: {error_line(e)}") from None
-    if metric not in known and not metric.startswith(("test_baseline_", "test_score_")):
+    sign = rank_sign(metric)
+    if metric not in known and not metric.startswith("test_score_"):
         raise JumpbenchError(f"unknown metric {metric!r}; {model} on {info['name']} logs {', '.join(sorted(known))}")
     tasks = [RunSpec(model, data, preset, tuple(p), seed, out, procs=procs) for p in points]
     failed = {t.name: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
     ranking = []
     for t in tasks:
         folder = t.folder(info["name"])
-        value, step = Run(folder).last_value(metric)
+        value, step = Run(folder).last_value(metric, info["name"])
         status = (Run(folder).status() or {}).get("status", "missing")
         ok = status == "done" and value is not None and math.isfinite(value)
         ranking.append({"overrides": list(t.overrides), "name": t.name, "value": value, "step": step,
@@ -319,11 +337,11 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     if not any(r["value"] is not None for r in ranking):
         raise JumpbenchError(f"metric {metric!r} is in no run's metrics.jsonl; see the keys there "
                              f"(e.g. {default_metric(info)})")
-    ranking.sort(key=lambda r: (not r["ok"], r["value"] if r["ok"] else math.inf))
+    ranking.sort(key=lambda r: (not r["ok"], sign * r["value"] if r["ok"] else math.inf))
     if not ranking[0]["ok"]:
         raise JumpbenchError(f"no grid point finished; see the status.json files under {Path(out) / info['name']}")
     best = {"model": model, "dataset": info["name"], "data": str(data), "preset": preset, "metric": metric,
-            "lower_is_better": True, "seed": seed, "procs": procs, "grid": grid, "base_overrides": list(base_overrides),
+            "lower_is_better": sign > 0, "seed": seed, "procs": procs, "grid": grid, "base_overrides": list(base_overrides),
             "best": {k: ranking[0][k] for k in ("overrides", "name", "value")}, "ranking": ranking}
     runs.write_best(Path(out) / info["name"] / model / runs.BEST, best)
     return best
