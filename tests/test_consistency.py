@@ -30,6 +30,7 @@ def test_train_on_dice_then_consistency(dice, tmp_path, model):
     assert "KL1" in r.output and "KL3" in r.output
     result = json.loads((folder / "consistency.json").read_text())
     assert result["n_scenes"] == 3 and result["units"] == "nats per scene"
+    assert result["step"] == json.loads((folder / "legs.json").read_text())[-1]["to"]  # the weights measured
     assert result["kl1"] >= 0 and result["kl3"] >= 0 and result["nelbo"] > 0
     assert len(result["per_scene"]["kl3"]) == 3
 

@@ -30,7 +30,7 @@ def make_run(root, dataset, model, seed, status, rows, consistency=None, config=
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({
         "model": model, "dataset": dataset, "preset": preset or config.split("+")[0], "overrides": [], "seed": seed,
-        "config": {"train": {"steps": 30, "eval_samples": 30}}, **record}))
+        "config": {"train": {"steps": 30, "eval_scenes": 10, "eval_samples": 30}}, **record}))
     (folder / "status.json").write_text(json.dumps({"status": status, "why": "synthetic", "time": 0}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if consistency:
@@ -134,7 +134,7 @@ def test_fig5b_consistency_and_speed(runs, tmp_path):
     assert agree["gqn"]["test_score_agreement"]["err"] == pytest.approx(sem2([0.1, 0.2]))
     assert scores["references"]["truth"] == {"agreement": 1.0, "diversity": 1.0}
     md = (runs.parent / "summary.md").read_text()
-    assert "| jump | cpu | 2 | 0.850 ± " in md and "| ground truth | - | - | 1.000 | 1.000 |" in md
+    assert "| jump | cpu | 10 x 30 | 2 | 0.850 ± " in md and "| ground truth | - | 10 x 30 | - | 1.000 | 1.000 |" in md
 
 
 def test_missing_inputs_are_skipped_with_the_command_that_makes_them(tmp_path):
@@ -366,7 +366,7 @@ def test_scores_of_an_older_definition_are_left_out_and_named(runs, tmp_path):
     assert len(warned) == 1 and "1 run(s) (color_reaction: 1)" in warned[0], lines
     md = (runs.parent / "summary.md").read_text()
     assert "Left out: the scores of color_reaction/jump/cpu/seed-0," in md
-    assert "| jump | cpu | 1 | 0.200 |" in md and "| ground truth | - | - | 1.000 |" in md  # the one scored
+    assert "| jump | cpu | 10 x 30 | 1 | 0.200 |" in md and "| ground truth | - | 10 x 30 | - | 1.000 |" in md  # the one scored
     # rescored (jumpbench score writes today's definition): counted, and no longer named
     folder = runs / "color_reaction" / "jump" / "cpu" / "seed-0"
     (folder / "scores.json").write_text(json.dumps({"model": "jump", "dataset": "color_reaction", "step": 10,
@@ -376,3 +376,69 @@ def test_scores_of_an_older_definition_are_left_out_and_named(runs, tmp_path):
     drawn = _figure(out, "scores_color_reaction_cpu")["models"]["reaction_forward"]["jump"]
     assert drawn["test_score_reaction_forward"]["mean"] == pytest.approx(0.3)
     assert "Left out" not in (runs.parent / "summary.md").read_text()
+
+
+def test_a_branch_is_reported_by_its_own_evaluations_and_scores_by_their_step(runs, tmp_path):
+    """A branch begins with its parent's rows: they draw its curve, but its summary row, scores
+    and final values are its own (none yet: no value, not the parent's). Scores measured at
+    another step than the run's weights are left out and named."""
+    from jumpbench.benchmarks.figures.results import collect, run_row, summary_rows
+
+    parent = [{"step": 10, "wall": 1.0, "test_min_mse": 0.5, "test_time_variation": 0.9},
+              {"step": 20, "wall": 2.0, "test_min_mse": 0.4, "test_score_reaction_forward": 0.7,
+               "scores_definition": 2}]
+    origin = {"branched_from": {"name": "cpu", "seed": 0, "step": 20}}
+    branch = make_run(runs, "color_reaction", "jump", 0, "running", parent, config="cpu-b", preset="cpu", **origin)
+    (branch / "legs.json").write_text(json.dumps([{"from": 0, "to": 20}, {"from": 20, "to": 25}]))
+    got = {r.config: r for r in collect(runs) if r.dataset == "color_reaction"}["cpu-b"]
+    assert got.values("test_min_mse") == ([10, 20], [0.5, 0.4])  # the curve goes on from the parent's
+    assert got.final("test_min_mse") is None and got.final("test_time_variation") is None and not run_row(got)
+    row = next(r for r in summary_rows([got]))
+    assert row["mean"] is None and row["steps"] == 0 and row["test_time_variation"] is None
+    # its own evaluation at 30, then scored at 25 (before it): the scores are not of its weights
+    (branch / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in parent + [
+        {"step": 30, "wall": 3.0, "test_min_mse": 0.3, "test_time_variation": 0.8}]))
+    (branch / "legs.json").write_text(json.dumps([{"from": 0, "to": 20}, {"from": 20, "to": 30}]))
+    (branch / "scores.json").write_text(json.dumps({"step": 25, "test_score_reaction_forward": 0.9,
+                                                    "test_time_variation": 0.1, "scores_definition": 2}))
+    (branch / "consistency.json").write_text(json.dumps({"step": 20, "kl1": 1.0, "kl3": 1.0, "nelbo": 5.0}))
+    got = {r.config: r for r in collect(runs) if r.dataset == "color_reaction"}["cpu-b"]
+    assert got.final("test_min_mse") == 0.3 and got.final("test_time_variation") == 0.8
+    assert not run_row(got) and got.scores is None and got.consistency is None and got.final("kl1") is None
+    assert got.stale_scores == "scores.json is of step 25; consistency.json is of step 20, its weights of step 30"
+    (branch / "consistency.json").unlink()
+    lines = plot_all(runs, tmp_path / "figures", grids=False)
+    assert any("cpu-b/seed-0: left out, measured on other weights: scores.json is of step 25" in ln for ln in lines)
+    assert "color_reaction/jump/cpu-b/seed-0 (scores.json is of step 25" in (runs.parent / "summary.md").read_text()
+    # rescored at 30: counted
+    (branch / "scores.json").write_text(json.dumps({"step": 30, "test_score_reaction_forward": 0.9,
+                                                    "scores_definition": 2}))
+    got = {r.config: r for r in collect(runs) if r.dataset == "color_reaction"}["cpu-b"]
+    assert run_row(got)["test_score_reaction_forward"] == 0.9 and not got.stale_scores
+
+
+def test_baselines_and_score_references_are_per_test_set_never_averaged_across(runs, tmp_path):
+    """Runs evaluated on 64 and on 256 test videos: each set's repeat-last baseline and truth
+    score are shown for it, none is the mean of the two, and runs scored on different sets are
+    not averaged together."""
+    for seed, (scenes, base, score, truth) in enumerate([(64, 0.0106, 0.1, 0.98), (256, 0.0111, 0.3, 1.0)]):
+        row = {"step": 10, "wall": 1.0, "test_min_mse": 0.005, "test_baseline_repeat_last": base}
+        folder = make_run(runs, "color_reaction", "jump", seed, "done", [row])
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["config"]["train"]["eval_scenes"] = scenes
+        (folder / "config.json").write_text(json.dumps(cfg))
+        (folder / "scores.json").write_text(json.dumps({
+            "step": 10, "n_scenes": scenes, "n_samples": 30, "scores_definition": 2,
+            "test_score_reaction_forward": score, "test_score_truth_reaction_forward": truth}))
+    out = tmp_path / "figures"
+    plot_all(runs, out, grids=False)
+    md = (runs.parent / "summary.md").read_text()
+    assert "| color_reaction | 64 test scenes, - context frames, - px | repeat the last context frame | 0.0106 |" in md
+    assert "| color_reaction | 256 test scenes, - context frames, - px | repeat the last context frame | 0.0111 |" in md
+    assert "0.01085" not in md
+    assert "| jump | cpu | 64 x 30 | 1 | 0.100 |" in md and "| jump | cpu | 256 x 30 | 1 | 0.300 |" in md
+    assert "| ground truth | - | 64 x 30 | - | 0.980 |" in md and "| ground truth | - | 256 x 30 | - | 1.000 |" in md
+    assert [b["repeat_last"] for b in _figure(out, "fig5a_color_reaction_cpu")["baselines"]] == [0.0106, 0.0111]
+    drawn = _figure(out, "scores_color_reaction_cpu")
+    assert drawn["test_set"] == {"scenes": 256, "samples": 30, "runs_left_out": 1}  # a tie: the larger set
+    assert drawn["models"]["reaction_forward"]["jump"]["test_score_reaction_forward"]["values"] == [0.3]

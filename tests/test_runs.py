@@ -238,6 +238,10 @@ def test_a_branch_starts_from_another_runs_checkpoint_and_goes_on_under_its_own_
     one_line_error(run(*common, "--steps", "6", "--from", parent, "--name", "b"), "above it")
     one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "b", "--set", "model.nf_z=2"),
                    "does not fit this run")
+    for key, value in (("train.eval_scenes", 3), ("train.eval_samples", 2), ("data.eval_context", 2)):
+        # its evaluations would join the parent's curve measured another way
+        one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "b", "--set", f"{key}={value}"),
+                       f"it evaluates with {key}=")
     one_line_error(run(*common, "--steps", "9", "--from", tmp_path, "--name", "b"), "no run for seed 0 there")
     one_line_error(run(*common, "--steps", "9", "--from", parent, "--name", "r"), "another config")
     # the same config: the branch is the run that had asked for 9 steps from the start

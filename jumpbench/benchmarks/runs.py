@@ -370,20 +370,32 @@ def open_run(folder: Path, record: dict, write: bool, extend: bool = False) -> b
     return False
 
 
-def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int) -> tuple[Path, dict, dict]:
+# What a run's evaluations are measured on: a branch's join its parent's curve (the rows it
+# starts with), so it must measure the same way.
+EVALUATION = (("train", "eval_scenes"), ("train", "eval_samples"), ("data", "eval_context"), ("data", "image_size"))
+
+
+def branch_source(parent: str | Path, spec: RunSpec, info: dict, steps: int,
+                  config: dict | None = None) -> tuple[Path, dict, dict]:
     """(path, its loaded state, the "branched_from" record) of the run that the branch `spec`
     starts from. A branch is a new run folder that starts from another run's checkpoint (weights,
     optimizer state, step, random state and its metrics so far), or its published weights where
     it has no checkpoint, and goes on under its own config: the same architecture, dataset, model
     and seed, other schedules (say, a last phase of the pixel variance). `parent`: a run folder,
     or its config folder (then its seed-<seed>). Refused in one line when the parent is not such
-    a run."""
+    a run, or (`config`: the branch's resolved config, as dicts) when the branch would evaluate
+    on other test scenes, samples, context or size (EVALUATION) than the parent did."""
     p, rec = branch_parent(parent, spec.seed)
     mine_sha = _dataset().dataset_sha256(spec.data)
     for key, mine in (("model", spec.model), ("dataset_sha256", mine_sha), ("seed", spec.seed)):
         if rec.get(key) != mine:
             raise JumpbenchError(f"--from {p}: its {key} is {_short(rec.get(key))}, this run's {_short(mine)}; "
                                  "a branch keeps the model, dataset and seed of the run it starts from")
+    for section, key in EVALUATION if config else ():
+        theirs, mine = ((rec.get("config") or {}).get(section) or {}).get(key), config[section][key]
+        if theirs is not None and theirs != mine:
+            raise JumpbenchError(f"--from {p}: it evaluates with {section}.{key}={theirs}, this run with {mine}; a "
+                                 f"branch's curve goes on from its parent's, so give --set {section}.{key}={theirs}")
     state, path, sha = training_state(p, with_sha=True)
     if state is None:
         raise JumpbenchError(f"--from {p}: no {CHECKPOINT} or {WEIGHTS} to start from")

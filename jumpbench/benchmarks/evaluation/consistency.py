@@ -58,6 +58,7 @@ def consistency(run: str | Path, data: str | Path | None = None, n_scenes: int =
             per_scene[k] += (sums[k] / draws).tolist()
     result = {k: sum(v) / n for k, v in per_scene.items()}
     result.update(n_scenes=n, draws=draws, units="nats per scene", model=cfg["model"], data=str(data),
+                  step=cfg["checkpoint_step"],  # the weights measured (results.collect checks them against the run's)
                   kl3_over_kl1=result["kl3"] / result["kl1"] if result["kl1"] > 0 else None,
                   per_scene=per_scene)
     Run(run).write_consistency(result)

@@ -30,7 +30,7 @@ from jumpbench.benchmarks.evaluation.evaluate import BASELINES
 from jumpbench.benchmarks.evaluation.consistency import PAPER_KL
 from jumpbench.benchmarks.figures.results import (LEG_METRICS, baselines, RunResult, collect, continued, count_text,
                                                   counts, curve, leg_rows, main_configs, primary_metric, read_best,
-                                                  read_pins, sem2, write_summary)
+                                                  read_pins, sem2, set_text, write_summary)
 from jumpbench.benchmarks.figures.common import ordered, plt as _plt, save
 
 HINTS = {
@@ -75,10 +75,9 @@ def _curves(ax, models: dict[str, list[RunResult]], metric: str) -> dict:
     return drawn
 
 
-def fig5a(main: dict, out: Path, runs: list[RunResult]) -> list[Path]:
-    """Test min-MSE against steps, one line per model, per (dataset, preset) of videos. The
-    baselines' lines come from every run of the dataset in `runs`, as the summary's table (a
-    baseline that only newer runs log is drawn too)."""
+def fig5a(main: dict, out: Path) -> list[Path]:
+    """Test min-MSE against steps, one line per model, per (dataset, preset) of videos, with
+    the baselines of the test sets those runs were evaluated on (results.baselines)."""
     plt, made = _plt(), []
     for (dataset, preset), models in main.items():
         models = {m: rs for m, rs in models.items() if any("test_min_mse" in row for r in rs for row in r.rows)}
@@ -86,15 +85,18 @@ def fig5a(main: dict, out: Path, runs: list[RunResult]) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = _curves(ax, models, "test_min_mse")
-        base = baselines([r for r in runs if r.dataset == dataset]).get(dataset, {})
+        sets = baselines(_all(models))  # on the test sets of the runs drawn, each set its own lines
         top = max((v for d in drawn.values() for v in d["mean"] if v is not None and np.isfinite(v)), default=None)
-        off = []
-        for i, (k, v) in enumerate(sorted(base.items(), key=lambda kv: kv[1])):  # the trivial predictors
-            if top is not None and v > 2 * top:  # far above every curve: named, not drawn (it would squash them)
-                off.append(f"{BASELINES.get(k, k)} {v:.4g}")
-                continue
-            ax.axhline(v, color="0.35", ls=BASELINE_STYLES[i % len(BASELINE_STYLES)], lw=1,
-                       label=f"baseline: {BASELINES.get(k, k)} ({v:.4g})")
+        off, i = [], 0
+        for key, base in sets.items():
+            where = f"; {set_text(key)}" if len(sets) > 1 else ""
+            for k, v in sorted(base.items(), key=lambda kv: kv[1]):  # the trivial predictors
+                if top is not None and v > 2 * top:  # far above every curve: named, not drawn (it would squash them)
+                    off.append(f"{BASELINES.get(k, k)} {v:.4g}{where}")
+                    continue
+                ax.axhline(v, color="0.35", ls=BASELINE_STYLES[i % len(BASELINE_STYLES)], lw=1,
+                           label=f"baseline: {BASELINES.get(k, k)} ({v:.4g}{where})")
+                i += 1
         samples = _eval_samples(_all(models))
         ax.set_xscale("log")  # the video models' 1,000 steps and JUMP's tens of thousands, each readable
         ax.set(xlabel="training steps (log scale)", ylabel=f"test min-MSE ({samples} samples per video)")
@@ -104,7 +106,8 @@ def fig5a(main: dict, out: Path, runs: list[RunResult]) -> list[Path]:
         fig.text(0.01, -0.02, CARRY + ("\nbaselines far above the curves, not drawn: " + "; ".join(off) if off else ""),
                  fontsize=7, va="top")
         made.append(save(fig, out, f"fig5a_{dataset}_{preset}", {"metric": "test_min_mse", "models": drawn,
-                                                                 "baselines": base}))
+                                                                 "baselines": [{"test_set": set_text(k), **v}
+                                                                               for k, v in sets.items()]}))
     return made
 
 
@@ -251,16 +254,19 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
     """The ground-truth consistency scores (scores.py) per model, the ground truth and the
     sanity baselines as lines: route validity and coverage on Traveling Salesman, hidden-face
     agreement and diversity on dice (JUMP vs GQN), the reaction forwards and backwards."""
-    from jumpbench.benchmarks.figures.results import run_row
+    from jumpbench.benchmarks.figures.results import run_row, score_groups
     from jumpbench.benchmarks.evaluation.scores import KEYS, LABELS, REFERENCES, split_row
 
     plt, made = _plt(), []
     for (dataset, preset), models in main.items():
-        models = {m: [r for r in rs if run_row(r)] for m, rs in models.items()}  # the runs scored
-        models = {m: rs for m, rs in models.items() if rs}
-        if dataset not in KEYS or not models:
+        sets = score_groups(_all(models))  # the runs scored, by test set: the one most runs share is drawn
+        if dataset not in KEYS or not sets:
             continue
-        refs = split_row(next(run_row(r) for rs in models.values() for r in rs if run_row(r)))[1]
+        where, scored = max(sets.items(), key=lambda kv: (len(kv[1]), kv[0][0] or 0))  # ties: more scenes
+        models = {m: [r for r in rs if any(r is x for x in scored)] for m, rs in models.items()}
+        models = {m: rs for m, rs in models.items() if rs}
+        refs = split_row(run_row(scored[0]))[1]
+        others = sum(len(v) for v in sets.values()) - len(scored)
         fig, axes = plt.subplots(1, len(KEYS[dataset]), figsize=(4.5 * len(KEYS[dataset]), 4))
         data = {"models": {}, "references": refs}
         for ax, key in zip(axes, KEYS[dataset]):
@@ -275,9 +281,13 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
             ax.set_ylim(0, 1.15 * max(1.0, ax.get_ylim()[1]))
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
         _title(fig, "Ground-truth consistency scores of samples (higher is better): mean ± √2·SEM over seeds,\n"
-               "dots = seeds; lines: the truth and the sanity baselines on the same test scenes", dataset, preset,
-               _all(models))
+               f"dots = seeds; lines: the truth and the sanity baselines on the same {where[0]} test scenes "
+               f"({where[1]} samples each)", dataset, preset, _all(models))
+        if others:
+            fig.text(0.01, 0.01, f"{others} run(s) scored on other test sets left out (results/summary.md lists them)",
+                     fontsize=7)
         fig.subplots_adjust(top=0.78)
+        data["test_set"] = {"scenes": where[0], "samples": where[1], "runs_left_out": others}
         made.append(save(fig, out, f"scores_{dataset}_{preset}", data))
     return made
 
@@ -371,6 +381,8 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
         lines.append(f"warning: the ground-truth scores of {sum(stale.values())} run(s) ("
                      + ", ".join(f"{d}: {n}" for d, n in sorted(stale.items())) + ") are of an older definition "
                      "and left out; the summary names them (jumpbench score rescores a run that has its weights)")
+    lines += [f"warning: {r.path}: left out, measured on other weights: {r.stale_scores} (jumpbench score, "
+              "jumpbench consistency measure them again)" for r in runs if r.stale_scores]
     for r in runs:  # a last evaluation that is not finite: the summary shows the last finite one, and says so
         metric = primary_metric([r]) if r.rows else None
         last = r.rows[-1].get(metric) if metric else None
@@ -378,7 +390,7 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
             lines.append(f"warning: {r.path}: its last evaluation's {metric} is {last} (step {r.rows[-1]['step']}); "
                          f"the summary shows step {r.values(metric)[0][-1]}'s value")
     speed_problems = []
-    makers = (("fig5a", lambda: fig5a(main, out, runs)), ("fig5b", lambda: fig5b(main, out)),
+    makers = (("fig5a", lambda: fig5a(main, out)), ("fig5b", lambda: fig5b(main, out)),
               ("consistency", lambda: fig_consistency(main, out)), ("scores", lambda: fig_scores(main, out)),
               ("speed", lambda: fig_speed(speed, out, speed_problems)))
     for name, make in tqdm(makers, desc="figures", disable=None if progress else True, leave=False):  # None: a terminal only

@@ -6,7 +6,11 @@ every run is counted too. A run that stopped early (diverged, failed, or still r
 carries its last finite evaluation forward to the later steps of a curve, so the number of
 runs behind a curve stays the same at every step and a run that blew up keeps pulling the
 mean the way it did when it stopped; a run with no evaluation at all cannot be placed and is
-only counted in the labels. The summary's "final" value of a run is its last finite one.
+only counted in the labels. The summary's "final" value of a run is its last finite one, of its
+own evaluations: a branch (`run --from`) begins with its parent's rows, which draw its curve
+but are not its results. Scores (scores.json, or a final evaluation's test_score_*) count only
+when they were measured on the weights the run has now (at its last step), and of today's
+definition; otherwise they are left out, and the summary names the run to rescore.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class RunResult:
     problem: str = ""                                   # why metrics.jsonl could not be read
     legs: list = field(default_factory=list)            # legs.json: the stretches it was trained in
     outdated_scores: bool = False                       # test_score_* of an older definition, left out
+    stale_scores: str = ""                              # scores.json, consistency.json of another step: left out
 
     @property
     def preset(self) -> str:
@@ -63,13 +68,25 @@ class RunResult:
         return (self.record.get("branched_from") or {}).get("name")
 
     @property
+    def own_rows(self) -> list[dict]:
+        """The evaluations of this run's own training: for a branch, those after the step it
+        branched at (the rows before are its parent's)."""
+        since = (self.record.get("branched_from") or {}).get("step", -1)
+        return [r for r in self.rows if r["step"] > since]
+
+    @property
+    def trained_to(self) -> int:
+        """The step of the weights the run has now: its last leg's end, else its last evaluation."""
+        return max([leg.get("to", 0) for leg in self.legs[-1:]] + [r["step"] for r in self.rows[-1:]] + [0])
+
+    @property
     def overrides(self) -> tuple:
         """config.json's --set items."""
         return tuple(self.record.get("overrides", ()))
 
-    def values(self, metric: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of the finite evaluations of `metric`."""
-        pts = [(r["step"], float(r[metric])) for r in self.rows
+    def values(self, metric: str, own: bool = False) -> tuple[list[int], list[float]]:
+        """(steps, values) of the finite evaluations of `metric` (`own`: of own_rows only)."""
+        pts = [(r["step"], float(r[metric])) for r in (self.own_rows if own else self.rows)
                if r.get(metric) is not None and math.isfinite(float(r[metric]))]
         return [s for s, _ in pts], [v for _, v in pts]
 
@@ -77,10 +94,15 @@ class RunResult:
         if metric in CONSISTENCY_KEYS:
             v = (self.consistency or {}).get(metric)
             return float(v) if v is not None and math.isfinite(float(v)) else None
-        if metric.startswith(SAMPLE_METRICS) and (self.scores or {}).get(metric) is not None:
+        if metric.startswith("test_score_") and (self.scores or {}).get(metric) is not None:
             return float(self.scores[metric])  # jumpbench score's, else the final evaluation's
-        vals = self.values(metric)[1]
-        return vals[-1] if vals else None
+        steps, vals = self.values(metric, own=True)
+        if vals:
+            return vals[-1]
+        # a sample metric its evaluations did not log (older runs): scores.json's, of the same step
+        v = (self.scores or {}).get(metric) if metric.startswith(SAMPLE_METRICS) else None
+        last = self.own_rows[-1]["step"] if self.own_rows else None
+        return float(v) if v is not None and self.scores.get("step") == last else None
 
 
 def collect(root: str | Path) -> list[RunResult]:
@@ -110,6 +132,15 @@ def collect(root: str | Path) -> list[RunResult]:
         stale = any(S.outdated(r, dataset) for r in [run.scores, *run.rows])
         run.scores = None if S.outdated(run.scores, dataset) else run.scores
         run.rows = [S.current(r, dataset) for r in run.rows]
+        # measured, then trained on: not of the weights the run has now (consistency.json before it
+        # recorded its step: taken as it is)
+        moved = [(name, got["step"]) for name, got in ((R.SCORES, run.scores), (R.CONSISTENCY, run.consistency))
+                 if got and got.get("step", run.trained_to) != run.trained_to]
+        run.stale_scores = "; ".join(f"{name} is of step {step}" for name, step in moved) + \
+            (f", its weights of step {run.trained_to}" if moved else "")
+        left_out = {name for name, _ in moved}
+        run.scores = None if R.SCORES in left_out else run.scores
+        run.consistency = None if R.CONSISTENCY in left_out else run.consistency
         run.outdated_scores = stale and not run_row(run)  # rescored since: its current scores count
         runs.append(run)
     return runs
@@ -234,8 +265,8 @@ def summary_rows(runs: list[RunResult]) -> list[dict]:
         vals = [v for _, v in finals]
         best = min(finals, key=lambda x: x[1]) if finals else None
         worst = max(finals, key=lambda x: x[1]) if finals else None
-        steps = [r.rows[-1]["step"] for r in rs if r.rows]
-        walls = [r.rows[-1].get("wall", float("nan")) for r in rs if r.rows]
+        steps = [r.own_rows[-1]["step"] for r in rs if r.own_rows]
+        walls = [r.own_rows[-1].get("wall", float("nan")) for r in rs if r.own_rows]
         row = {"dataset": dataset, "model": model, "config": config, "preset": rs[0].preset, **counts(rs),
                "metric": metric, "n_values": len(vals), "mean": float(np.mean(vals)) if vals else None,
                "sqrt2_sem": sem2(vals) if vals else None,
@@ -253,19 +284,39 @@ def summary_rows(runs: list[RunResult]) -> list[dict]:
     return rows
 
 
-def baselines(runs: list[RunResult]) -> dict[str, dict[str, float]]:
-    """{dataset: {baseline name: value}}: the trivial predictors' scores that the runs'
-    evaluators wrote (test_baseline_*), on their test subsets; runs whose subsets differ are
-    averaged (they agree when eval_scenes does), to 6 significant digits: runs evaluated in
-    fp32 and in bf16 differ in the 8th, which would otherwise change the figures' files with
-    every new run."""
-    found: dict[str, dict[str, list[float]]] = {}
+EVAL_SET = (("train", "eval_scenes"), ("data", "eval_context"), ("data", "image_size"))
+
+
+def eval_set(run: RunResult) -> tuple:
+    """What a run's evaluations measure on: (test scenes, context frames, image size)."""
+    cfg = run.record.get("config") or {}
+    return tuple((cfg.get(section) or {}).get(key) for section, key in EVAL_SET)
+
+
+def baselines(runs: list[RunResult]) -> dict[tuple, dict[str, float]]:
+    """{(dataset, *eval_set): {baseline name: value}}: the trivial predictors' scores that the
+    runs' evaluators wrote (test_baseline_*), per test set; runs of one set agree but for the
+    precision they were evaluated in (fp32 and bf16 differ in the 8th digit), so their mean is
+    given to 6 significant digits, which keeps the figures' files stable as runs are added.
+    Runs of different sets are never averaged together: each number is read against its own."""
+    found: dict[tuple, dict[str, list[float]]] = {}
     for r in runs:
         last = r.rows[-1] if r.rows else {}
         for key, v in last.items():
             if key.startswith("test_baseline_") and v is not None:
-                found.setdefault(r.dataset, {}).setdefault(key[len("test_baseline_"):], []).append(float(v))
-    return {d: {k: float(f"{np.mean(v):.6g}") for k, v in b.items()} for d, b in found.items()}
+                found.setdefault((r.dataset, *eval_set(r)), {}).setdefault(key[len("test_baseline_"):], []).append(float(v))
+    return {k: {name: float(f"{np.mean(v):.6g}") for name, v in b.items()} for k, b in sorted(found.items(), key=_order)}
+
+
+def _order(item) -> list:
+    """Sort key of a (key tuple, value) item whose tuple may hold None (last)."""
+    return [(v is None, v if v is not None else 0) for v in item[0]]
+
+
+def set_text(key: tuple) -> str:
+    """A baselines() key's test set in words: "256 test scenes, 5 context frames, 32 px"."""
+    scenes, context, size = (_fmt(v) for v in key[1:])
+    return f"{scenes} test scenes, {context} context frames, {size} px"
 
 
 def _fmt(v, digits=4) -> str:
@@ -306,12 +357,12 @@ def write_summary(runs: list[RunResult], prefix: str | Path) -> tuple[Path, Path
             r["paper"]]) + " |")
     base = baselines(runs)
     if base:
-        lines += ["", "Sanity baselines on the same test scenes (MSE of a deterministic predictor, so "
-                  "also its min-MSE): every number above is read against these.", "",
-                  "| dataset | baseline | MSE |", "|---|---|---|"]
-        for dataset in sorted(base):
-            for k, v in sorted(base[dataset].items(), key=lambda kv: kv[1]):
-                lines.append(f"| {dataset} | {BASELINES.get(k, k)} | {_fmt(v)} |")
+        lines += ["", "Sanity baselines (MSE of a deterministic predictor, so also its min-MSE), per test set "
+                  "(a run's evaluation settings): each number above is read against those of its own set.", "",
+                  "| dataset | test set | baseline | MSE |", "|---|---|---|---|"]
+        for key, values in base.items():
+            for k, v in sorted(values.items(), key=lambda kv: kv[1]):
+                lines.append(f"| {key[0]} | {set_text(key)} | {BASELINES.get(k, k)} | {_fmt(v)} |")
     lines += leg_lines(runs)
     lines += score_lines(group(runs))
     write_text_atomic(md_path, "\n".join(lines) + "\n")
@@ -366,42 +417,70 @@ def leg_lines(runs: list[RunResult]) -> list[str]:
 # ---------------------------------------------------------------- the ground-truth scores' tables
 
 def run_row(run) -> dict:
-    """A results.RunResult's test_score_* values: its scores.json, else its last evaluation that has them."""
+    """A results.RunResult's test_score_* values: its scores.json (collect kept it only if it is
+    of the run's last step), else its last evaluation if that has them and is of the last step
+    (a run's final evaluation scores its samples)."""
     if run.scores:
         return run.scores
-    return next((row for row in reversed(run.rows) if any(k.startswith("test_score_") for k in row)), {})
+    last = run.own_rows[-1] if run.own_rows else {}
+    scored = any(k.startswith("test_score_") for k in last) and last["step"] == run.trained_to
+    return last if scored else {}
+
+
+def score_set(run: RunResult) -> tuple:
+    """(test scenes, samples per scene) that a run's scores (run_row) were measured on: the
+    references' scores depend on the scenes, and coverage and diversity on the samples."""
+    row = run.scores or {}
+    train = (run.record.get("config") or {}).get("train") or {}
+    return row.get("n_scenes", train.get("eval_scenes")), row.get("n_samples", train.get("eval_samples"))
+
+
+def score_groups(runs: list[RunResult]) -> dict[tuple, list[RunResult]]:
+    """{(test scenes, samples): the scored runs measured on them}: scores of different sets are
+    neither averaged together nor read against one set's references."""
+    out: dict = {}
+    for r in runs:
+        if run_row(r):
+            out.setdefault(score_set(r), []).append(r)
+    return dict(sorted(out.items(), key=_order))
 
 
 def score_lines(groups: dict) -> list[str]:
     """Markdown tables for results/summary.md: per dataset, each scored (model, config) as the
-    mean over seeds ± sqrt(2) x SEM, then the ground truth and the baselines."""
-    lines, refs_of = [], {}
+    mean over seeds ± sqrt(2) x SEM, then the ground truth and the baselines, per score_set."""
+    lines = []
     by_dataset: dict = {}
     for (dataset, model, config), rs in groups.items():
-        rows = [run_row(r) for r in rs]
-        rows = [r for r in rows if r]
-        if rows and dataset in S.KEYS:
-            by_dataset.setdefault(dataset, []).append((model, config, rows))
-            refs_of.setdefault(dataset, S.split_row(rows[0])[1])
-    for dataset, entries in sorted(by_dataset.items()):
+        for where, scored in score_groups(rs).items() if dataset in S.KEYS else ():
+            by_dataset.setdefault(dataset, {}).setdefault(where, []).append(
+                (model, config, [run_row(r) for r in scored]))
+    for dataset, sets in sorted(by_dataset.items()):
         keys = S.KEYS[dataset]
         lines += ["", f"Ground-truth consistency scores on {dataset} (scores.py; higher is better for "
-                  f"{S.LABELS[keys[0]]}; the truth must be about 1):", "",
-                  "| who | config | runs scored | " + " | ".join(S.LABELS[k] for k in keys) + " |",
-                  "|---|---|---|" + "---|" * len(keys)]
-        for model, config, rows in entries:
-            cells = []
-            for k in keys:
-                vals = [r[f"test_score_{k}"] for r in rows if r.get(f"test_score_{k}") is not None]
-                err = f" ± {sem2(vals):.2g}" if len(vals) > 1 else ""
-                cells.append(f"{np.mean(vals):.3f}{err}" if vals else "-")
-            lines.append(f"| {model} | {config} | {len(rows)} | " + " | ".join(cells) + " |")
-        for ref, vals in refs_of[dataset].items():
-            cells = [f"{vals[k]:.3f}" if vals.get(k) is not None else "-" for k in keys]
-            lines.append(f"| {S.REFERENCES.get(ref, ref)} | - | - | " + " | ".join(cells) + " |")
+                  f"{S.LABELS[keys[0]]}; the truth must be about 1), per test set (scenes x samples per scene), "
+                  "each with its references:", "",
+                  "| who | config | test set | runs scored | " + " | ".join(S.LABELS[k] for k in keys) + " |",
+                  "|---|---|---|---|" + "---|" * len(keys)]
+        for (scenes, samples), entries in sets.items():
+            where = f"{_fmt(scenes)} x {_fmt(samples)}"
+            for model, config, rows in entries:
+                cells = []
+                for k in keys:
+                    vals = [r[f"test_score_{k}"] for r in rows if r.get(f"test_score_{k}") is not None]
+                    err = f" ± {sem2(vals):.2g}" if len(vals) > 1 else ""
+                    cells.append(f"{np.mean(vals):.3f}{err}" if vals else "-")
+                lines.append(f"| {model} | {config} | {where} | {len(rows)} | " + " | ".join(cells) + " |")
+            for ref, vals in S.split_row(entries[0][2][0])[1].items():
+                cells = [f"{vals[k]:.3f}" if vals.get(k) is not None else "-" for k in keys]
+                lines.append(f"| {S.REFERENCES.get(ref, ref)} | - | {where} | - | " + " | ".join(cells) + " |")
     stale = [f"{r.dataset}/{r.model}/{r.config}/seed-{r.seed}"
              for rs in groups.values() for r in rs if r.outdated_scores]
     if stale:
         lines += ["", "Left out: the scores of " + ", ".join(stale) + ", measured under an older definition "
                   "(scores.DEFINITIONS); `jumpbench score` rescores a run that has its checkpoint or weights."]
+    moved = [f"{r.dataset}/{r.model}/{r.config}/seed-{r.seed} ({r.stale_scores})"
+             for rs in groups.values() for r in rs if r.stale_scores]
+    if moved:
+        lines += ["", "Left out, measured on other weights than the run has now: " + ", ".join(moved)
+                  + "; `jumpbench score` (and `jumpbench consistency`) measure them again."]
     return lines

@@ -153,7 +153,7 @@ def _start(plan: _Plan) -> _Start | None:
     from jumpbench.models import MODELS
 
     spec, run, tc = plan.spec, plan.run, plan.tc
-    branch = _branch(spec, run, plan.info, tc.steps)
+    branch = _branch(spec, run, plan.info, tc.steps, C.to_dict(plan.cfg))
     torch.manual_seed(spec.seed)
     model = MODELS[spec.model][0](plan.cfg["model"]).to(plan.device)
     start = _Start(model, torch.optim.Adam(model.parameters(), lr=tc.lr))
@@ -422,7 +422,7 @@ def update(model, opt, loss: torch.Tensor | None, lr: float, grad_clip: float) -
     return norm
 
 
-def _branch(spec: runs.RunSpec, run: runs.Run, info: dict, steps: int) -> tuple | None:
+def _branch(spec: runs.RunSpec, run: runs.Run, info: dict, steps: int, config: dict) -> tuple | None:
     """runs.branch_source for a branch that has no checkpoint of its own yet; None when the run
     is not a branch or resumes its own checkpoint. A folder that already holds another run, a
     branch of another parent, or a branch asked to start without --from, is refused rather than
@@ -437,7 +437,7 @@ def _branch(spec: runs.RunSpec, run: runs.Run, info: dict, steps: int) -> tuple 
     runs.check_branch_folder(spec, folder)
     if own_checkpoint:  # resume the branch's own checkpoint
         return None
-    branch = runs.branch_source(spec.branch_from, spec, info, steps)
+    branch = runs.branch_source(spec.branch_from, spec, info, steps, config)
     if before and before != branch[2]:
         raise JumpbenchError(f"{folder} is a branch of {before['name']}/seed-{before['seed']} at step "
                              f"{before['step']}, not of {spec.branch_from} at step {branch[2]['step']}")
