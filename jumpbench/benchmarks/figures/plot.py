@@ -182,6 +182,7 @@ def _points(ax, models: dict[str, list[RunResult]], keys: list[str], xlabels: li
             drawn[model][key] = {"mean": m, "err": e, "n": len(vals), "seeds": [s for s, _ in pairs],
                                  "values": vals}
     ax.set_xticks(range(len(keys)), xlabels)
+    ax.set_xlim(-0.5, len(keys) - 0.5)  # each key its slot (one point alone would sit on the axis' edge)
     ax.margins(y=0.15)  # the axis fits the values and whatever else is drawn (bars from 0 hid differences)
     return drawn
 
