@@ -280,7 +280,8 @@ def fig_scores(main: dict, out: Path) -> list[Path]:
                 if hasattr(bars, "patches"):
                     ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
             ax.set_ylim(0, 1.15 * max(1.0, ax.get_ylim()[1]))
-            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+            if ax.get_legend_handles_labels()[0]:  # (a score no run and no reference has: an empty panel)
+                ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12))
         _title(fig, "Ground-truth consistency scores of samples (higher is better): mean ± √2·SEM over seeds,\n"
                f"dots = seeds; lines: the truth and the sanity baselines on the same {where[0]} test scenes "
                f"({where[1]} samples each)", dataset, preset, _all(models))
