@@ -405,16 +405,23 @@ def test_a_branch_is_reported_by_its_own_evaluations_and_scores_by_their_step(ru
     got = {r.config: r for r in collect(runs) if r.dataset == "color_reaction"}["cpu-b"]
     assert got.final("test_min_mse") == 0.3 and got.final("test_time_variation") == 0.8
     assert not run_row(got) and got.scores is None and got.consistency is None and got.final("kl1") is None
-    assert got.stale_scores == "scores.json is of step 25; consistency.json is of step 20, its weights of step 30"
+    assert got.stale_scores == "scores.json: step 25; consistency.json: step 20; its weights: step 30"
     (branch / "consistency.json").unlink()
     lines = plot_all(runs, tmp_path / "figures", grids=False)
-    assert any("cpu-b/seed-0: left out, measured on other weights: scores.json is of step 25" in ln for ln in lines)
-    assert "color_reaction/jump/cpu-b/seed-0 (scores.json is of step 25" in (runs.parent / "summary.md").read_text()
+    assert any("cpu-b/seed-0: left out, measured on other weights: scores.json: step 25" in ln for ln in lines)
+    assert "color_reaction/jump/cpu-b/seed-0 (scores.json: step 25" in (runs.parent / "summary.md").read_text()
     # rescored at 30: counted
     (branch / "scores.json").write_text(json.dumps({"step": 30, "test_score_reaction_forward": 0.9,
                                                     "scores_definition": 2}))
     got = {r.config: r for r in collect(runs) if r.dataset == "color_reaction"}["cpu-b"]
     assert run_row(got)["test_score_reaction_forward"] == 0.9 and not got.stale_scores
+    # no scores.json: its final evaluation's scores, of step 30, then trained on to 35 (no evaluation since)
+    (branch / "scores.json").unlink()
+    (branch / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in parent + [
+        {"step": 30, "test_min_mse": 0.3, "test_score_reaction_forward": 0.6, "scores_definition": 2}]))
+    (branch / "legs.json").write_text(json.dumps([{"from": 0, "to": 20}, {"from": 20, "to": 35}]))
+    got = {r.config: r for r in collect(runs) if r.dataset == "color_reaction"}["cpu-b"]
+    assert not run_row(got) and got.stale_scores == "the final evaluation's scores: step 30; its weights: step 35"
 
 
 def test_baselines_and_score_references_are_per_test_set_never_averaged_across(runs, tmp_path):

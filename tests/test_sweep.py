@@ -82,7 +82,8 @@ def test_grid_sweep_writes_best_json_and_run_config_best_uses_it(small_ts, tmp_p
 def test_rank_sign_lower_for_errors_higher_for_scores_and_none_for_the_rest():
     assert SW.rank_sign("test_min_mse") == SW.rank_sign("test_loss") == 1
     assert SW.rank_sign("test_score_reaction_forward") == SW.rank_sign("test_score_route_coverage") == -1
-    for metric in ("test_baseline_repeat_last", "test_score_truth_route_validity", "test_time_variation"):
+    for metric in ("test_baseline_repeat_last", "test_score_truth_route_validity", "test_time_variation",
+                   "test_score_diversity"):
         with pytest.raises(JumpbenchError, match="ranks nothing|the same at every grid point"):
             SW.rank_sign(metric)
 
@@ -102,6 +103,7 @@ def test_sweep_by_a_score_ranks_the_highest_first_and_skips_outdated_scores(smal
             runs.write_status(folder, "done", "fake")
         return []
     monkeypatch.setattr(SW, "run_tasks", fake)
+    monkeypatch.setattr("jumpbench.benchmarks.evaluation.probes.load_probe", lambda data, size: None)  # as if trained
     best = SW.sweep("jump", small_ts, "smoke", ["lr=1e-4,1e-3"], tmp_path, "test_score_route_validity",
                     progress=False)
     assert not best["lower_is_better"]
@@ -109,7 +111,30 @@ def test_sweep_by_a_score_ranks_the_highest_first_and_skips_outdated_scores(smal
         [(["lr=1e-3"], 0.5, 2), (["lr=1e-4"], 0.2, 1)]
 
 
-@pytest.mark.parametrize("metric", ["test_time_variation", "test_baseline_black"])
+def test_a_sweep_by_a_score_needs_a_score_of_the_dataset_a_model_that_draws_it_and_a_probe(small_ts, tmp_path):
+    ts = {"name": "traveling_salesman"}
+    with pytest.raises(JumpbenchError, match="not a score of traveling_salesman"):
+        SW.check_score_metric("test_score_agreement", "jump", small_ts, ts, 16)
+    with pytest.raises(JumpbenchError, match="cdna is not jumpy"):
+        SW.check_score_metric("test_score_reaction_backward_mover", "cdna", small_ts, {"name": "color_reaction"}, 16)
+    with pytest.raises(JumpbenchError, match="there is none: no 16px probe"):
+        SW.check_score_metric("test_score_route_validity", "jump", small_ts, ts, 16)
+    r = _cli("sweep", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--grid", "lr=1e-4,1e-3",
+             "--metric", "test_score_route_validity", "--out", tmp_path, "--quiet")
+    one_line_error(r, "jumpbench probe train")
+    assert not (tmp_path / "traveling_salesman").exists()  # refused before anything trained
+
+
+def test_last_value_skips_a_score_that_is_none(tmp_path):
+    # a model that is not jumpy logs its backward score as None: the earlier value, or none
+    rows = [{"step": 1, "test_score_reaction_backward": 0.5, "scores_definition": 2},
+            {"step": 2, "test_score_reaction_backward": None, "scores_definition": 2}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert runs.last_value(tmp_path, "test_score_reaction_backward", "color_reaction") == (0.5, 1)
+    assert runs.last_value(tmp_path, "test_score_reaction_forward") == (None, None)
+
+
+@pytest.mark.parametrize("metric", ["test_time_variation", "test_baseline_black", "test_score_diversity"])
 def test_sweep_refuses_a_metric_that_ranks_nothing_before_training(small_ts, tmp_path, metric):
     r = _cli("sweep", "--model", "jump", "--data", small_ts, "--preset", "smoke", "--grid", "lr=1e-4,1e-3",
              "--metric", metric, "--out", tmp_path, "--quiet")

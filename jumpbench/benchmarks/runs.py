@@ -903,7 +903,7 @@ def last_value(folder: Path, metric: str, dataset: str | None = None) -> tuple[f
         rows = list(read_metrics(Path(folder) / METRICS))
     except JumpbenchError:
         return None, None
-    rows = [r for r in rows if metric in (current(r, dataset) if dataset else r)]
+    rows = [r for r in rows if (current(r, dataset) if dataset else r).get(metric) is not None]
     return (float(rows[-1][metric]), int(rows[-1]["step"])) if rows else (None, None)
 
 

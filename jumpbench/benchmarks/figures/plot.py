@@ -386,11 +386,11 @@ def plot_all(runs_root, out, speed=None, summary=None, grids: bool = True, progr
     lines += [f"warning: {r.path}: left out, measured on other weights: {r.stale_scores} (jumpbench score, "
               "jumpbench consistency measure them again)" for r in runs if r.stale_scores]
     for r in runs:  # a last evaluation that is not finite: the summary shows the last finite one, and says so
-        metric = primary_metric([r]) if r.rows else None
-        last = r.rows[-1].get(metric) if metric else None
-        if isinstance(last, (int, float)) and not np.isfinite(last) and r.values(metric)[0]:
-            lines.append(f"warning: {r.path}: its last evaluation's {metric} is {last} (step {r.rows[-1]['step']}); "
-                         f"the summary shows step {r.values(metric)[0][-1]}'s value")
+        metric = primary_metric([r]) if r.own_rows else None
+        last = r.own_rows[-1].get(metric) if metric else None
+        if isinstance(last, (int, float)) and not np.isfinite(last) and r.values(metric, own=True)[0]:
+            lines.append(f"warning: {r.path}: its last evaluation's {metric} is {last} (step {r.own_rows[-1]['step']}); "
+                         f"the summary shows step {r.values(metric, own=True)[0][-1]}'s value")
     speed_problems = []
     makers = (("fig5a", lambda: fig5a(main, out)), ("fig5b", lambda: fig5b(main, out)),
               ("consistency", lambda: fig_consistency(main, out)), ("scores", lambda: fig_scores(main, out)),

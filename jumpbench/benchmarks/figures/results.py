@@ -51,6 +51,7 @@ class RunResult:
     record: dict = field(default_factory=dict)          # config.json
     problem: str = ""                                   # why metrics.jsonl could not be read
     legs: list = field(default_factory=list)            # legs.json: the stretches it was trained in
+    weights_step: int | None = None                     # weights.safetensors' step (its header), if published
     outdated_scores: bool = False                       # test_score_* of an older definition, left out
     stale_scores: str = ""                              # scores.json, consistency.json of another step: left out
 
@@ -76,8 +77,11 @@ class RunResult:
 
     @property
     def trained_to(self) -> int:
-        """The step of the weights the run has now: its last leg's end, else its last evaluation."""
-        return max([leg.get("to", 0) for leg in self.legs[-1:]] + [r["step"] for r in self.rows[-1:]] + [0])
+        """The step of the weights the run has now: its last leg's end, its published weights' and
+        its last evaluation's, whichever is latest (a run from before legs were recorded may have
+        stopped past its last evaluation)."""
+        return max([leg.get("to", 0) for leg in self.legs[-1:]] + [r["step"] for r in self.rows[-1:]]
+                   + [self.weights_step or 0])
 
     @property
     def overrides(self) -> tuple:
@@ -128,16 +132,19 @@ def collect(root: str | Path) -> list[RunResult]:
         except (OSError, JumpbenchError) as e:  # counted as a run with no evaluations; plot says why
             run.rows, run.problem = [], str(e)
         run.consistency, run.scores, run.legs = files.consistency(), files.scores(), files.legs()
+        run.weights_step = R.weights_step(files.path(R.WEIGHTS)) if files.path(R.WEIGHTS).is_file() else None
         # scores of another definition than today's (scores.DEFINITIONS) are not compared with today's
         stale = any(S.outdated(r, dataset) for r in [run.scores, *run.rows])
         run.scores = None if S.outdated(run.scores, dataset) else run.scores
         run.rows = [S.current(r, dataset) for r in run.rows]
         # measured, then trained on: not of the weights the run has now (consistency.json before it
         # recorded its step: taken as it is)
-        moved = [(name, got["step"]) for name, got in ((R.SCORES, run.scores), (R.CONSISTENCY, run.consistency))
+        scored = next((r for r in reversed(run.own_rows) if any(k.startswith("test_score_") for k in r)), None)
+        moved = [(name, got["step"]) for name, got in ((R.SCORES, run.scores), (R.CONSISTENCY, run.consistency),
+                                                       ("the final evaluation's scores", None if run.scores else scored))
                  if got and got.get("step", run.trained_to) != run.trained_to]
-        run.stale_scores = "; ".join(f"{name} is of step {step}" for name, step in moved) + \
-            (f", its weights of step {run.trained_to}" if moved else "")
+        run.stale_scores = "; ".join(f"{name}: step {step}" for name, step in moved) + \
+            (f"; its weights: step {run.trained_to}" if moved else "")
         left_out = {name for name, _ in moved}
         run.scores = None if R.SCORES in left_out else run.scores
         run.consistency = None if R.CONSISTENCY in left_out else run.consistency
@@ -267,12 +274,13 @@ def summary_rows(runs: list[RunResult]) -> list[dict]:
         worst = max(finals, key=lambda x: x[1]) if finals else None
         steps = [r.own_rows[-1]["step"] for r in rs if r.own_rows]
         walls = [r.own_rows[-1].get("wall", float("nan")) for r in rs if r.own_rows]
+        targets = [r.target_steps for r in rs if r.target_steps]  # beside the median step, the median target
         row = {"dataset": dataset, "model": model, "config": config, "preset": rs[0].preset, **counts(rs),
                "metric": metric, "n_values": len(vals), "mean": float(np.mean(vals)) if vals else None,
                "sqrt2_sem": sem2(vals) if vals else None,
                "best_seed": best[0] if best else None, "best": best[1] if best else None,
                "worst_seed": worst[0] if worst else None, "worst": worst[1] if worst else None,
-               "steps": int(np.median(steps)) if steps else 0, "target_steps": rs[0].target_steps,
+               "steps": int(np.median(steps)) if steps else 0, "target_steps": int(np.median(targets)) if targets else None,
                "wall_s_mean": float(np.mean(walls)) if walls else None}
         for k in ("kl1", "kl3", "test_time_variation"):
             kv = [r.final(k) for r in rs if r.final(k) is not None]

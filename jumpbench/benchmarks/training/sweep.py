@@ -264,18 +264,41 @@ def default_metric(info: dict) -> str:
 
 def rank_sign(metric: str) -> int:
     """+1 where lower is better (the losses and errors: every metric but the scores), -1 where
-    higher is (test_score_*: fractions of samples that pass, counts of distinct outcomes). A
-    trivial predictor's value (the same at every grid point), a reference's score and the time
-    variation (right at 1, not at either end) rank nothing: an error."""
+    higher is (test_score_*: fractions of samples that pass, the number of valid routes). A
+    trivial predictor's value (the same at every grid point), a reference's score, the time
+    variation and the dice' digits per scene (both right at 1, not at either end) rank nothing:
+    an error."""
     from jumpbench.benchmarks.evaluation.scores import REFERENCES
 
     if metric.startswith("test_baseline_") or any(metric.startswith(f"test_score_{r}_") for r in REFERENCES):
         raise JumpbenchError(f"--metric {metric}: a trivial predictor's value, the same at every grid point; "
                              "rank by one of the model's")
-    if metric == "test_time_variation":
-        raise JumpbenchError("--metric test_time_variation: right at 1, not at either end, so it ranks nothing; "
-                             "rank by test_min_mse")
+    if metric in ("test_time_variation", "test_score_diversity"):
+        raise JumpbenchError(f"--metric {metric}: right at 1 (the truth's), not at either end, so it ranks nothing; "
+                             "rank by an error or a pass rate")
     return -1 if metric.startswith("test_score_") else 1
+
+
+def check_score_metric(metric: str, model: str, data, info: dict, image_size: int) -> None:
+    """A sweep by a ground-truth score: one of the dataset's (scores.KEYS, or one of its checks),
+    of a model that draws it (backwards: jumpy models only), and a probe to read the samples
+    with (the final evaluation scores them only where one is trained). Refused in one line
+    before anything trains."""
+    from jumpbench.benchmarks.evaluation import scores as S
+    from jumpbench.benchmarks.evaluation.probes import load_probe
+    from jumpbench.models import MODELS
+
+    name, keys = metric[len("test_score_"):], S.KEYS.get(info["name"], ())
+    if not any(name == k or name.startswith(k + "_") for k in keys):
+        raise JumpbenchError(f"--metric {metric}: not a score of {info['name']} (its scores: "
+                             + ", ".join(f"test_score_{k}" for k in keys) + ")")
+    if "backward" in name and not MODELS[model][0].jumpy:
+        raise JumpbenchError(f"--metric {metric}: {model} is not jumpy and draws no video backwards")
+    try:
+        load_probe(data, image_size)
+    except JumpbenchError as e:
+        raise JumpbenchError(f"--metric {metric}: the runs' final evaluations score their samples with a probe, and "
+                             f"there is none: {e}") from None
 
 
 def logged_metrics(model: str, cfg: dict, info: dict) -> set[str]:
@@ -322,6 +345,8 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     except (RuntimeError, ValueError) as e:  # a config that does not run fails here, not in every point
         raise JumpbenchError(f"{model} under this config fails a forward pass: {error_line(e)}") from None
     sign = rank_sign(metric)
+    if metric.startswith("test_score_"):
+        check_score_metric(metric, model, data, info, cfg["data"].image_size)
     if metric not in known and not metric.startswith("test_score_"):
         raise JumpbenchError(f"unknown metric {metric!r}; {model} on {info['name']} logs {', '.join(sorted(known))}")
     tasks = [RunSpec(model, data, preset, tuple(p), seed, out, procs=procs) for p in points]
