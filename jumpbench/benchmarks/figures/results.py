@@ -76,6 +76,11 @@ class RunResult:
         return [r for r in self.rows if r["step"] > since]
 
     @property
+    def scored_row(self) -> dict | None:
+        """The last of own_rows that carries test_score_* (a final evaluation's), if any."""
+        return next((r for r in reversed(self.own_rows) if any(k.startswith("test_score_") for k in r)), None)
+
+    @property
     def trained_to(self) -> int:
         """The step of the weights the run has now: its last leg's end, its published weights' and
         its last evaluation's, whichever is latest (a run from before legs were recorded may have
@@ -100,7 +105,7 @@ class RunResult:
             return float(v) if v is not None and math.isfinite(float(v)) else None
         if metric.startswith("test_score_") and (self.scores or {}).get(metric) is not None:
             return float(self.scores[metric])  # jumpbench score's, else the final evaluation's
-        steps, vals = self.values(metric, own=True)
+        vals = self.values(metric, own=True)[1]
         if vals:
             return vals[-1]
         # a sample metric its evaluations did not log (older runs): scores.json's, of the same step
@@ -134,14 +139,15 @@ def collect(root: str | Path) -> list[RunResult]:
         run.consistency, run.scores, run.legs = files.consistency(), files.scores(), files.legs()
         run.weights_step = R.weights_step(files.path(R.WEIGHTS)) if files.path(R.WEIGHTS).is_file() else None
         # scores of another definition than today's (scores.DEFINITIONS) are not compared with today's
-        stale = any(S.outdated(r, dataset) for r in [run.scores, *run.rows])
-        run.scores = None if S.outdated(run.scores, dataset) else run.scores
+        old_scores = S.outdated(run.scores, dataset)
+        stale = old_scores or any(S.outdated(r, dataset) for r in run.rows)
+        run.scores = None if old_scores else run.scores
         run.rows = [S.current(r, dataset) for r in run.rows]
         # measured, then trained on: not of the weights the run has now (consistency.json before it
         # recorded its step: taken as it is)
-        scored = next((r for r in reversed(run.own_rows) if any(k.startswith("test_score_") for k in r)), None)
         moved = [(name, got["step"]) for name, got in ((R.SCORES, run.scores), (R.CONSISTENCY, run.consistency),
-                                                       ("the final evaluation's scores", None if run.scores else scored))
+                                                       ("the final evaluation's scores",
+                                                        None if run.scores else run.scored_row))
                  if got and got.get("step", run.trained_to) != run.trained_to]
         run.stale_scores = "; ".join(f"{name}: step {step}" for name, step in moved) + \
             (f"; its weights: step {run.trained_to}" if moved else "")
@@ -292,7 +298,7 @@ def summary_rows(runs: list[RunResult]) -> list[dict]:
     return rows
 
 
-EVAL_SET = (("train", "eval_scenes"), ("data", "eval_context"), ("data", "image_size"))
+EVAL_SET = tuple(k for k in R.EVALUATION if k != ("train", "eval_samples"))  # what the baselines depend on
 
 
 def eval_set(run: RunResult) -> tuple:
@@ -430,9 +436,8 @@ def run_row(run) -> dict:
     (a run's final evaluation scores its samples)."""
     if run.scores:
         return run.scores
-    last = run.own_rows[-1] if run.own_rows else {}
-    scored = any(k.startswith("test_score_") for k in last) and last["step"] == run.trained_to
-    return last if scored else {}
+    row = run.scored_row
+    return row if row and row["step"] == run.trained_to else {}
 
 
 def score_set(run: RunResult) -> tuple:

@@ -154,14 +154,15 @@ def _processes(todo: list[tuple[RunSpec, Path]], jobs: int, procs: int = 1,
 
     def after(item: tuple[RunSpec, Path], ended: tuple[int, str | None, list[int]]) -> str | None:
         (_, folder), (_, why, pids) = item, ended
-        status = Run(folder).status()
+        files = Run(folder)
+        status = files.status()
         if why is None or children.stopping:
             return _report(folder)
         if status and status.get("pid") in pids and status["status"] != "running" and \
                 not status["why"].startswith(PEER_LOST):
             return _report(folder)  # the run's status.json says why, from this launch
-        if Run(folder).exists():  # else: a stale status, "running", or only a lost peer
-            Run(folder).mark("failed", why)
+        if files.exists():  # else: a stale status, "running", or only a lost peer
+            files.mark("failed", why)
             return _report(folder)
         click.echo(f"{folder}: failed ({why})")  # before the run had a folder
         return why
@@ -347,15 +348,15 @@ def sweep(model: str, data, preset: str, grid_items: list[str], out, metric: str
     sign = rank_sign(metric)
     if metric.startswith("test_score_"):
         check_score_metric(metric, model, data, info, cfg["data"].image_size)
-    if metric not in known and not metric.startswith("test_score_"):
+    elif metric not in known:
         raise JumpbenchError(f"unknown metric {metric!r}; {model} on {info['name']} logs {', '.join(sorted(known))}")
     tasks = [RunSpec(model, data, preset, tuple(p), seed, out, procs=procs) for p in points]
     failed = {t.name: why for t, why in run_tasks(tasks, jobs, launcher, progress, cluster)}
     ranking = []
     for t in tasks:
-        folder = t.folder(info["name"])
-        value, step = Run(folder).last_value(metric, info["name"])
-        status = (Run(folder).status() or {}).get("status", "missing")
+        files = Run(t.folder(info["name"]))
+        value, step = files.last_value(metric, info["name"])
+        status = (files.status() or {}).get("status", "missing")
         ok = status == "done" and value is not None and math.isfinite(value)
         ranking.append({"overrides": list(t.overrides), "name": t.name, "value": value, "step": step,
                         "status": status, "why": failed.get(t.name), "ok": ok})
