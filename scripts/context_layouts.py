@@ -12,7 +12,12 @@ copying the context frame nearest in time, and of the static-scene oracle (each 
 median over the whole video: the still shapes drawn, what moves erased). If the
 interleaved layout, where every target lies between two context frames, scores no better than
 forward prediction, and both sit near the posterior floor, the prior is not what limits the
-model: its renderer cannot draw the frames. Writes RUN/context_layouts.json (--out).
+model: its renderer cannot draw the frames. On Color Reaction, with a probe trained for the
+run's image size (`jumpbench probe train`), it also gives the reaction's checks (scores.py:
+touch, before, after, changed, mover, and all of them) of the prior's samples and of the
+posterior's reconstruction (one draw per video) under each layout: a check that the
+posterior passes and the prior fails is the prior's to learn (which shape reacts, which
+colour), one that both fail is the renderer's. Writes RUN/context_layouts.json (--out).
 """
 from __future__ import annotations
 
@@ -42,7 +47,11 @@ def main() -> None:
     import torch
 
     import jumpbench
+    from jumpbench import dataset as DS
+    from jumpbench.benchmarks.evaluation import probes as P
     from jumpbench.benchmarks.evaluation.evaluate import static_scene
+    from jumpbench.benchmarks.evaluation.scores import Scorer
+    from jumpbench.errors import JumpbenchError
     from jumpbench.files import write_json_atomic
     from jumpbench.models.base import sample_chunks
 
@@ -58,6 +67,14 @@ def main() -> None:
     out = {"run": f"{rec['dataset']}/{rec['model']}/{args.run.parent.name}/{args.run.name}", "scenes": n,
            "samples": args.samples, "layouts": {}}
     static = static_scene(F)
+    probe = None
+    if rec["dataset"] == "color_reaction":
+        try:
+            probe = P.load_probe(args.data or rec["data"], size)
+        except JumpbenchError as e:
+            print(f"no reaction checks: {e}")
+    scenes = DS.Scenes(args.data or rec["data"], "test", size) if probe else None
+    checks = {}
     print(f"{'layout':42s} {'min-MSE':>8s} {'mean':>8s} {'posterior':>9s} {'post 1x1':>8s} {'nearest':>8s} "
           f"{'static':>8s}")
     for name, (ctx, tgt) in layouts(F.shape[1], m).items():
@@ -65,8 +82,8 @@ def main() -> None:
         with torch.no_grad():
             s = torch.cat(list(sample_chunks(model, cf, cv, tv, args.samples)), 1)    # (n, S, K, 3, H, W)
             per = ((s - tf[:, None]) ** 2).mean((2, 3, 4, 5))                         # (n, S)
-            post = model({"context_frames": cf, "context_viewpoints": cv, "target_frames": tf,
-                          "target_viewpoints": tv}, 10 ** 9)["mse"].item()
+            recon = model.elbo_terms(cf, cv, tf, tv)["mean"].float()                     # (n, K, 3, H, W)
+            post = ((recon - tf) ** 2).mean().item()
             single = sum(model({"context_frames": cf, "context_viewpoints": cv, "target_frames": tf[:, k:k + 1],
                                 "target_viewpoints": tv[:, k:k + 1]}, 10 ** 9)["mse"].item()
                          for k in range(len(tgt))) / len(tgt)
@@ -76,10 +93,24 @@ def main() -> None:
                "posterior_one_target_mse": single,
                "nearest_context_mse": ((F[:, near] - tf) ** 2).mean().item(),
                "static_oracle_mse": ((static - tf) ** 2).mean().item()}
+        if probe:
+            row["checks"] = checks[name] = {}
+            for who, frames in (("prior", s), ("posterior", recon[:, None])):
+                scorer = Scorer(probe, scenes, range(n), m, query=tgt)
+                scorer.add(frames)
+                rates = scorer.result()
+                row["checks"][who] = {k.removeprefix("reaction_forward_") if k != "reaction_forward" else "all": v
+                                      for k, v in rates.items()}
         out["layouts"][name] = row
         print(f"{name:42s} {row['min_mse']:8.5f} {row['mean_mse']:8.5f} {row['posterior_mse']:9.5f} "
               f"{row['posterior_one_target_mse']:8.5f} {row['nearest_context_mse']:8.5f} "
               f"{row['static_oracle_mse']:8.5f}")
+    if checks:
+        names = list(next(iter(checks.values()))["prior"])
+        print(f"\nreaction checks, pass rates (prior's {args.samples} samples / the posterior's reconstruction)")
+        print(f"{'layout':42s} " + " ".join(f"{k:>11s}" for k in names))
+        for name, c in checks.items():
+            print(f"{name:42s} " + " ".join(f"{c['prior'][k]:5.2f}/{c['posterior'][k]:5.2f}" for k in names))
     write_json_atomic(args.out or args.run / "context_layouts.json", out)
 
 

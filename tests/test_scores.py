@@ -123,6 +123,14 @@ def test_color_reaction_fails_when_the_change_reaches_the_mover(small_cr, cr_pro
             # each check's pass rate says what is wrong: here only the mover's colour
             assert {c: got[f"reaction_{direction}_{c}"] for c in S.REACTION_CHECKS} == \
                 {c: 1.0 if c != "mover" else expect for c in S.REACTION_CHECKS}, (recolour, direction)
+    # the same checks of another layout of context and queries (scripts/context_layouts.py): every
+    # other frame is a query, and the mover's new colour from the change on is still caught
+    q = list(range(1, videos.shape[1], 2))
+    for recolour, expect in ((None, 1.0), (recolour_mover, 0.0)):
+        scorer = S.Scorer(cr_probe, scenes, idx, 5, query=q)
+        scorer.add(rendered("color_reaction", idx, recolour)[:, None, q])
+        assert scorer.result()["reaction_forward_mover"] == expect, recolour
+        assert scorer.result()["reaction_forward_touch"] == 1.0, recolour
     table = S.format_table({"model": "jump", "dataset": "color_reaction", "step": 7, "n_scenes": len(scenes),
                             "n_samples": 1, "image_size": SIZE, "context": 5,
                             **{f"test_score_{k}": v for k, v in got.items()}})
@@ -237,3 +245,28 @@ def test_bad_input_is_one_line(small_ts, small_cr, tmp_path):
     one_line_error(run("probe", "train", small_cr, "--size", 24), "must divide")
     with pytest.raises(Exception, match="jumpbench probe train"):
         P.load_probe(small_cr, 16)
+
+
+def test_context_layouts_gives_the_reaction_checks_of_prior_and_posterior(small_cr, cr_probe, tmp_path):
+    """scripts/context_layouts.py on a Color Reaction run with a probe: each layout's MSEs and
+    the reaction's checks of the prior's samples and of the posterior's reconstruction."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from jumpbench.benchmarks.training.train import train
+
+    folder = train("jump", small_cr, "smoke", ["data.image_size=32", "model.image_size=32", "train.steps=2"], 0,
+                   tmp_path / "runs", progress=False)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "context_layouts.py"
+    proc = subprocess.run([sys.executable, str(script), str(folder), "--scenes", "3", "--samples", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reaction checks" in proc.stdout
+    out = json.loads((folder / "context_layouts.json").read_text())
+    assert len(out["layouts"]) == 3
+    for row in out["layouts"].values():
+        for who in ("prior", "posterior"):
+            rates = row["checks"][who]
+            assert set(rates) == {"all", *S.REACTION_CHECKS}, rates
+            assert all(0.0 <= v <= 1.0 for v in rates.values()) and rates["all"] <= min(rates.values())

@@ -102,10 +102,11 @@ class ELBOModel(Model):
     def elbo_terms(self, context_frames, context_viewpoints, target_frames, target_viewpoints,
                    pixel_var: float | None = None) -> dict[str, torch.Tensor]:
         """Per-scene `nll` (B,) and `kl` (B,) in nats, with one posterior draw; the negative ELBO
-        is nll + kl. `pixel_var` defaults to the schedule's final value."""
+        is nll + kl. `mean` (B, K, 3, H, W): the frames that draw renders (the posterior's
+        reconstruction of the targets). `pixel_var` defaults to the schedule's final value."""
         pv = final_pixel_var(self.config) if pixel_var is None else pixel_var
-        nll, kl, _ = self._elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pv)
-        return {"nll": nll, "kl": kl}
+        nll, kl, mean = self._elbo(context_frames, context_viewpoints, target_frames, target_viewpoints, pv)
+        return {"nll": nll, "kl": kl, "mean": mean}
 
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """loss: negative ELBO in nats per scene (summed over the targets), averaged over the batch."""

@@ -148,9 +148,11 @@ def reaction_checks(r: dict, meta: dict) -> dict[str, np.ndarray]:
 class Scorer:
     """Reads the samples of a fixed list of test scenes, chunk by chunk, and scores them.
     `direction` "forward": the queries are frames m..T-1 (dice: the hidden-face views);
-    "backward": frames 0..T-m-1 from the last m."""
+    "backward": frames 0..T-m-1 from the last m. `query` (Narratives): other frames in their
+    place (another layout of context and queries, scripts/context_layouts.py)."""
 
-    def __init__(self, probe: P.Probe, scenes: DS.Scenes, indices, m: int, direction: str = "forward"):
+    def __init__(self, probe: P.Probe, scenes: DS.Scenes, indices, m: int, direction: str = "forward",
+                 query: list[int] | None = None):
         self.probe, self.m, self.direction = probe, m, direction
         self.dataset = scenes.ds.name
         self.indices = list(indices)
@@ -165,7 +167,8 @@ class Scorer:
         else:
             self.frames = DS.to_float(B.stack(scenes, self.indices)["frames"])       # (B, T, 3, S, S)
             t = self.frames.shape[1]
-            self.query = list(range(m, t)) if direction == "forward" else list(range(t - m))
+            self.query = list(query) if query is not None else (
+                list(range(m, t)) if direction == "forward" else list(range(t - m)))
         self.valid = [[] for _ in self.indices]
         self.found = [[] for _ in self.indices]  # visiting orders / digits read
         self.visits = [[] for _ in self.indices]
