@@ -64,8 +64,8 @@ def main() -> None:
     n = min(args.scenes, len(test))
     F = torch.stack([test[i]["frames"] for i in range(n)])
     V = torch.stack([test[i]["viewpoints"] for i in range(n)])
-    out = {"run": f"{rec['dataset']}/{rec['model']}/{args.run.parent.name}/{args.run.name}", "scenes": n,
-           "samples": args.samples, "layouts": {}}
+    out = {"run": f"{rec['dataset']}/{rec['model']}/{args.run.parent.name}/{args.run.name}",
+           "step": rec["checkpoint_step"], "scenes": n, "samples": args.samples, "layouts": {}}
     static = static_scene(F)
     probe = None
     if rec["dataset"] == "color_reaction":

@@ -264,7 +264,7 @@ def test_context_layouts_gives_the_reaction_checks_of_prior_and_posterior(small_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "reaction checks" in proc.stdout
     out = json.loads((folder / "context_layouts.json").read_text())
-    assert len(out["layouts"]) == 3
+    assert len(out["layouts"]) == 3 and out["step"] == 2
     for row in out["layouts"].values():
         for who in ("prior", "posterior"):
             rates = row["checks"][who]
