@@ -60,7 +60,8 @@ def main() -> None:
     if rec["config"]["model"].get("viewpoint_dim") != 1 or not hasattr(model, "elbo_terms"):
         raise SystemExit(f"{args.run}: a jumpy model (JUMP, GQN) on a Narrative is needed")
     size, m = rec["config"]["data"]["image_size"], rec["config"]["data"]["eval_context"]
-    test = jumpbench.open_dataset(args.data or rec["data"], split="test", image_size=size, dtype="float32")
+    data = args.data or rec["data"]
+    test = jumpbench.open_dataset(data, split="test", image_size=size, dtype="float32")
     n = min(args.scenes, len(test))
     F = torch.stack([test[i]["frames"] for i in range(n)])
     V = torch.stack([test[i]["viewpoints"] for i in range(n)])
@@ -70,10 +71,10 @@ def main() -> None:
     probe = None
     if rec["dataset"] == "color_reaction":
         try:
-            probe = P.load_probe(args.data or rec["data"], size)
+            probe = P.load_probe(data, size)
         except JumpbenchError as e:
             print(f"no reaction checks: {e}")
-    scenes = DS.Scenes(args.data or rec["data"], "test", size) if probe else None
+    scenes = DS.Scenes(data, "test", size) if probe else None
     checks = {}
     print(f"{'layout':42s} {'min-MSE':>8s} {'mean':>8s} {'posterior':>9s} {'post 1x1':>8s} {'nearest':>8s} "
           f"{'static':>8s}")
@@ -84,9 +85,8 @@ def main() -> None:
             per = ((s - tf[:, None]) ** 2).mean((2, 3, 4, 5))                         # (n, S)
             recon = model.elbo_terms(cf, cv, tf, tv)["mean"].float()                     # (n, K, 3, H, W)
             post = ((recon - tf) ** 2).mean().item()
-            single = sum(model({"context_frames": cf, "context_viewpoints": cv, "target_frames": tf[:, k:k + 1],
-                                "target_viewpoints": tv[:, k:k + 1]}, 10 ** 9)["mse"].item()
-                         for k in range(len(tgt))) / len(tgt)
+            single = sum(((model.elbo_terms(cf, cv, tf[:, k:k + 1], tv[:, k:k + 1])["mean"].float()
+                           - tf[:, k:k + 1]) ** 2).mean().item() for k in range(len(tgt))) / len(tgt)
         near = torch.tensor([min(ctx, key=lambda c: (abs(c - q), c)) for q in tgt])
         row = {"context": [c + 1 for c in ctx], "min_mse": per.min(1).values.mean().item(),
                "mean_mse": ((s.mean(1) - tf) ** 2).mean().item(), "posterior_mse": post,
